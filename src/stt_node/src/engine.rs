@@ -1,0 +1,215 @@
+//! Whisper (transcription) and Silero (VAD) through whisper-rs.
+//!
+//! The model (`WhisperContext`) loads once; one `WhisperState` is reused for
+//! every utterance, as whisper-rs intends.
+
+use std::time::Instant;
+
+use voice_core::endpoint::{SpeechDetector, WINDOW};
+use voice_core::model_file::{self, Format, ModelFileError};
+use whisper_rs::{
+    FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState,
+    WhisperVadContext, WhisperVadContextParams,
+};
+
+use crate::params::SttParams;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    ModelFile(#[from] ModelFileError),
+    #[error("{param}: whisper.cpp could not load {path}: {err}")]
+    Load {
+        param: &'static str,
+        path: String,
+        err: whisper_rs::WhisperError,
+    },
+    #[error("whisper inference failed: {0}")]
+    Inference(#[from] whisper_rs::WhisperError),
+}
+
+/// One transcription result.
+#[derive(Debug, Clone)]
+pub struct Transcript {
+    pub text: String,
+    pub language: String,
+    pub compute_ms: f64,
+}
+
+pub struct Transcriber {
+    // `state` borrows nothing from `ctx` in whisper-rs (it holds an Arc), but
+    // keep the context alive for the node's lifetime all the same.
+    _ctx: WhisperContext,
+    state: WhisperState,
+    language: String,
+    n_threads: i32,
+    beam: Option<i32>,
+    initial_prompt: String,
+    no_speech_threshold: f32,
+    pub model_name: String,
+}
+
+impl Transcriber {
+    pub fn load(p: &SttParams) -> Result<Self, EngineError> {
+        model_file::check("model_path", &p.model_path, Format::WhisperGgml)?;
+        let cp = WhisperContextParameters {
+            use_gpu: p.use_gpu,
+            flash_attn: p.flash_attn,
+            ..Default::default()
+        };
+        let load_err = |err| EngineError::Load {
+            param: "model_path",
+            path: p.model_path.clone(),
+            err,
+        };
+        let ctx = WhisperContext::new_with_params(&p.model_path, cp).map_err(load_err)?;
+        let state = ctx.create_state().map_err(load_err)?;
+        let model_name = std::path::Path::new(&p.model_path)
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Ok(Self {
+            _ctx: ctx,
+            state,
+            language: p.language.clone(),
+            n_threads: p.n_threads,
+            beam: (p.strategy == "beam").then_some(p.beam_size),
+            initial_prompt: p.initial_prompt.clone(),
+            no_speech_threshold: p.no_speech_threshold,
+            model_name,
+        })
+    }
+
+    /// Transcribes 16 kHz mono audio. Segments Whisper itself marks as
+    /// no-speech are left out.
+    pub fn transcribe(&mut self, audio: &[f32]) -> Result<Transcript, EngineError> {
+        let t0 = Instant::now();
+        let strategy = match self.beam {
+            Some(beam_size) => SamplingStrategy::BeamSearch {
+                beam_size,
+                patience: -1.0,
+            },
+            None => SamplingStrategy::Greedy { best_of: 1 },
+        };
+        let mut fp = FullParams::new(strategy);
+        fp.set_n_threads(self.n_threads);
+        fp.set_translate(false);
+        fp.set_no_context(true);
+        fp.set_single_segment(false);
+        fp.set_print_special(false);
+        fp.set_print_progress(false);
+        fp.set_print_realtime(false);
+        fp.set_print_timestamps(false);
+        fp.set_suppress_blank(true);
+        fp.set_no_speech_thold(self.no_speech_threshold);
+        if self.language == "auto" {
+            fp.set_language(None);
+            fp.set_detect_language(false);
+        } else {
+            fp.set_language(Some(&self.language));
+        }
+        if !self.initial_prompt.is_empty() {
+            fp.set_initial_prompt(&self.initial_prompt);
+        }
+        // Whisper works on >= 1 s windows; pad short clips with silence.
+        let mut padded;
+        let input = if audio.len() < 16_000 + 1_600 {
+            padded = audio.to_vec();
+            padded.resize(16_000 + 1_600, 0.0);
+            &padded[..]
+        } else {
+            audio
+        };
+        self.state.full(fp, input)?;
+        let mut text = String::new();
+        for seg in self.state.as_iter() {
+            if seg.no_speech_probability() > self.no_speech_threshold {
+                continue;
+            }
+            if let Ok(s) = seg.to_str_lossy() {
+                text.push_str(&s);
+            }
+        }
+        let lang_id = self.state.full_lang_id_from_state();
+        let language = whisper_rs::get_lang_str(lang_id)
+            .unwrap_or(self.language.as_str())
+            .to_string();
+        Ok(Transcript {
+            text: text.trim().to_string(),
+            language,
+            compute_ms: t0.elapsed().as_secs_f64() * 1e3,
+        })
+    }
+}
+
+/// Left context handed to Silero with each new batch [windows]: the LSTM
+/// state is rebuilt from it on every call (whisper.cpp's VAD resets state).
+const SILERO_CONTEXT_WINDOWS: usize = 16;
+
+/// Silero VAD through whisper.cpp's VAD, streamed with a rolling context.
+pub struct SileroDetector {
+    vad: WhisperVadContext,
+    history: Vec<f32>,
+}
+
+impl SileroDetector {
+    pub fn load(path: &str, n_threads: i32) -> Result<Self, EngineError> {
+        model_file::check("vad.model_path", path, Format::WhisperGgml)?;
+        let mut cp = WhisperVadContextParams::new();
+        cp.set_n_threads(n_threads.clamp(1, 4));
+        cp.set_use_gpu(false);
+        let vad = WhisperVadContext::new(path, cp).map_err(|err| EngineError::Load {
+            param: "vad.model_path",
+            path: path.into(),
+            err,
+        })?;
+        Ok(Self {
+            vad,
+            history: Vec::new(),
+        })
+    }
+}
+
+impl SpeechDetector for SileroDetector {
+    fn probabilities(&mut self, audio: &[f32]) -> Result<Vec<f32>, String> {
+        let n_new = audio.len() / WINDOW;
+        let mut input = std::mem::take(&mut self.history);
+        let ctx_windows = input.len() / WINDOW;
+        input.extend_from_slice(&audio[..n_new * WINDOW]);
+        self.vad.detect_speech(&input).map_err(|e| e.to_string())?;
+        let probs = self.vad.probabilities();
+        let start = ctx_windows.min(probs.len());
+        let mut out: Vec<f32> = probs[start..].iter().copied().take(n_new).collect();
+        out.resize(n_new, 0.0);
+        let keep = SILERO_CONTEXT_WINDOWS * WINDOW;
+        let drop = input.len().saturating_sub(keep);
+        input.drain(..drop);
+        self.history = input;
+        Ok(out)
+    }
+
+    fn reset(&mut self) {
+        self.history.clear();
+    }
+}
+
+/// The speech detector chosen by `vad.model_path`.
+pub enum Detector {
+    Silero(Box<SileroDetector>),
+    Energy(voice_core::endpoint::EnergyDetector),
+}
+
+impl SpeechDetector for Detector {
+    fn probabilities(&mut self, audio: &[f32]) -> Result<Vec<f32>, String> {
+        match self {
+            Detector::Silero(d) => d.probabilities(audio),
+            Detector::Energy(d) => d.probabilities(audio),
+        }
+    }
+    fn reset(&mut self) {
+        match self {
+            Detector::Silero(d) => d.reset(),
+            Detector::Energy(d) => d.reset(),
+        }
+    }
+}

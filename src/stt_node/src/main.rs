@@ -1,0 +1,169 @@
+//! stt_node: speech on `audio` becomes transcripts on `transcript`.
+//!
+//! Wiring: audio subscription -> bounded frame queue -> listener thread
+//! (decode, resample, VAD endpointing, half-duplex gating) -> bounded segment
+//! queue -> Whisper thread -> `transcript` + `transcript/text`.
+
+mod engine;
+mod listener;
+mod params;
+
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use futures::StreamExt;
+use r2r::std_msgs::msg::{Bool, String as StringMsg};
+use r2r::voice_agent::msg::{AudioFrame, Utterance};
+use voice_ros::{log::Log, node};
+
+use crate::engine::{Detector, SileroDetector, Transcriber};
+use crate::listener::{Shared, FRAME_QUEUE, SEGMENT_QUEUE};
+use crate::params::SttParams;
+
+const NODE_NAME: &str = "stt_node";
+
+fn main() -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("[{NODE_NAME}] cannot start async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            Log::new(NODE_NAME).error(format!("{e:#}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<()> {
+    whisper_rs::install_logging_hooks();
+    let mut node = node::create(NODE_NAME)?;
+    let log = Log::new(node.logger());
+    let (params, param_server) = node::declare_params(&mut node, SttParams::default())?;
+    tokio::spawn(param_server);
+    for name in &params.unknown {
+        log.warn(format!("unknown parameter {name:?} ignored (not declared by {NODE_NAME})"));
+    }
+    let p = params.shared.lock().map_err(|_| anyhow::anyhow!("parameter lock poisoned"))?.clone();
+    let endpoint_cfg = p.validate()?;
+
+    let transcriber = Transcriber::load(&p)?;
+    let detector = if p.vad.model_path.trim().is_empty() {
+        log.info("vad.model_path empty: using the energy-based endpointer");
+        Detector::Energy(Default::default())
+    } else {
+        Detector::Silero(Box::new(SileroDetector::load(&p.vad.model_path, p.n_threads)?))
+    };
+    let vad_name = match &detector {
+        Detector::Silero(_) => "silero",
+        Detector::Energy(_) => "energy",
+    };
+    log.info(format!(
+        "loaded Whisper {} (language {}, {} threads, {}), VAD {vad_name}; backend {}",
+        transcriber.model_name,
+        p.language,
+        p.n_threads,
+        p.strategy,
+        if p.use_gpu { "GPU requested" } else { "CPU" }
+    ));
+    if p.use_gpu && !cfg!(feature = "cuda") {
+        log.warn("use_gpu is true but this stt_node was built without CUDA: running on CPU");
+    }
+
+    let fq = node::fq_name(&node);
+    let audio_sub = node.subscribe::<AudioFrame>("audio", node::audio_qos(p.reliable_audio, 50))?;
+    let speaking_sub = node.subscribe::<Bool>("speaking", node::state_qos())?;
+    let pubs = listener::Publishers {
+        utterance: node.create_publisher::<Utterance>("transcript", node::event_qos())?,
+        text: node.create_publisher::<StringMsg>("transcript/text", node::event_qos())?,
+        interrupt: node.create_publisher::<StringMsg>("interrupt", node::event_qos())?,
+        normalized: if p.publish_normalized {
+            Some(node.create_publisher::<AudioFrame>("~/audio_16k", node::audio_qos(true, 100))?)
+        } else {
+            None
+        },
+    };
+    let diag_pub = node.create_publisher::<r2r::diagnostic_msgs::msg::DiagnosticArray>(
+        "/diagnostics",
+        node::event_qos(),
+    )?;
+
+    let shared = Arc::new(Shared::new(log.clone()));
+    let (frame_tx, frame_rx) = std::sync::mpsc::sync_channel::<AudioFrame>(FRAME_QUEUE);
+    let (seg_tx, seg_rx) = std::sync::mpsc::sync_channel(SEGMENT_QUEUE);
+
+    let listener = {
+        let (shared, pubs, p) = (shared.clone(), pubs.clone(), p.clone());
+        std::thread::Builder::new()
+            .name("stt-listen".into())
+            .spawn(move || listener::listen(frame_rx, seg_tx, detector, endpoint_cfg, &p, &shared, pubs))?
+    };
+    let transcriber_thread = {
+        let (shared, p) = (shared.clone(), p.clone());
+        std::thread::Builder::new()
+            .name("stt-whisper".into())
+            .spawn(move || listener::transcribe(seg_rx, transcriber, &p, &shared, pubs))?
+    };
+
+    // audio in -> bounded queue (full: drop and count, never block the executor)
+    {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let mut sub = audio_sub;
+            while let Some(frame) = sub.next().await {
+                shared.frames_in.fetch_add(1, Ordering::Relaxed);
+                if frame_tx.try_send(frame).is_err() {
+                    shared.drop_frame("frame queue full (listener behind)");
+                }
+            }
+        });
+    }
+    {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let mut sub = speaking_sub;
+            while let Some(msg) = sub.next().await {
+                shared.set_speaking(msg.data);
+            }
+        });
+    }
+    {
+        let shared = shared.clone();
+        let hw = format!("whisper:{} vad:{vad_name}", transcriber_model_name(&p));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let _ = diag_pub.publish(&shared.report(&fq, &hw));
+            }
+        });
+    }
+
+    let stop = node::shutdown_flag()?;
+    log.info("listening on audio");
+    tokio::task::block_in_place(|| node::spin_until(&mut node, &stop));
+    log.info("shutting down");
+    shared.stop.store(true, Ordering::SeqCst);
+    drop(node); // closes the subscription, which ends the listener's queue
+    let _ = listener.join();
+    let _ = transcriber_thread.join();
+    Ok(())
+}
+
+fn transcriber_model_name(p: &SttParams) -> String {
+    std::path::Path::new(&p.model_path)
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}

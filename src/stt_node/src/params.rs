@@ -1,0 +1,154 @@
+//! stt_node's ROS parameters (one typed struct; nested structs are dotted
+//! names, e.g. `vad.threshold`) and their validation.
+
+use r2r::RosParams;
+use voice_core::endpoint::EndpointConfig;
+
+/// Parameters of stt_node. Doc comments are what `ros2 param describe` shows.
+#[derive(RosParams, Debug, Clone)]
+pub struct SttParams {
+    /// Whisper model in whisper.cpp ggml format (e.g. ggml-tiny.en.bin).
+    pub model_path: String,
+    /// Spoken language as ISO 639-1 code, or "auto" to detect (multilingual models only).
+    pub language: String,
+    /// CPU threads for Whisper.
+    pub n_threads: i32,
+    /// Decoding strategy: "greedy" or "beam".
+    pub strategy: String,
+    /// Beam width when strategy is "beam".
+    pub beam_size: i32,
+    /// Text that primes Whisper's decoder (names, jargon the robot expects).
+    pub initial_prompt: String,
+    /// Segments whose no-speech probability is above this are discarded (0..1).
+    pub no_speech_threshold: f32,
+    /// Run Whisper on the GPU (needs a CUDA build).
+    pub use_gpu: bool,
+    /// Flash attention in Whisper (GPU builds).
+    pub flash_attn: bool,
+    /// Conversation key put on every Utterance (one per microphone / user); "" = default.
+    pub conversation_id: String,
+    /// Subscribe `audio` with reliable QoS instead of sensor-data (best effort).
+    pub reliable_audio: bool,
+    /// Largest audio block accepted in one AudioFrame [s]; longer frames are dropped.
+    pub max_frame_s: f64,
+    /// Publish the 16 kHz mono audio on ~/audio_16k (debugging, tests).
+    pub publish_normalized: bool,
+    /// Barge-in: speech while `speaking` is true publishes `interrupt` instead of being ignored.
+    pub barge_in: bool,
+    /// After `speaking` goes false, keep ignoring input this long (speaker echo tail) [ms].
+    pub echo_guard_ms: i32,
+    /// Voice activity detection.
+    pub vad: VadParams,
+}
+
+/// `vad.*`: endpointing.
+#[derive(RosParams, Debug, Clone)]
+pub struct VadParams {
+    /// Silero VAD model in whisper.cpp VAD ggml format; "" = energy-based fallback.
+    pub model_path: String,
+    /// Speech probability threshold (0..1).
+    pub threshold: f32,
+    /// Silence that ends an utterance [ms].
+    pub min_silence_ms: i32,
+    /// Audio kept before and after speech [ms].
+    pub speech_pad_ms: i32,
+    /// Shorter speech is ignored [ms].
+    pub min_speech_ms: i32,
+    /// Longer speech is transcribed in pieces of this length [s].
+    pub max_utterance_s: f32,
+}
+
+impl Default for SttParams {
+    fn default() -> Self {
+        Self {
+            model_path: String::new(),
+            language: "en".into(),
+            n_threads: 4,
+            strategy: "greedy".into(),
+            beam_size: 5,
+            initial_prompt: String::new(),
+            no_speech_threshold: 0.6,
+            use_gpu: false,
+            flash_attn: false,
+            conversation_id: String::new(),
+            reliable_audio: false,
+            max_frame_s: voice_core::audio::DEFAULT_MAX_FRAME_S,
+            publish_normalized: false,
+            barge_in: false,
+            echo_guard_ms: 300,
+            vad: VadParams::default(),
+        }
+    }
+}
+
+impl Default for VadParams {
+    fn default() -> Self {
+        let d = EndpointConfig::default();
+        Self {
+            model_path: String::new(),
+            threshold: d.threshold,
+            min_silence_ms: d.min_silence_ms as i32,
+            speech_pad_ms: d.speech_pad_ms as i32,
+            min_speech_ms: d.min_speech_ms as i32,
+            max_utterance_s: d.max_utterance_s,
+        }
+    }
+}
+
+/// A parameter value the node cannot run with.
+#[derive(Debug, thiserror::Error)]
+pub enum ParamError {
+    #[error("parameter {name}: {msg}")]
+    Invalid { name: &'static str, msg: String },
+    #[error(transparent)]
+    Vad(#[from] voice_core::endpoint::ConfigError),
+}
+
+fn invalid(name: &'static str, msg: impl Into<String>) -> ParamError {
+    ParamError::Invalid {
+        name,
+        msg: msg.into(),
+    }
+}
+
+impl SttParams {
+    /// Checks ranges; returns the endpointing configuration.
+    pub fn validate(&self) -> Result<EndpointConfig, ParamError> {
+        if self.model_path.trim().is_empty() {
+            return Err(invalid("model_path", "not set (path to a whisper.cpp ggml model)"));
+        }
+        if !(1..=64).contains(&self.n_threads) {
+            return Err(invalid("n_threads", format!("must be 1..=64, got {}", self.n_threads)));
+        }
+        if !matches!(self.strategy.as_str(), "greedy" | "beam") {
+            return Err(invalid("strategy", format!("must be \"greedy\" or \"beam\", got {:?}", self.strategy)));
+        }
+        if !(1..=16).contains(&self.beam_size) {
+            return Err(invalid("beam_size", format!("must be 1..=16, got {}", self.beam_size)));
+        }
+        if !(0.0..=1.0).contains(&self.no_speech_threshold) {
+            return Err(invalid("no_speech_threshold", format!("must be 0..=1, got {}", self.no_speech_threshold)));
+        }
+        if self.language != "auto" && whisper_rs::get_lang_id(&self.language).is_none() {
+            return Err(invalid("language", format!("unknown language code {:?} (use e.g. \"en\" or \"auto\")", self.language)));
+        }
+        if !(self.max_frame_s > 0.0 && self.max_frame_s <= 60.0) {
+            return Err(invalid("max_frame_s", format!("must be in (0, 60], got {}", self.max_frame_s)));
+        }
+        if !(0..=5_000).contains(&self.echo_guard_ms) {
+            return Err(invalid("echo_guard_ms", format!("must be 0..=5000, got {}", self.echo_guard_ms)));
+        }
+        let non_neg = |name: &'static str, v: i32| -> Result<u32, ParamError> {
+            u32::try_from(v).map_err(|_| invalid(name, format!("must be >= 0, got {v}")))
+        };
+        let cfg = EndpointConfig {
+            threshold: self.vad.threshold,
+            min_silence_ms: non_neg("vad.min_silence_ms", self.vad.min_silence_ms)?,
+            speech_pad_ms: non_neg("vad.speech_pad_ms", self.vad.speech_pad_ms)?,
+            min_speech_ms: non_neg("vad.min_speech_ms", self.vad.min_speech_ms)?,
+            max_utterance_s: self.vad.max_utterance_s,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}

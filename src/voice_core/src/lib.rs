@@ -1,0 +1,17 @@
+//! voice_agent's core: the logic of the voice pipeline in plain Rust, with no
+//! ROS and no inference engine, so `cargo test -p voice_core` runs anywhere.
+//!
+//! It is: audio frame decoding and resampling, VAD endpointing, sentence
+//! chunking, chat history, text normalization for speech, turn timing and
+//! word-error-rate scoring. It is not: model loading, topics or parameters
+//! (those live in the node crates and `voice_ros`).
+
+pub mod audio;
+pub mod endpoint;
+pub mod ingest;
+pub mod model_file;
+pub mod resample;
+pub mod transcript;
+
+/// Sample rate every engine-facing stage works at (Whisper, Silero VAD) [Hz].
+pub const PIPELINE_RATE: u32 = 16_000;

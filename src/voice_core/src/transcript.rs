@@ -1,0 +1,124 @@
+//! Cleaning Whisper output before it becomes a turn.
+//!
+//! Whisper writes non-speech as bracketed tags ("[BLANK_AUDIO]", "(music)",
+//! "*coughs*") and hallucinates stock phrases on noise. None of that is a
+//! user request, so it is not published as a turn.
+
+/// Phrases Whisper emits on silence or noise that no user says to a robot
+/// (compared case-insensitively, without punctuation). "Thank you" is a
+/// frequent hallucination too, but users do say it, so it stays a turn.
+const HALLUCINATIONS: &[&str] = &[
+    "thanks for watching",
+    "thank you for watching",
+    "you",
+    "subtitles by the amaraorg community",
+];
+
+/// Returns the cleaned transcript, or `None` when nothing speech-like is left.
+pub fn clean(raw: &str) -> Option<String> {
+    let mut out = String::with_capacity(raw.len());
+    let mut depth_sq = 0u32;
+    let mut depth_par = 0u32;
+    let mut in_star = false;
+    for c in raw.chars() {
+        match c {
+            '[' => depth_sq += 1,
+            ']' => depth_sq = depth_sq.saturating_sub(1),
+            '(' => depth_par += 1,
+            ')' => depth_par = depth_par.saturating_sub(1),
+            '*' => in_star = !in_star,
+            '♪' | '♫' => {}
+            c if c.is_control() => out.push(' '),
+            c if depth_sq == 0 && depth_par == 0 && !in_star => out.push(c),
+            _ => {}
+        }
+    }
+    let text = out.split_whitespace().collect::<Vec<_>>().join(" ");
+    let words = normalize_words(&text);
+    if words.is_empty() {
+        return None;
+    }
+    let joined = words.join(" ");
+    if HALLUCINATIONS.contains(&joined.as_str()) {
+        return None;
+    }
+    Some(text)
+}
+
+/// Lowercase words with punctuation removed (apostrophes kept): the form used
+/// for word error rate and for hallucination matching.
+pub fn normalize_words(text: &str) -> Vec<String> {
+    text.split(|c: char| c.is_whitespace() || c == '-')
+        .map(|w| {
+            w.chars()
+                .filter(|c| c.is_alphanumeric() || *c == '\'')
+                .flat_map(char::to_lowercase)
+                .collect::<String>()
+        })
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
+/// Word error rate of `hypothesis` against `reference` (both normalized):
+/// (substitutions + deletions + insertions) / reference words.
+pub fn word_error_rate(reference: &str, hypothesis: &str) -> f64 {
+    let r = normalize_words(reference);
+    let h = normalize_words(hypothesis);
+    if r.is_empty() {
+        return if h.is_empty() { 0.0 } else { 1.0 };
+    }
+    let mut prev: Vec<usize> = (0..=h.len()).collect();
+    let mut cur = vec![0; h.len() + 1];
+    for i in 1..=r.len() {
+        cur[0] = i;
+        for j in 1..=h.len() {
+            let sub = prev[j - 1] + usize::from(r[i - 1] != h[j - 1]);
+            cur[j] = sub.min(prev[j] + 1).min(cur[j - 1] + 1);
+        }
+        std::mem::swap(&mut prev, &mut cur);
+    }
+    prev[h.len()] as f64 / r.len() as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_and_noise_are_not_turns() {
+        for s in [
+            "",
+            "  ",
+            "[BLANK_AUDIO]",
+            " (music) ",
+            "*coughs*",
+            "♪ ♪",
+            "[Music] (applause)",
+            " Thanks for watching!",
+            "you",
+            "...",
+        ] {
+            assert_eq!(clean(s), None, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn speech_is_kept_and_tidied() {
+        assert_eq!(
+            clean(" Go to the kitchen. [BLANK_AUDIO]").as_deref(),
+            Some("Go to the kitchen.")
+        );
+        assert_eq!(clean("Thank you.").as_deref(), Some("Thank you."));
+        assert_eq!(clean("a\u{0}b").as_deref(), Some("a b"));
+    }
+
+    #[test]
+    fn wer() {
+        assert_eq!(word_error_rate("Go to the kitchen.", "go to the kitchen"), 0.0);
+        assert_eq!(word_error_rate("go to the kitchen", "go to kitchen"), 0.25);
+        assert_eq!(word_error_rate("a b", "a b c d"), 1.0);
+        assert_eq!(word_error_rate("", ""), 0.0);
+        assert_eq!(word_error_rate("", "x"), 1.0);
+        assert_eq!(word_error_rate("It's 3 o'clock", "it's 3 o'clock!"), 0.0);
+    }
+}

@@ -1,0 +1,14 @@
+//! voice_agent's ROS 2 edge, shared by the node executables: QoS choices,
+//! wall-clock stamps, diagnostics, throttled logging, parameter checks,
+//! shutdown on SIGINT/SIGTERM, and AudioFrame <-> samples conversion.
+//!
+//! Everything that touches r2r and is needed by more than one node lives here;
+//! the logic itself stays in `voice_core`.
+
+pub mod diag;
+pub mod frames;
+pub mod log;
+pub mod node;
+pub mod stamp;
+
+pub use r2r;

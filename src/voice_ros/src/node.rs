@@ -1,0 +1,116 @@
+//! Node start-up and shutdown shared by the executables: typed parameters with
+//! a check for unknown names, QoS choices, signal handling and the spin loop.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use r2r::{QosProfile, RosParams};
+
+/// Parameters every node accepts that are not in its own struct.
+const RESERVED_PARAMS: &[&str] = &["use_sim_time", "qos_overrides"];
+
+/// Creates the node (name and namespace can be remapped with --ros-args).
+pub fn create(name: &str) -> Result<r2r::Node> {
+    let ctx = r2r::Context::create().context("rcl init failed")?;
+    r2r::Node::create(ctx, name, "").context("node creation failed")
+}
+
+/// Fully qualified node name for logs and diagnostics.
+pub fn fq_name(node: &r2r::Node) -> String {
+    node.fully_qualified_name()
+        .unwrap_or_else(|_| node.logger().to_string())
+}
+
+/// Declared parameters of a node, kept in sync with `ros2 param set`.
+pub struct Params<P> {
+    pub shared: Arc<Mutex<P>>,
+    /// Names given on the command line or in a params file that the node does not know.
+    pub unknown: Vec<String>,
+}
+
+/// The names a parameter struct declares (dotted for nested structs).
+pub fn declared_names<P: RosParams + Default>() -> Vec<String> {
+    let mut map = indexmap::IndexMap::new();
+    let mut p = P::default();
+    // Registering into an empty map only inserts the defaults; it cannot fail
+    // on type grounds, and the names are all we want.
+    let _ = p.register_parameters("", None, &mut map);
+    map.keys().cloned().collect()
+}
+
+/// Registers `defaults` as the node's parameters, applying values from the
+/// command line / params file. Wrong types are an error naming the parameter.
+/// The returned future serves the parameter services; spawn it.
+pub fn declare_params<P>(
+    node: &mut r2r::Node,
+    defaults: P,
+) -> Result<(Params<P>, impl std::future::Future<Output = ()> + Send)>
+where
+    P: RosParams + Default + Send + 'static,
+{
+    let given: Vec<String> = node
+        .params
+        .lock()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    let known = declared_names::<P>();
+    let unknown = given
+        .into_iter()
+        .filter(|g| !known.contains(g) && !RESERVED_PARAMS.iter().any(|r| g.starts_with(r)))
+        .collect();
+    let shared = Arc::new(Mutex::new(defaults));
+    let (handler, _events) = node
+        .make_derived_parameter_handler(shared.clone())
+        .map_err(|e| anyhow::anyhow!("invalid parameter: {e}"))?;
+    Ok((Params { shared, unknown }, handler))
+}
+
+/// Audio subscriptions: sensor-data QoS (best effort, shallow) by default, as
+/// microphones publish; `reliable` for bag replay or lossless links.
+pub fn audio_qos(reliable: bool, depth: usize) -> QosProfile {
+    if reliable {
+        QosProfile::default().keep_last(depth).reliable()
+    } else {
+        QosProfile::sensor_data().keep_last(depth)
+    }
+}
+
+/// Text and event topics: reliable, a few messages deep.
+pub fn event_qos() -> QosProfile {
+    QosProfile::default().keep_last(50).reliable()
+}
+
+/// A latched-like state topic (`speaking`): reliable + transient local, so a
+/// late subscriber gets the current state.
+pub fn state_qos() -> QosProfile {
+    QosProfile::default().keep_last(1).reliable().transient_local()
+}
+
+/// Set by SIGINT / SIGTERM.
+pub fn shutdown_flag() -> Result<Arc<AtomicBool>> {
+    let flag = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook_consts::SIGINT, signal_hook_consts::SIGTERM] {
+        let f = flag.clone();
+        let mut stream = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(sig))
+            .context("cannot install signal handler")?;
+        tokio::spawn(async move {
+            stream.recv().await;
+            f.store(true, Ordering::SeqCst);
+        });
+    }
+    Ok(flag)
+}
+
+mod signal_hook_consts {
+    pub const SIGINT: i32 = 2;
+    pub const SIGTERM: i32 = 15;
+}
+
+/// Spins the node on the current thread until the flag is set.
+pub fn spin_until(node: &mut r2r::Node, stop: &AtomicBool) {
+    while !stop.load(Ordering::SeqCst) {
+        node.spin_once(Duration::from_millis(20));
+    }
+}

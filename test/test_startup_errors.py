@@ -1,0 +1,50 @@
+"""Missing or corrupt models and nonsense parameters: one clear error line
+naming the file / parameter, a non-zero exit, no core dump."""
+import subprocess
+
+import pytest
+
+from conftest import BIN, WHISPER_MODEL
+
+
+def run_node(exe, params, timeout=30):
+    args = [str(BIN / exe), "--ros-args"]
+    for k, v in params.items():
+        args += ["-p", f"{k}:={v}"]
+    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=None)
+
+
+CASES = [
+    ("stt_node", {"model_path": "/nonexistent/ggml-tiny.en.bin"}, ["model_path", "/nonexistent/ggml-tiny.en.bin", "not found"]),
+    ("stt_node", {"model_path": str(WHISPER_MODEL), "vad.model_path": "/nope/vad.bin"}, ["vad.model_path", "/nope/vad.bin"]),
+    ("stt_node", {"model_path": str(WHISPER_MODEL), "n_threads": 0}, ["n_threads"]),
+    ("stt_node", {"model_path": str(WHISPER_MODEL), "vad.threshold": 1.5}, ["vad.threshold"]),
+    ("stt_node", {"model_path": str(WHISPER_MODEL), "language": "xx"}, ["language"]),
+    ("stt_node", {"model_path": str(WHISPER_MODEL), "n_threads": "many"}, ["n_threads"]),
+]
+
+
+@pytest.mark.parametrize("exe,params,needles", CASES, ids=[f"{c[0]}-{'-'.join(c[1])}-{i}" for i, c in enumerate(CASES)])
+def test_bad_start_fails_clearly(exe, params, needles):
+    r = run_node(exe, params)
+    out = r.stdout + r.stderr
+    assert r.returncode not in (0, -6, -11, 134, 139), out  # non-zero, but not an abort/segfault
+    assert r.returncode != 0
+    for n in needles:
+        assert n in out, out
+
+
+@pytest.mark.parametrize("exe,param", [("stt_node", "model_path")])
+def test_corrupt_model_names_file(tmp_path, exe, param):
+    bad = tmp_path / "corrupt.bin"
+    bad.write_bytes(b"\x6c\x6d\x67\x67" + b"\x00" * 4096)  # right magic, garbage body
+    r = run_node(exe, {param: str(bad)})
+    out = r.stdout + r.stderr
+    assert r.returncode not in (0, -6, -11, 134, 139), out
+    assert str(bad) in out and param in out, out
+    trunc = tmp_path / "trunc.bin"
+    trunc.write_bytes(WHISPER_MODEL.read_bytes()[:1_000_000])
+    r = run_node(exe, {param: str(trunc)})
+    out = r.stdout + r.stderr
+    assert r.returncode not in (0, -6, -11, 134, 139), out
+    assert str(trunc) in out, out
