@@ -4,7 +4,7 @@ import subprocess
 
 import pytest
 
-from conftest import BIN, WHISPER_MODEL
+from conftest import BIN, LLM_MODEL, WHISPER_MODEL
 
 
 def run_node(exe, params, timeout=30):
@@ -21,6 +21,13 @@ CASES = [
     ("stt_node", {"model_path": str(WHISPER_MODEL), "vad.threshold": 1.5}, ["vad.threshold"]),
     ("stt_node", {"model_path": str(WHISPER_MODEL), "language": "xx"}, ["language"]),
     ("stt_node", {"model_path": str(WHISPER_MODEL), "n_threads": "many"}, ["n_threads"]),
+    ("llm_node", {"model_path": "/nonexistent/model.gguf"}, ["model_path", "/nonexistent/model.gguf", "not found"]),
+    ("llm_node", {"model_path": str(LLM_MODEL), "n_batch": 128, "n_ubatch": 256}, ["n_ubatch"]),
+    ("llm_node", {"model_path": str(LLM_MODEL), "ctx_size": 512, "parallel": 8}, ["ctx_size"]),
+    ("llm_node", {"model_path": str(LLM_MODEL), "ctx_size": 512, "parallel": 1, "max_tokens": 400,
+                  "system_prompt": "'" + "You are a robot. " * 40 + "'", "use_mlock": "false"}, ["ctx_size", "system prompt"]),
+    ("llm_node", {"model_path": str(LLM_MODEL), "busy_policy": "sometimes"}, ["busy_policy"]),
+    ("llm_node", {"model_path": str(LLM_MODEL), "temperature": "hot"}, ["temperature"]),
 ]
 
 
@@ -34,16 +41,19 @@ def test_bad_start_fails_clearly(exe, params, needles):
         assert n in out, out
 
 
-@pytest.mark.parametrize("exe,param", [("stt_node", "model_path")])
-def test_corrupt_model_names_file(tmp_path, exe, param):
+@pytest.mark.parametrize("exe,param,magic,model", [
+    ("stt_node", "model_path", b"\x6c\x6d\x67\x67", WHISPER_MODEL),
+    ("llm_node", "model_path", b"GGUF", LLM_MODEL),
+])
+def test_corrupt_model_names_file(tmp_path, exe, param, magic, model):
     bad = tmp_path / "corrupt.bin"
-    bad.write_bytes(b"\x6c\x6d\x67\x67" + b"\x00" * 4096)  # right magic, garbage body
+    bad.write_bytes(magic + b"\x00" * 4096)  # right magic, garbage body
     r = run_node(exe, {param: str(bad)})
     out = r.stdout + r.stderr
     assert r.returncode not in (0, -6, -11, 134, 139), out
     assert str(bad) in out and param in out, out
     trunc = tmp_path / "trunc.bin"
-    trunc.write_bytes(WHISPER_MODEL.read_bytes()[:1_000_000])
+    trunc.write_bytes(model.read_bytes()[:1_000_000])
     r = run_node(exe, {param: str(trunc)})
     out = r.stdout + r.stderr
     assert r.returncode not in (0, -6, -11, 134, 139), out

@@ -1,1 +1,251 @@
-fn main() {}
+//! llm_node: transcripts become streamed replies.
+//!
+//! Wiring: `transcript` (Utterance) / `prompt` (String) / `interrupt` / the
+//! `~/reset` service -> bounded command queue -> engine thread (llama.cpp,
+//! continuous batching over `parallel` sequences) -> `reply/chunk` +
+//! `reply/text`.
+
+mod engine;
+mod params;
+mod publish;
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use futures::StreamExt;
+use r2r::std_msgs::msg::String as StringMsg;
+use r2r::std_srvs::srv::Trigger;
+use r2r::voice_agent::msg::{ReplyChunk, Utterance};
+use voice_ros::diag::Report;
+use voice_ros::{log::Log, node};
+
+use crate::engine::{Command, Engine, Stats, TurnRequest};
+use crate::params::LlmParams;
+
+const NODE_NAME: &str = "llm_node";
+/// Commands waiting for the engine (turns, interrupts, resets).
+const COMMAND_QUEUE: usize = 64;
+/// Interrupt messages that mean "every conversation".
+const INTERRUPT_ALL: &[&str] = &["", "*", "barge_in"];
+
+fn main() -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("[{NODE_NAME}] cannot start async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            Log::new(NODE_NAME).error(format!("{e:#}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Sends a command without ever blocking the executor; a full queue drops
+/// the command and says so.
+fn send(tx: &SyncSender<Command>, c: Command, log: &Log, stats: &Stats) {
+    match tx.try_send(c) {
+        Ok(()) => {}
+        Err(TrySendError::Full(_)) => {
+            stats.dropped.fetch_add(1, Ordering::Relaxed);
+            log.warn("command queue full: request dropped");
+        }
+        Err(TrySendError::Disconnected(_)) => {}
+    }
+}
+
+async fn run() -> Result<()> {
+    let mut node = node::create(NODE_NAME)?;
+    let log = Log::new(node.logger());
+    let (params, param_server) = node::declare_params(&mut node, LlmParams::default())?;
+    tokio::spawn(param_server);
+    for name in &params.unknown {
+        log.warn(format!(
+            "unknown parameter {name:?} ignored (not declared by {NODE_NAME})"
+        ));
+    }
+    let p = params
+        .shared
+        .lock()
+        .map_err(|_| anyhow::anyhow!("parameter lock poisoned"))?
+        .clone();
+    let cfg = p.validate()?;
+    if cfg.n_gpu_layers > 0 && !cfg!(feature = "cuda") {
+        log.warn(format!(
+            "n_gpu_layers is {} but this llm_node was built without CUDA: all layers run on the CPU",
+            cfg.n_gpu_layers
+        ));
+    }
+
+    let sink = publish::Sink {
+        chunk: node.create_publisher::<ReplyChunk>("reply/chunk", node::event_qos())?,
+        text: node.create_publisher::<StringMsg>("reply/text", node::event_qos())?,
+        log: log.clone(),
+    };
+    let mut utterances = node.subscribe::<Utterance>("transcript", node::event_qos())?;
+    let mut prompts = node.subscribe::<StringMsg>("prompt", node::event_qos())?;
+    let mut interrupts = node.subscribe::<StringMsg>("interrupt", node::event_qos())?;
+    let mut reset =
+        node.create_service::<Trigger::Service>("~/reset", r2r::QosProfile::services_default())?;
+    let diag_pub = node.create_publisher::<r2r::diagnostic_msgs::msg::DiagnosticArray>(
+        "/diagnostics",
+        node::event_qos(),
+    )?;
+    let fq = node::fq_name(&node);
+
+    // The engine (model + context) lives on its own thread; loading errors
+    // come back before the node reports ready.
+    let stats = Arc::new(Stats::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = sync_channel::<Command>(COMMAND_QUEUE);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    let model_name = std::path::Path::new(&cfg.model_path)
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let engine_thread = {
+        let (stats, stop, log) = (stats.clone(), stop.clone(), log.clone());
+        std::thread::Builder::new()
+            .name("llm-engine".into())
+            .spawn(move || {
+                let loaded = engine::load(&cfg).and_then(|(backend, model)| {
+                    let t0 = Instant::now();
+                    let r = Engine::new(cfg, &backend, &model, sink, stats, log.clone())
+                        .map(|e| (backend, e, t0));
+                    r.map(|(b, e, t0)| (b, e, t0, ()))
+                        .map(|(b, mut e, t0, ())| {
+                            let _ = ready_tx.send(Ok(()));
+                            log.debug(format!(
+                                "context ready in {:.0} ms",
+                                t0.elapsed().as_secs_f64() * 1e3
+                            ));
+                            e.run(rx, &stop);
+                            drop(b);
+                        })
+                });
+                if let Err(e) = loaded {
+                    let _ = ready_tx.send(Err(e.to_string()));
+                }
+            })?
+    };
+    match tokio::task::spawn_blocking(move || ready_rx.recv()).await? {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => anyhow::bail!(e),
+        Err(_) => anyhow::bail!("engine thread ended during start-up"),
+    }
+    let info = stats.info.lock().map(|s| s.clone()).unwrap_or_default();
+    log.info(format!("loaded {model_name}: {info}"));
+
+    let turn_counter = Arc::new(AtomicU64::new(0));
+    {
+        let (tx, log, stats) = (tx.clone(), log.clone(), stats.clone());
+        tokio::spawn(async move {
+            while let Some(u) = utterances.next().await {
+                let req = TurnRequest {
+                    turn_id: u.turn_id,
+                    conversation_id: u.conversation_id,
+                    text: u.text,
+                    speech_end: u.speech_end,
+                    stt_ms: u.end_of_speech_to_transcript_ms,
+                    received: Instant::now(),
+                };
+                send(&tx, Command::Turn(req), &log, &stats);
+            }
+        });
+    }
+    {
+        let (tx, log, stats, counter) =
+            (tx.clone(), log.clone(), stats.clone(), turn_counter.clone());
+        tokio::spawn(async move {
+            while let Some(m) = prompts.next().await {
+                let n = counter.fetch_add(1, Ordering::Relaxed) + 1;
+                let req = TurnRequest {
+                    turn_id: format!("prompt-{}-{n}", std::process::id()),
+                    conversation_id: String::new(),
+                    text: m.data,
+                    speech_end: Default::default(),
+                    stt_ms: 0.0,
+                    received: Instant::now(),
+                };
+                send(&tx, Command::Turn(req), &log, &stats);
+            }
+        });
+    }
+    {
+        let (tx, log, stats) = (tx.clone(), log.clone(), stats.clone());
+        tokio::spawn(async move {
+            while let Some(m) = interrupts.next().await {
+                let which = (!INTERRUPT_ALL.contains(&m.data.as_str())).then_some(m.data);
+                send(&tx, Command::Interrupt(which), &log, &stats);
+            }
+        });
+    }
+    {
+        let (tx, log, stats) = (tx.clone(), log.clone(), stats.clone());
+        tokio::spawn(async move {
+            while let Some(req) = reset.next().await {
+                let (rtx, rrx) = tokio::sync::oneshot::channel();
+                send(&tx, Command::Reset(rtx), &log, &stats);
+                let (success, message) =
+                    match tokio::time::timeout(Duration::from_secs(10), rrx).await {
+                        Ok(Ok(m)) => (true, m),
+                        _ => (false, "engine did not answer".to_string()),
+                    };
+                let _ = req.respond(Trigger::Response { success, message });
+            }
+        });
+    }
+    {
+        let stats = stats.clone();
+        let hw = model_name.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let tps = stats.last_tokens_per_s.lock().map(|v| *v).unwrap_or(0.0);
+                let info = stats.info.lock().map(|s| s.clone()).unwrap_or_default();
+                let r = Report::new(&fq, &hw)
+                    .kv("model", &hw)
+                    .kv("context", info)
+                    .kv("active_conversations", stats.active.load(Ordering::Relaxed))
+                    .kv("turns", stats.turns.load(Ordering::Relaxed))
+                    .kv(
+                        "tokens_generated",
+                        stats.tokens_generated.load(Ordering::Relaxed),
+                    )
+                    .kv("last_tokens_per_s", format!("{tps:.1}"))
+                    .kv(
+                        "last_prompt_tokens_evaluated",
+                        stats.last_prompt_tokens.load(Ordering::Relaxed),
+                    )
+                    .kv("dropped", stats.dropped.load(Ordering::Relaxed))
+                    .kv("interrupted", stats.interrupted.load(Ordering::Relaxed));
+                let _ = diag_pub.publish(&r.into_array());
+            }
+        });
+    }
+
+    let sig = node::shutdown_flag()?;
+    log.info("ready: listening on transcript and prompt");
+    tokio::task::block_in_place(|| node::spin_until(&mut node, &sig));
+    log.info("shutting down");
+    stop.store(true, Ordering::SeqCst);
+    drop(tx);
+    engine_thread
+        .join()
+        .map_err(|_| anyhow::anyhow!("engine thread panicked"))
+        .context("shutdown")?;
+    Ok(())
+}

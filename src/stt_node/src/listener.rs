@@ -137,16 +137,29 @@ impl Shared {
         let dropped = self.frames_dropped.load(Ordering::Relaxed);
         let mut r = Report::new(name, hardware);
         if dropped > 0 {
-            let last = self.last_error.lock().map(|s| s.clone()).unwrap_or_default();
+            let last = self
+                .last_error
+                .lock()
+                .map(|s| s.clone())
+                .unwrap_or_default();
             r = r.level(Level::Warn, format!("dropped frames; last: {last}"));
         }
         r.kv("model", hardware)
             .kv("frames_in", self.frames_in.load(Ordering::Relaxed))
             .kv("frames_dropped", dropped)
-            .kv("segments_dropped", self.segments_dropped.load(Ordering::Relaxed))
+            .kv(
+                "segments_dropped",
+                self.segments_dropped.load(Ordering::Relaxed),
+            )
             .kv("utterances", self.utterances.load(Ordering::Relaxed))
-            .kv("rejected_non_speech", self.rejected_non_speech.load(Ordering::Relaxed))
-            .kv("ignored_while_speaking", self.ignored_while_speaking.load(Ordering::Relaxed))
+            .kv(
+                "rejected_non_speech",
+                self.rejected_non_speech.load(Ordering::Relaxed),
+            )
+            .kv(
+                "ignored_while_speaking",
+                self.ignored_while_speaking.load(Ordering::Relaxed),
+            )
             .kv("interrupts", self.interrupts.load(Ordering::Relaxed))
             .kv("speaking", self.speaking())
             .kv("mean_real_time_factor", format!("{rtf:.3}"))
@@ -189,7 +202,9 @@ pub fn listen(
         // Half-duplex: ignore input while the robot is audible, unless barge-in.
         let listen = !audible || p.barge_in;
         if !listen && ingest.in_speech() {
-            shared.ignored_while_speaking.fetch_add(1, Ordering::Relaxed);
+            shared
+                .ignored_while_speaking
+                .fetch_add(1, Ordering::Relaxed);
         }
         let out = match ingest.push(frame.sample_rate, &frame.samples, arrived, listen) {
             Ok(o) => o,
@@ -199,7 +214,12 @@ pub fn listen(
             }
         };
         if let (Some(publ), false) = (&pubs.normalized, out.normalized.is_empty()) {
-            let mut f = frames::mono_s16(&out.normalized, voice_core::PIPELINE_RATE, &msg.header.frame_id, "");
+            let mut f = frames::mono_s16(
+                &out.normalized,
+                voice_core::PIPELINE_RATE,
+                &msg.header.frame_id,
+                "",
+            );
             f.header.stamp = msg.header.stamp.clone();
             let _ = publ.publish(&f);
         }
@@ -210,7 +230,9 @@ pub fn listen(
                     if audible && p.barge_in && !interrupted_this_turn {
                         interrupted_this_turn = true;
                         shared.interrupts.fetch_add(1, Ordering::Relaxed);
-                        shared.log.info("barge-in: user speech while speaking, publishing interrupt");
+                        shared
+                            .log
+                            .info("barge-in: user speech while speaking, publishing interrupt");
                         let _ = pubs.interrupt.publish(&StringMsg {
                             data: "barge_in".into(),
                         });
@@ -227,7 +249,9 @@ pub fn listen(
                         Ok(()) => {}
                         Err(TrySendError::Full(_)) => {
                             shared.segments_dropped.fetch_add(1, Ordering::Relaxed);
-                            shared.warn_throttled("speech segment dropped: Whisper is behind (queue full)");
+                            shared.warn_throttled(
+                                "speech segment dropped: Whisper is behind (queue full)",
+                            );
                         }
                         Err(TrySendError::Disconnected(_)) => return,
                     }
@@ -239,7 +263,13 @@ pub fn listen(
 
 /// Whisper thread: segments -> text; pieces of one utterance are joined and
 /// published as one turn when its last piece is done.
-pub fn transcribe(jobs: Receiver<Job>, mut engine: Transcriber, p: &SttParams, shared: &Shared, pubs: Publishers) {
+pub fn transcribe(
+    jobs: Receiver<Job>,
+    mut engine: Transcriber,
+    p: &SttParams,
+    shared: &Shared,
+    pubs: Publishers,
+) {
     let run_id = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_millis() % 1_000_000_000)
@@ -272,17 +302,24 @@ pub fn transcribe(jobs: Receiver<Job>, mut engine: Transcriber, p: &SttParams, s
                     *c += t.compute_ms / 1e3;
                 }
             }
-            Err(e) => shared.log.error(format!("transcription failed, segment skipped: {e}")),
+            Err(e) => shared
+                .log
+                .error(format!("transcription failed, segment skipped: {e}")),
         }
         if !job.segment.is_last {
             continue;
         }
         let final_text = std::mem::take(&mut text);
         first_start = None;
-        let (dur, comp) = (std::mem::take(&mut audio_s), std::mem::take(&mut compute_ms));
+        let (dur, comp) = (
+            std::mem::take(&mut audio_s),
+            std::mem::take(&mut compute_ms),
+        );
         if final_text.is_empty() {
             shared.rejected_non_speech.fetch_add(1, Ordering::Relaxed);
-            shared.log.debug("segment had no speech-like transcript; not a turn");
+            shared
+                .log
+                .debug("segment had no speech-like transcript; not a turn");
             continue;
         }
         let n = shared.utterances.fetch_add(1, Ordering::Relaxed) + 1;

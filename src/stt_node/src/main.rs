@@ -53,9 +53,15 @@ async fn run() -> Result<()> {
     let (params, param_server) = node::declare_params(&mut node, SttParams::default())?;
     tokio::spawn(param_server);
     for name in &params.unknown {
-        log.warn(format!("unknown parameter {name:?} ignored (not declared by {NODE_NAME})"));
+        log.warn(format!(
+            "unknown parameter {name:?} ignored (not declared by {NODE_NAME})"
+        ));
     }
-    let p = params.shared.lock().map_err(|_| anyhow::anyhow!("parameter lock poisoned"))?.clone();
+    let p = params
+        .shared
+        .lock()
+        .map_err(|_| anyhow::anyhow!("parameter lock poisoned"))?
+        .clone();
     let endpoint_cfg = p.validate()?;
 
     let transcriber = Transcriber::load(&p)?;
@@ -63,7 +69,10 @@ async fn run() -> Result<()> {
         log.info("vad.model_path empty: using the energy-based endpointer");
         Detector::Energy(Default::default())
     } else {
-        Detector::Silero(Box::new(SileroDetector::load(&p.vad.model_path, p.n_threads)?))
+        Detector::Silero(Box::new(SileroDetector::load(
+            &p.vad.model_path,
+            p.n_threads,
+        )?))
     };
     let vad_name = match &detector {
         Detector::Silero(_) => "silero",
@@ -107,7 +116,9 @@ async fn run() -> Result<()> {
         let (shared, pubs, p) = (shared.clone(), pubs.clone(), p.clone());
         std::thread::Builder::new()
             .name("stt-listen".into())
-            .spawn(move || listener::listen(frame_rx, seg_tx, detector, endpoint_cfg, &p, &shared, pubs))?
+            .spawn(move || {
+                listener::listen(frame_rx, seg_tx, detector, endpoint_cfg, &p, &shared, pubs)
+            })?
     };
     let transcriber_thread = {
         let (shared, p) = (shared.clone(), p.clone());

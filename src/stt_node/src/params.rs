@@ -115,28 +115,55 @@ impl SttParams {
     /// Checks ranges; returns the endpointing configuration.
     pub fn validate(&self) -> Result<EndpointConfig, ParamError> {
         if self.model_path.trim().is_empty() {
-            return Err(invalid("model_path", "not set (path to a whisper.cpp ggml model)"));
+            return Err(invalid(
+                "model_path",
+                "not set (path to a whisper.cpp ggml model)",
+            ));
         }
         if !(1..=64).contains(&self.n_threads) {
-            return Err(invalid("n_threads", format!("must be 1..=64, got {}", self.n_threads)));
+            return Err(invalid(
+                "n_threads",
+                format!("must be 1..=64, got {}", self.n_threads),
+            ));
         }
         if !matches!(self.strategy.as_str(), "greedy" | "beam") {
-            return Err(invalid("strategy", format!("must be \"greedy\" or \"beam\", got {:?}", self.strategy)));
+            return Err(invalid(
+                "strategy",
+                format!("must be \"greedy\" or \"beam\", got {:?}", self.strategy),
+            ));
         }
         if !(1..=16).contains(&self.beam_size) {
-            return Err(invalid("beam_size", format!("must be 1..=16, got {}", self.beam_size)));
+            return Err(invalid(
+                "beam_size",
+                format!("must be 1..=16, got {}", self.beam_size),
+            ));
         }
         if !(0.0..=1.0).contains(&self.no_speech_threshold) {
-            return Err(invalid("no_speech_threshold", format!("must be 0..=1, got {}", self.no_speech_threshold)));
+            return Err(invalid(
+                "no_speech_threshold",
+                format!("must be 0..=1, got {}", self.no_speech_threshold),
+            ));
         }
         if self.language != "auto" && whisper_rs::get_lang_id(&self.language).is_none() {
-            return Err(invalid("language", format!("unknown language code {:?} (use e.g. \"en\" or \"auto\")", self.language)));
+            return Err(invalid(
+                "language",
+                format!(
+                    "unknown language code {:?} (use e.g. \"en\" or \"auto\")",
+                    self.language
+                ),
+            ));
         }
         if !(self.max_frame_s > 0.0 && self.max_frame_s <= 60.0) {
-            return Err(invalid("max_frame_s", format!("must be in (0, 60], got {}", self.max_frame_s)));
+            return Err(invalid(
+                "max_frame_s",
+                format!("must be in (0, 60], got {}", self.max_frame_s),
+            ));
         }
         if !(0..=5_000).contains(&self.echo_guard_ms) {
-            return Err(invalid("echo_guard_ms", format!("must be 0..=5000, got {}", self.echo_guard_ms)));
+            return Err(invalid(
+                "echo_guard_ms",
+                format!("must be 0..=5000, got {}", self.echo_guard_ms),
+            ));
         }
         let non_neg = |name: &'static str, v: i32| -> Result<u32, ParamError> {
             u32::try_from(v).map_err(|_| invalid(name, format!("must be >= 0, got {v}")))

@@ -63,7 +63,9 @@ pub enum FrameError {
         channels: u16,
         encoding: Encoding,
     },
-    #[error("frame holds {seconds:.2} s of audio, more than the {max:.2} s allowed in one message")]
+    #[error(
+        "frame holds {seconds:.2} s of audio, more than the {max:.2} s allowed in one message"
+    )]
     TooLong { seconds: f64, max: f64 },
     #[error("frame contains a NaN or infinite sample")]
     NonFinite,

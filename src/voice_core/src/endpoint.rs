@@ -406,7 +406,10 @@ mod tests {
         assert_eq!(s.start, 20 * WINDOW as u64 - 96 * MS as u64);
         assert_eq!(s.speech_end, 40 * WINDOW as u64);
         // padded end
-        assert_eq!(s.audio.len() as u64, s.speech_end + 96 * MS as u64 - s.start);
+        assert_eq!(
+            s.audio.len() as u64,
+            s.speech_end + 96 * MS as u64 - s.start
+        );
         // first samples are pre-roll (window 17's tail), i.e. audio before speech is kept
         assert!(s.audio[0] < 20.0);
     }

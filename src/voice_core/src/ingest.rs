@@ -118,7 +118,12 @@ mod tests {
             .collect()
     }
 
-    fn feed(ing: &mut Ingest<EnergyDetector, usize>, rate: u32, x: &[f32], listen: bool) -> Vec<(Event, Option<usize>)> {
+    fn feed(
+        ing: &mut Ingest<EnergyDetector, usize>,
+        rate: u32,
+        x: &[f32],
+        listen: bool,
+    ) -> Vec<(Event, Option<usize>)> {
         let mut ev = Vec::new();
         let frame = rate as usize / 50;
         for (i, f) in x.chunks(frame).enumerate() {
@@ -145,7 +150,11 @@ mod tests {
             .collect();
         assert_eq!(segs.len(), 2);
         // 1 s of tone + 200 ms pad on each side
-        assert!((segs[0].0.duration_s() - 1.4).abs() < 0.1, "{}", segs[0].0.duration_s());
+        assert!(
+            (segs[0].0.duration_s() - 1.4).abs() < 0.1,
+            "{}",
+            segs[0].0.duration_s()
+        );
         // arrival of the last speech sample: frame ~99 (2.0 s at 20 ms frames)
         let t = segs[0].1.unwrap();
         assert!((95..=105).contains(&t), "{t}");

@@ -7,11 +7,14 @@
 //! (those live in the node crates and `voice_ros`).
 
 pub mod audio;
+pub mod chat;
+pub mod chunker;
 pub mod endpoint;
 pub mod ingest;
 pub mod model_file;
 pub mod resample;
 pub mod transcript;
+pub mod utf8;
 
 /// Sample rate every engine-facing stage works at (Whisper, Silero VAD) [Hz].
 pub const PIPELINE_RATE: u32 = 16_000;

@@ -90,7 +90,10 @@ pub fn check(param: &str, path: &str, format: Format) -> Result<PathBuf, ModelFi
         Format::Any => true,
     };
     if !ok {
-        return Err(corrupt(format!("unexpected header bytes {:02x?}", &head[..4])));
+        return Err(corrupt(format!(
+            "unexpected header bytes {:02x?}",
+            &head[..4]
+        )));
     }
     Ok(p)
 }
@@ -109,7 +112,12 @@ mod tests {
     fn errors_name_parameter_and_file() {
         let e = check("model_path", "/nonexistent/ggml.bin", Format::WhisperGgml).unwrap_err();
         let s = e.to_string();
-        assert!(s.contains("model_path") && s.contains("/nonexistent/ggml.bin") && s.contains("not found"), "{s}");
+        assert!(
+            s.contains("model_path")
+                && s.contains("/nonexistent/ggml.bin")
+                && s.contains("not found"),
+            "{s}"
+        );
         let e = check("vad.model_path", "", Format::WhisperGgml).unwrap_err();
         assert!(matches!(e, ModelFileError::Missing { .. }));
     }

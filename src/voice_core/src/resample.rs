@@ -58,10 +58,10 @@ impl StreamResampler {
             let chunk = ((f64::from(in_rate) * BLOCK_S) as usize).max(1);
             let r = FftFixedInOut::<f32>::new(in_rate as usize, self.out_rate as usize, chunk, 1)
                 .map_err(|e| ResampleError::Construction {
-                    from: in_rate,
-                    to: self.out_rate,
-                    msg: e.to_string(),
-                })?;
+                from: in_rate,
+                to: self.out_rate,
+                msg: e.to_string(),
+            })?;
             self.inner = Some(r);
         }
         self.pending.extend_from_slice(samples);
@@ -112,7 +112,11 @@ impl StreamResampler {
 }
 
 /// Resamples a whole clip at once (tests, benches, WAV input).
-pub fn resample_clip(in_rate: u32, out_rate: u32, samples: &[f32]) -> Result<Vec<f32>, ResampleError> {
+pub fn resample_clip(
+    in_rate: u32,
+    out_rate: u32,
+    samples: &[f32],
+) -> Result<Vec<f32>, ResampleError> {
     let mut r = StreamResampler::new(out_rate);
     let mut out = r.push(in_rate, samples)?;
     out.extend(r.flush()?);

@@ -114,7 +114,10 @@ mod tests {
 
     #[test]
     fn wer() {
-        assert_eq!(word_error_rate("Go to the kitchen.", "go to the kitchen"), 0.0);
+        assert_eq!(
+            word_error_rate("Go to the kitchen.", "go to the kitchen"),
+            0.0
+        );
         assert_eq!(word_error_rate("go to the kitchen", "go to kitchen"), 0.25);
         assert_eq!(word_error_rate("a b", "a b c d"), 1.0);
         assert_eq!(word_error_rate("", ""), 0.0);

@@ -85,7 +85,10 @@ pub fn event_qos() -> QosProfile {
 /// A latched-like state topic (`speaking`): reliable + transient local, so a
 /// late subscriber gets the current state.
 pub fn state_qos() -> QosProfile {
-    QosProfile::default().keep_last(1).reliable().transient_local()
+    QosProfile::default()
+        .keep_last(1)
+        .reliable()
+        .transient_local()
 }
 
 /// Set by SIGINT / SIGTERM.
@@ -93,8 +96,9 @@ pub fn shutdown_flag() -> Result<Arc<AtomicBool>> {
     let flag = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook_consts::SIGINT, signal_hook_consts::SIGTERM] {
         let f = flag.clone();
-        let mut stream = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(sig))
-            .context("cannot install signal handler")?;
+        let mut stream =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(sig))
+                .context("cannot install signal handler")?;
         tokio::spawn(async move {
             stream.recv().await;
             f.store(true, Ordering::SeqCst);

@@ -1,0 +1,763 @@
+//! The llama.cpp engine of llm_node: one model, one context, `parallel` KV
+//! sequences decoded together (continuous batching). Each conversation is
+//! bound to a sequence while it has one; its KV cache keeps the shared prefix
+//! (system prompt + history) between turns, so a turn evaluates only the
+//! tokens that changed.
+
+use std::collections::{HashMap, VecDeque};
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
+use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::LlamaToken;
+use voice_core::chat::{History, Message};
+use voice_core::chunker::{Chunker, ChunkerConfig};
+use voice_core::model_file::{self, Format, ModelFileError};
+use voice_core::utf8::Utf8Stream;
+
+use crate::params::{BusyPolicy, LlmConfig};
+use crate::publish::{ChunkInfo, Sink};
+
+/// Conversations whose history is kept (least recently used forgotten first).
+const MAX_CONVERSATIONS: usize = 64;
+/// Turns waiting per conversation under the "queue" policy.
+const QUEUE_PER_CONVERSATION: usize = 4;
+/// Turns waiting for a free sequence, all conversations together.
+const WAITING_MAX: usize = 64;
+/// Idle wait for commands before checking the stop flag.
+const IDLE_POLL: Duration = Duration::from_millis(50);
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    ModelFile(#[from] ModelFileError),
+    #[error("model_path: llama.cpp could not load {path}: {msg}")]
+    Load { path: String, msg: String },
+    #[error("llama.cpp context: {0}")]
+    Context(String),
+    #[error("ctx_size: the system prompt alone ({tokens} tokens) leaves no room in the per-conversation context of {budget} tokens (ctx_size / parallel, minus max_tokens)")]
+    SystemPromptTooLong { tokens: usize, budget: usize },
+}
+
+/// One user turn to answer.
+#[derive(Debug, Clone)]
+pub struct TurnRequest {
+    pub turn_id: String,
+    pub conversation_id: String,
+    pub text: String,
+    /// Copied into every chunk (end of user speech, zero for text prompts).
+    pub speech_end: r2r::builtin_interfaces::msg::Time,
+    /// Speech end -> transcript [ms], copied into every chunk.
+    pub stt_ms: f32,
+    pub received: Instant,
+}
+
+pub enum Command {
+    Turn(TurnRequest),
+    /// Stop generation: `None` = every conversation, else that one.
+    Interrupt(Option<String>),
+    /// Forget every conversation's history; the reply says what was cleared.
+    Reset(tokio::sync::oneshot::Sender<String>),
+}
+
+/// Figures shared with the diagnostics task.
+#[derive(Default)]
+pub struct Stats {
+    pub turns: AtomicU64,
+    pub tokens_generated: AtomicU64,
+    pub active: AtomicU64,
+    pub dropped: AtomicU64,
+    pub interrupted: AtomicU64,
+    pub last_tokens_per_s: Mutex<f64>,
+    pub last_prompt_tokens: AtomicU64,
+    pub info: Mutex<String>,
+}
+
+struct Active {
+    req: TurnRequest,
+    user_text: String,
+    pending: Vec<LlamaToken>,
+    prompt_evaluated: usize,
+    sampler: LlamaSampler,
+    utf8: Utf8Stream,
+    chunker: Chunker,
+    reply: String,
+    chunk_index: u32,
+    generated: u32,
+    first_token: Option<Instant>,
+    first_chunk: Option<Instant>,
+    gen_start: Option<Instant>,
+    /// Sampled, not yet in the KV cache.
+    next_token: Option<LlamaToken>,
+    /// Index of this sequence's logits in the batch just decoded.
+    logits_at: Option<i32>,
+}
+
+struct Slot {
+    seq: i32,
+    conversation: Option<String>,
+    /// Tokens in this sequence's KV cache.
+    cached: Vec<LlamaToken>,
+    last_used: Instant,
+    active: Option<Active>,
+}
+
+struct Conversation {
+    history: History,
+    queued: VecDeque<TurnRequest>,
+    last_used: Instant,
+}
+
+pub struct Engine<'m> {
+    cfg: LlmConfig,
+    model: &'m LlamaModel,
+    ctx: LlamaContext<'m>,
+    template: LlamaChatTemplate,
+    slots: Vec<Slot>,
+    conversations: HashMap<String, Conversation>,
+    waiting: VecDeque<TurnRequest>,
+    budget: usize,
+    sink: Sink,
+    stats: Arc<Stats>,
+    log: voice_ros::log::Log,
+}
+
+/// Loads the backend and model (once per process).
+pub fn load(cfg: &LlmConfig) -> Result<(LlamaBackend, LlamaModel), EngineError> {
+    model_file::check("model_path", &cfg.model_path, Format::Gguf)?;
+    let mut backend = LlamaBackend::init().map_err(|e| EngineError::Context(e.to_string()))?;
+    backend.void_logs();
+    let mp = LlamaModelParams::default()
+        .with_n_gpu_layers(cfg.n_gpu_layers)
+        .with_use_mlock(cfg.use_mlock)
+        .with_use_mmap(cfg.use_mmap);
+    let model = LlamaModel::load_from_file(&backend, &cfg.model_path, &mp).map_err(|e| {
+        EngineError::Load {
+            path: cfg.model_path.clone(),
+            msg: e.to_string(),
+        }
+    })?;
+    Ok((backend, model))
+}
+
+impl<'m> Engine<'m> {
+    pub fn new(
+        cfg: LlmConfig,
+        backend: &LlamaBackend,
+        model: &'m LlamaModel,
+        sink: Sink,
+        stats: Arc<Stats>,
+        log: voice_ros::log::Log,
+    ) -> Result<Self, EngineError> {
+        let fa = if cfg.flash_attn {
+            llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_ENABLED
+        } else {
+            llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_DISABLED
+        };
+        let cp = LlamaContextParams::default()
+            .with_n_ctx(NonZeroU32::new(cfg.ctx_size))
+            .with_n_batch(cfg.n_batch)
+            .with_n_ubatch(cfg.n_ubatch)
+            .with_n_seq_max(cfg.parallel)
+            .with_n_threads(cfg.n_threads)
+            .with_n_threads_batch(cfg.n_threads_batch)
+            .with_flash_attention_policy(fa);
+        let ctx = model.new_context(backend, cp).map_err(|e| {
+            EngineError::Context(format!(
+                "{e} (ctx_size {}, parallel {})",
+                cfg.ctx_size, cfg.parallel
+            ))
+        })?;
+        let template = match model.chat_template(None) {
+            Ok(t) => t,
+            Err(e) => {
+                log.warn(format!(
+                    "model has no usable chat template ({e}); using ChatML"
+                ));
+                LlamaChatTemplate::new("chatml").map_err(|e| EngineError::Context(e.to_string()))?
+            }
+        };
+        let budget = (ctx.n_ctx() / cfg.parallel) as usize;
+        let slots = (0..cfg.parallel as i32)
+            .map(|seq| Slot {
+                seq,
+                conversation: None,
+                cached: Vec::new(),
+                last_used: Instant::now(),
+                active: None,
+            })
+            .collect();
+        let engine = Self {
+            cfg,
+            model,
+            ctx,
+            template,
+            slots,
+            conversations: HashMap::new(),
+            waiting: VecDeque::new(),
+            budget,
+            sink,
+            stats,
+            log,
+        };
+        // The system prompt with an empty question must leave room for a reply.
+        let sys = engine.count(&[
+            Message::new(
+                voice_core::chat::Role::System,
+                engine.cfg.system_prompt.clone(),
+            ),
+            Message::new(voice_core::chat::Role::User, ""),
+        ]);
+        let room = engine.budget.saturating_sub(engine.cfg.max_tokens as usize);
+        if sys + 8 > room {
+            return Err(EngineError::SystemPromptTooLong {
+                tokens: sys,
+                budget: room,
+            });
+        }
+        let info = format!(
+            "{} layers, n_ctx {} ({} per conversation), parallel {}, n_batch {}, n_ubatch {}, threads {}/{}, flash_attn {}, gpu layers requested {}",
+            engine.model.n_layer(),
+            engine.ctx.n_ctx(),
+            engine.budget,
+            engine.cfg.parallel,
+            engine.ctx.n_batch(),
+            engine.ctx.n_ubatch(),
+            engine.cfg.n_threads,
+            engine.cfg.n_threads_batch,
+            engine.cfg.flash_attn,
+            engine.cfg.n_gpu_layers
+        );
+        if let Ok(mut i) = engine.stats.info.lock() {
+            *i = info;
+        }
+        Ok(engine)
+    }
+
+    fn render(&self, messages: &[Message]) -> Option<String> {
+        let chat: Vec<LlamaChatMessage> = messages
+            .iter()
+            .filter_map(|m| LlamaChatMessage::new(m.role.as_str().into(), m.content.clone()).ok())
+            .collect();
+        self.model
+            .apply_chat_template(&self.template, &chat, true)
+            .ok()
+    }
+
+    fn tokenize(&self, text: &str) -> Vec<LlamaToken> {
+        let vocab = self.model.vocab();
+        let mut t = vocab.tokenize(text.as_bytes(), true, true);
+        // templates that spell out BOS themselves would give two
+        if t.len() >= 2 && t[0] == vocab.bos() && t[1] == vocab.bos() {
+            t.remove(0);
+        }
+        t
+    }
+
+    fn count(&self, messages: &[Message]) -> usize {
+        self.render(messages)
+            .map_or(usize::MAX, |s| self.tokenize(&s).len())
+    }
+
+    /// The engine loop: runs until `stop` is set.
+    pub fn run(&mut self, commands: Receiver<Command>, stop: &AtomicBool) {
+        while !stop.load(Ordering::SeqCst) {
+            let busy = !self.waiting.is_empty() || self.slots.iter().any(|s| s.active.is_some());
+            if !busy {
+                match commands.recv_timeout(IDLE_POLL) {
+                    Ok(c) => self.handle(c),
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            }
+            // every command that arrived is handled before the next token
+            loop {
+                match commands.try_recv() {
+                    Ok(c) => self.handle(c),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => return,
+                }
+            }
+            self.schedule();
+            self.step();
+            self.stats.active.store(
+                self.slots.iter().filter(|s| s.active.is_some()).count() as u64,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    fn handle(&mut self, c: Command) {
+        match c {
+            Command::Turn(req) => self.admit(req),
+            Command::Interrupt(which) => {
+                let idx: Vec<usize> = (0..self.slots.len())
+                    .filter(|&i| {
+                        self.slots[i].active.as_ref().is_some_and(|a| {
+                            which.as_ref().is_none_or(|w| *w == a.req.conversation_id)
+                        })
+                    })
+                    .collect();
+                for i in idx {
+                    self.stats.interrupted.fetch_add(1, Ordering::Relaxed);
+                    self.finish(i, "interrupted");
+                }
+                // queued turns of interrupted conversations are dropped too
+                match which {
+                    None => {
+                        self.waiting.clear();
+                        for c in self.conversations.values_mut() {
+                            c.queued.clear();
+                        }
+                    }
+                    Some(w) => {
+                        self.waiting.retain(|r| r.conversation_id != w);
+                        if let Some(c) = self.conversations.get_mut(&w) {
+                            c.queued.clear();
+                        }
+                    }
+                }
+            }
+            Command::Reset(reply) => {
+                for i in 0..self.slots.len() {
+                    if self.slots[i].active.is_some() {
+                        self.finish(i, "reset");
+                    }
+                }
+                let n = self.conversations.len();
+                self.conversations.clear();
+                self.waiting.clear();
+                self.ctx.clear_kv_cache();
+                for s in &mut self.slots {
+                    s.cached.clear();
+                    s.conversation = None;
+                }
+                self.log
+                    .info(format!("reset: cleared the history of {n} conversation(s)"));
+                let _ = reply.send(format!("cleared {n} conversation(s)"));
+            }
+        }
+    }
+
+    /// Applies the busy policy and queues the turn.
+    fn admit(&mut self, req: TurnRequest) {
+        let busy_slot = self.slots.iter().position(|s| {
+            s.active
+                .as_ref()
+                .is_some_and(|a| a.req.conversation_id == req.conversation_id)
+        });
+        let queued_already = self
+            .waiting
+            .iter()
+            .any(|r| r.conversation_id == req.conversation_id);
+        if busy_slot.is_some() || queued_already {
+            match self.cfg.busy_policy {
+                BusyPolicy::Drop => {
+                    self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                    self.log.warn(format!(
+                        "turn {} dropped: conversation {:?} is still being answered (busy_policy drop)",
+                        req.turn_id, req.conversation_id
+                    ));
+                    return;
+                }
+                BusyPolicy::Interrupt => {
+                    if let Some(i) = busy_slot {
+                        self.stats.interrupted.fetch_add(1, Ordering::Relaxed);
+                        self.finish(i, "interrupted by a new utterance");
+                    }
+                    self.waiting
+                        .retain(|r| r.conversation_id != req.conversation_id);
+                }
+                BusyPolicy::Queue => {
+                    let conv = self.conversation(&req.conversation_id);
+                    if conv.queued.len() >= QUEUE_PER_CONVERSATION {
+                        self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                        self.log.warn(format!(
+                            "turn {} dropped: conversation queue full",
+                            req.turn_id
+                        ));
+                    } else {
+                        conv.queued.push_back(req);
+                    }
+                    return;
+                }
+            }
+        }
+        if self.waiting.len() >= WAITING_MAX {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            self.log.warn(format!(
+                "turn {} dropped: {} turns already waiting",
+                req.turn_id, WAITING_MAX
+            ));
+            return;
+        }
+        self.waiting.push_back(req);
+    }
+
+    fn conversation(&mut self, id: &str) -> &mut Conversation {
+        if !self.conversations.contains_key(id) && self.conversations.len() >= MAX_CONVERSATIONS {
+            let busy: Vec<String> = self
+                .slots
+                .iter()
+                .filter(|s| s.active.is_some())
+                .filter_map(|s| s.conversation.clone())
+                .collect();
+            if let Some(oldest) = self
+                .conversations
+                .iter()
+                .filter(|(k, _)| !busy.contains(k))
+                .min_by_key(|(_, c)| c.last_used)
+                .map(|(k, _)| k.clone())
+            {
+                self.conversations.remove(&oldest);
+            }
+        }
+        let turns = self.cfg.history_turns;
+        let c = self
+            .conversations
+            .entry(id.to_string())
+            .or_insert_with(|| Conversation {
+                history: History::new(turns),
+                queued: VecDeque::new(),
+                last_used: Instant::now(),
+            });
+        c.last_used = Instant::now();
+        c
+    }
+
+    /// Moves waiting turns onto free sequences.
+    fn schedule(&mut self) {
+        let mut i = 0;
+        while i < self.waiting.len() {
+            let conv = self.waiting[i].conversation_id.clone();
+            if self.slots.iter().any(|s| {
+                s.active
+                    .as_ref()
+                    .is_some_and(|a| a.req.conversation_id == conv)
+            }) {
+                i += 1;
+                continue;
+            }
+            let free = self
+                .slots
+                .iter()
+                .position(|s| {
+                    s.active.is_none() && s.conversation.as_deref() == Some(conv.as_str())
+                })
+                .or_else(|| {
+                    self.slots
+                        .iter()
+                        .position(|s| s.active.is_none() && s.conversation.is_none())
+                })
+                .or_else(|| {
+                    self.slots
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, s)| s.active.is_none())
+                        .min_by_key(|(_, s)| s.last_used)
+                        .map(|(k, _)| k)
+                });
+            let Some(slot) = free else { break };
+            let Some(req) = self.waiting.remove(i) else {
+                break;
+            };
+            self.start(slot, req);
+        }
+    }
+
+    fn start(&mut self, slot: usize, req: TurnRequest) {
+        let user = voice_core::chat::sanitize(&req.text);
+        let room = self.budget.saturating_sub(self.cfg.max_tokens as usize);
+        let history = self.conversation(&req.conversation_id).history.clone();
+        let system = self.cfg.system_prompt.clone();
+        let Some(fitted) = history.fit(&system, &user, room, |m| self.count(m)) else {
+            self.log.error(format!(
+                "turn {}: prompt cannot fit the context",
+                req.turn_id
+            ));
+            return;
+        };
+        if let Some(kept) = fitted.truncated_user {
+            self.log.warn(format!(
+                "turn {}: input of {} chars truncated to {kept} chars to fit the context",
+                req.turn_id,
+                user.chars().count()
+            ));
+        }
+        let user_text = fitted
+            .messages
+            .last()
+            .map(|m| m.content.clone())
+            .unwrap_or_default();
+        let Some(prompt) = self.render(&fitted.messages) else {
+            self.log
+                .error(format!("turn {}: chat template failed", req.turn_id));
+            return;
+        };
+        let tokens = self.tokenize(&prompt);
+        let sampler = self.sampler();
+        let s = &mut self.slots[slot];
+        if s.conversation.as_deref() != Some(req.conversation_id.as_str()) {
+            s.cached.clear();
+            s.conversation = Some(req.conversation_id.clone());
+        }
+        let mut keep = s
+            .cached
+            .iter()
+            .zip(&tokens)
+            .take_while(|(a, b)| a == b)
+            .count();
+        // at least one token must be decoded to get logits
+        keep = keep.min(tokens.len().saturating_sub(1));
+        let _ = self
+            .ctx
+            .clear_kv_cache_seq(Some(s.seq as u32), Some(keep as u32), None);
+        s.cached.truncate(keep);
+        let pending = tokens[keep..].to_vec();
+        self.stats
+            .last_prompt_tokens
+            .store(pending.len() as u64, Ordering::Relaxed);
+        self.log.debug(format!(
+            "turn {} on seq {}: prompt {} tokens, {} reused from the KV cache, {} to evaluate",
+            req.turn_id,
+            s.seq,
+            tokens.len(),
+            keep,
+            pending.len()
+        ));
+        s.active = Some(Active {
+            user_text,
+            prompt_evaluated: pending.len(),
+            pending,
+            sampler,
+            utf8: Utf8Stream::new(),
+            chunker: Chunker::new(ChunkerConfig::default()),
+            reply: String::new(),
+            chunk_index: 0,
+            generated: 0,
+            first_token: None,
+            first_chunk: None,
+            gen_start: None,
+            next_token: None,
+            logits_at: None,
+            req,
+        });
+    }
+
+    fn sampler(&self) -> LlamaSampler {
+        if self.cfg.temperature <= 0.0 {
+            return LlamaSampler::greedy();
+        }
+        let mut chain = Vec::new();
+        if (self.cfg.repeat_penalty - 1.0).abs() > f32::EPSILON {
+            chain.push(LlamaSampler::penalties(
+                self.model.vocab().n_tokens(),
+                64,
+                self.cfg.repeat_penalty,
+                0.0,
+                0.0,
+            ));
+        }
+        if self.cfg.top_k > 0 {
+            chain.push(LlamaSampler::top_k(self.cfg.top_k));
+        }
+        chain.push(LlamaSampler::top_p(self.cfg.top_p, 1));
+        chain.push(LlamaSampler::temp(self.cfg.temperature));
+        chain.push(LlamaSampler::dist(self.cfg.seed));
+        LlamaSampler::chain_simple(chain)
+    }
+
+    /// One decode: every generating sequence's next token plus prompt chunks.
+    fn step(&mut self) {
+        let n_batch = self.ctx.n_batch() as usize;
+        let mut batch = LlamaBatch::new(n_batch, self.slots.len() as i32);
+        let mut used = 0usize;
+        // generating sequences first: one token each keeps their latency flat
+        for s in &mut self.slots {
+            let Some(a) = s.active.as_mut() else { continue };
+            a.logits_at = None;
+            if let Some(tok) = a.next_token.take() {
+                if batch
+                    .add(tok, s.cached.len() as i32, &[s.seq], true)
+                    .is_ok()
+                {
+                    a.logits_at = Some(batch.n_tokens() - 1);
+                    s.cached.push(tok);
+                    used += 1;
+                }
+            }
+        }
+        for s in &mut self.slots {
+            let Some(a) = s.active.as_mut() else { continue };
+            if a.pending.is_empty() || used >= n_batch {
+                continue;
+            }
+            let take = a.pending.len().min(n_batch - used);
+            let last = take == a.pending.len();
+            for (k, &tok) in a.pending[..take].iter().enumerate() {
+                let logits = last && k + 1 == take;
+                if batch
+                    .add(tok, s.cached.len() as i32, &[s.seq], logits)
+                    .is_err()
+                {
+                    break;
+                }
+                s.cached.push(tok);
+                if logits {
+                    a.logits_at = Some(batch.n_tokens() - 1);
+                }
+            }
+            a.pending.drain(..take);
+            used += take;
+        }
+        if batch.n_tokens() == 0 {
+            return;
+        }
+        if let Err(e) = self.ctx.decode(&mut batch) {
+            self.log.error(format!(
+                "llama decode failed ({e}); ending the active replies"
+            ));
+            for i in 0..self.slots.len() {
+                if self.slots[i].active.is_some() {
+                    self.finish(i, "decode error");
+                    let seq = self.slots[i].seq as u32;
+                    let _ = self.ctx.clear_kv_cache_seq(Some(seq), None, None);
+                    self.slots[i].cached.clear();
+                }
+            }
+            return;
+        }
+        for i in 0..self.slots.len() {
+            let Some(idx) = self.slots[i].active.as_ref().and_then(|a| a.logits_at) else {
+                continue;
+            };
+            self.sample_one(i, idx);
+        }
+    }
+
+    fn sample_one(&mut self, i: usize, idx: i32) {
+        let vocab = self.model.vocab();
+        let Some(a) = self.slots[i].active.as_mut() else {
+            return;
+        };
+        let token = a.sampler.sample(&self.ctx, idx);
+        let now = Instant::now();
+        if a.first_token.is_none() {
+            a.first_token = Some(now);
+            a.gen_start = Some(now);
+        }
+        if vocab.is_eog(token) {
+            self.finish(i, "end");
+            return;
+        }
+        a.generated += 1;
+        let piece = vocab.token_to_piece(token, false, None);
+        let text = a.utf8.push(&piece);
+        a.reply.push_str(&text);
+        let chunks = a.chunker.push(&text);
+        for c in chunks {
+            self.emit(i, c, false);
+        }
+        let full = self.slots[i].cached.len() + 1 >= self.budget;
+        let Some(a) = self.slots[i].active.as_mut() else {
+            return;
+        };
+        if a.generated >= self.cfg.max_tokens || full {
+            self.finish(i, "max_tokens");
+            return;
+        }
+        a.next_token = Some(token);
+    }
+
+    fn emit(&mut self, i: usize, text: String, is_final: bool) {
+        let Some(a) = self.slots[i].active.as_mut() else {
+            return;
+        };
+        let now = Instant::now();
+        let first_chunk = *a.first_chunk.get_or_insert(now);
+        let tps = match a.gen_start {
+            Some(t) if a.generated > 1 => {
+                f64::from(a.generated - 1) / now.duration_since(t).as_secs_f64().max(1e-6)
+            }
+            _ => 0.0,
+        };
+        let info = ChunkInfo {
+            turn_id: &a.req.turn_id,
+            conversation_id: &a.req.conversation_id,
+            index: a.chunk_index,
+            text: &text,
+            is_final,
+            speech_end: &a.req.speech_end,
+            stt_ms: a.req.stt_ms,
+            first_token_ms: a.first_token.map_or(0.0, |t| ms(t - a.req.received)),
+            first_chunk_ms: ms(first_chunk - a.req.received),
+            prompt_tokens: a.prompt_evaluated as u32,
+            generated_tokens: a.generated,
+            tokens_per_s: tps as f32,
+        };
+        self.sink.chunk(&info);
+        a.chunk_index += 1;
+    }
+
+    /// Ends the sequence's turn: final chunk, whole reply, history.
+    fn finish(&mut self, i: usize, why: &str) {
+        let Some(a) = self.slots[i].active.as_mut() else {
+            return;
+        };
+        let rest = a.utf8.finish();
+        a.reply.push_str(&rest);
+        let mut pieces = a.chunker.push(&rest);
+        pieces.push(a.chunker.finish());
+        let n = pieces.len();
+        for (k, piece) in pieces.into_iter().enumerate() {
+            self.emit(i, piece, k + 1 == n);
+        }
+        let Some(a) = self.slots[i].active.take() else {
+            return;
+        };
+        self.slots[i].last_used = Instant::now();
+        let elapsed = a.gen_start.map_or(0.0, |t| t.elapsed().as_secs_f64());
+        let tps = if elapsed > 0.0 && a.generated > 1 {
+            f64::from(a.generated - 1) / elapsed
+        } else {
+            0.0
+        };
+        self.stats.turns.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .tokens_generated
+            .fetch_add(u64::from(a.generated), Ordering::Relaxed);
+        if let Ok(mut t) = self.stats.last_tokens_per_s.lock() {
+            *t = tps;
+        }
+        self.log.info(format!(
+            "turn {} ({}): {} prompt tokens evaluated, {} generated, first token {:.0} ms, {:.1} tok/s: {:?}",
+            a.req.turn_id,
+            why,
+            a.prompt_evaluated,
+            a.generated,
+            a.first_token.map_or(0.0, |t| ms(t - a.req.received)),
+            tps,
+            a.reply
+        ));
+        self.sink.reply(&a.reply);
+        let conv_id = a.req.conversation_id.clone();
+        let conv = self.conversation(&conv_id);
+        conv.history.push(a.user_text, a.reply.trim().to_string());
+        if let Some(next) = conv.queued.pop_front() {
+            self.waiting.push_front(next);
+        }
+    }
+}
+
+fn ms(d: Duration) -> f32 {
+    (d.as_secs_f64() * 1e3) as f32
+}

@@ -1,0 +1,349 @@
+//! llm_node's ROS parameters and their validation. Names and defaults follow
+//! the reference Jetson deployment (llama.cpp server flags in brackets).
+
+use r2r::RosParams;
+
+/// Parameters of llm_node. Doc comments are what `ros2 param describe` shows.
+#[derive(RosParams, Debug, Clone)]
+pub struct LlmParams {
+    /// GGUF chat model (e.g. Llama-3.2-3B-Instruct-Q4_K_M.gguf).
+    pub model_path: String,
+    /// Context size shared by all conversations [tokens] (-c).
+    pub ctx_size: i32,
+    /// CPU threads for generation (-t).
+    pub n_threads: i32,
+    /// CPU threads for prompt processing (-tb); -1 = n_threads.
+    pub n_threads_batch: i32,
+    /// Logical batch size: most tokens submitted per decode (-b).
+    pub n_batch: i32,
+    /// Physical micro-batch size (-ub); must be <= n_batch.
+    pub n_ubatch: i32,
+    /// Layers offloaded to the GPU (-ngl); needs a CUDA build.
+    pub n_gpu_layers: i32,
+    /// Flash attention (-fa).
+    pub flash_attn: bool,
+    /// Lock the model in RAM (--mlock).
+    pub use_mlock: bool,
+    /// Memory-map the model file (--no-mmap when false).
+    pub use_mmap: bool,
+    /// Conversations decoded concurrently, each with its own KV sequence (-np).
+    pub parallel: i32,
+    /// Sampling temperature; 0 = greedy (deterministic).
+    pub temperature: f32,
+    /// Nucleus sampling threshold (0..1].
+    pub top_p: f32,
+    /// Top-k sampling; 0 = off.
+    pub top_k: i32,
+    /// Repetition penalty; 1.0 = off.
+    pub repeat_penalty: f32,
+    /// Most tokens generated per reply.
+    pub max_tokens: i32,
+    /// Sampling seed (with temperature > 0).
+    pub seed: i64,
+    /// System prompt of every conversation.
+    pub system_prompt: String,
+    /// Past exchanges kept per conversation (trimmed further to fit the context).
+    pub history_turns: i32,
+    /// A new utterance in a conversation still being answered: "queue", "interrupt" or "drop".
+    pub busy_policy: String,
+}
+
+impl Default for LlmParams {
+    fn default() -> Self {
+        Self {
+            model_path: String::new(),
+            ctx_size: 2048,
+            n_threads: 8,
+            n_threads_batch: -1,
+            n_batch: 512,
+            n_ubatch: 256,
+            n_gpu_layers: 99,
+            flash_attn: true,
+            use_mlock: true,
+            use_mmap: true,
+            parallel: 8,
+            temperature: 0.7,
+            top_p: 0.9,
+            top_k: 40,
+            repeat_penalty: 1.1,
+            max_tokens: 128,
+            seed: 42,
+            system_prompt:
+                "You are a helpful robot assistant. Answer in one or two short spoken sentences."
+                    .into(),
+            history_turns: 8,
+            busy_policy: "queue".into(),
+        }
+    }
+}
+
+/// What to do with a new utterance while its conversation is being answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BusyPolicy {
+    /// Answer it after the current reply (bounded queue per conversation).
+    Queue,
+    /// Stop the current reply and answer the new utterance.
+    Interrupt,
+    /// Ignore the new utterance.
+    Drop,
+}
+
+/// Validated engine settings.
+#[derive(Debug, Clone)]
+pub struct LlmConfig {
+    pub model_path: String,
+    pub ctx_size: u32,
+    pub n_threads: i32,
+    pub n_threads_batch: i32,
+    pub n_batch: u32,
+    pub n_ubatch: u32,
+    pub n_gpu_layers: u32,
+    pub flash_attn: bool,
+    pub use_mlock: bool,
+    pub use_mmap: bool,
+    pub parallel: u32,
+    pub temperature: f32,
+    pub top_p: f32,
+    pub top_k: i32,
+    pub repeat_penalty: f32,
+    pub max_tokens: u32,
+    pub seed: u32,
+    pub system_prompt: String,
+    pub history_turns: usize,
+    pub busy_policy: BusyPolicy,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("parameter {name}: {msg}")]
+pub struct ParamError {
+    pub name: &'static str,
+    pub msg: String,
+}
+
+fn check(ok: bool, name: &'static str, msg: impl FnOnce() -> String) -> Result<(), ParamError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(ParamError { name, msg: msg() })
+    }
+}
+
+impl LlmParams {
+    pub fn validate(&self) -> Result<LlmConfig, ParamError> {
+        check(!self.model_path.trim().is_empty(), "model_path", || {
+            "not set (path to a GGUF model)".into()
+        })?;
+        check(
+            (64..=1_048_576).contains(&self.ctx_size),
+            "ctx_size",
+            || format!("must be 64..=1048576, got {}", self.ctx_size),
+        )?;
+        check((1..=256).contains(&self.n_threads), "n_threads", || {
+            format!("must be 1..=256, got {}", self.n_threads)
+        })?;
+        check(
+            self.n_threads_batch == -1 || (1..=256).contains(&self.n_threads_batch),
+            "n_threads_batch",
+            || {
+                format!(
+                    "must be -1 (= n_threads) or 1..=256, got {}",
+                    self.n_threads_batch
+                )
+            },
+        )?;
+        check((1..=65_536).contains(&self.n_batch), "n_batch", || {
+            format!("must be 1..=65536, got {}", self.n_batch)
+        })?;
+        check(
+            (1..=self.n_batch).contains(&self.n_ubatch),
+            "n_ubatch",
+            || {
+                format!(
+                    "must be 1..=n_batch ({}), got {}",
+                    self.n_batch, self.n_ubatch
+                )
+            },
+        )?;
+        check(
+            (0..=1000).contains(&self.n_gpu_layers),
+            "n_gpu_layers",
+            || format!("must be 0..=1000, got {}", self.n_gpu_layers),
+        )?;
+        check((1..=64).contains(&self.parallel), "parallel", || {
+            format!("must be 1..=64, got {}", self.parallel)
+        })?;
+        check(self.ctx_size / self.parallel >= 64, "ctx_size", || {
+            format!(
+                "{} / parallel {} leaves fewer than 64 tokens per conversation",
+                self.ctx_size, self.parallel
+            )
+        })?;
+        check(
+            (0.0..=5.0).contains(&self.temperature),
+            "temperature",
+            || format!("must be 0..=5, got {}", self.temperature),
+        )?;
+        check(self.top_p > 0.0 && self.top_p <= 1.0, "top_p", || {
+            format!("must be in (0, 1], got {}", self.top_p)
+        })?;
+        check(self.top_k >= 0, "top_k", || {
+            format!("must be >= 0, got {}", self.top_k)
+        })?;
+        check(
+            (0.5..=3.0).contains(&self.repeat_penalty),
+            "repeat_penalty",
+            || format!("must be 0.5..=3, got {}", self.repeat_penalty),
+        )?;
+        check((1..=8192).contains(&self.max_tokens), "max_tokens", || {
+            format!("must be 1..=8192, got {}", self.max_tokens)
+        })?;
+        check(
+            self.max_tokens < self.ctx_size / self.parallel,
+            "max_tokens",
+            || {
+                format!(
+                    "{} does not fit the per-conversation context ctx_size/parallel = {}",
+                    self.max_tokens,
+                    self.ctx_size / self.parallel
+                )
+            },
+        )?;
+        check((0..=u32::MAX as i64).contains(&self.seed), "seed", || {
+            format!("must be 0..=4294967295, got {}", self.seed)
+        })?;
+        check(
+            (0..=1000).contains(&self.history_turns),
+            "history_turns",
+            || format!("must be 0..=1000, got {}", self.history_turns),
+        )?;
+        let busy_policy = match self.busy_policy.as_str() {
+            "queue" => BusyPolicy::Queue,
+            "interrupt" => BusyPolicy::Interrupt,
+            "drop" => BusyPolicy::Drop,
+            other => {
+                return Err(ParamError {
+                    name: "busy_policy",
+                    msg: format!("must be \"queue\", \"interrupt\" or \"drop\", got {other:?}"),
+                })
+            }
+        };
+        Ok(LlmConfig {
+            model_path: self.model_path.clone(),
+            ctx_size: self.ctx_size as u32,
+            n_threads: self.n_threads,
+            n_threads_batch: if self.n_threads_batch == -1 {
+                self.n_threads
+            } else {
+                self.n_threads_batch
+            },
+            n_batch: self.n_batch as u32,
+            n_ubatch: self.n_ubatch as u32,
+            n_gpu_layers: self.n_gpu_layers as u32,
+            flash_attn: self.flash_attn,
+            use_mlock: self.use_mlock,
+            use_mmap: self.use_mmap,
+            parallel: self.parallel as u32,
+            temperature: self.temperature,
+            top_p: self.top_p,
+            top_k: self.top_k,
+            repeat_penalty: self.repeat_penalty,
+            max_tokens: self.max_tokens as u32,
+            seed: self.seed as u32,
+            system_prompt: voice_core::chat::sanitize(&self.system_prompt),
+            history_turns: self.history_turns as usize,
+            busy_policy,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok() -> LlmParams {
+        LlmParams {
+            model_path: "m.gguf".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn defaults_are_the_reference_values_and_valid() {
+        let c = ok().validate().unwrap();
+        assert_eq!(
+            (
+                c.ctx_size,
+                c.n_threads,
+                c.n_batch,
+                c.n_ubatch,
+                c.n_gpu_layers,
+                c.parallel
+            ),
+            (2048, 8, 512, 256, 99, 8)
+        );
+        assert!(c.flash_attn && c.use_mlock);
+        assert_eq!(c.n_threads_batch, 8);
+    }
+
+    #[test]
+    fn nonsense_is_refused_with_the_parameter_name() {
+        let cases: Vec<(LlmParams, &str)> = vec![
+            (
+                LlmParams {
+                    n_ubatch: 1024,
+                    ..ok()
+                },
+                "n_ubatch",
+            ),
+            (
+                LlmParams {
+                    ctx_size: 256,
+                    parallel: 8,
+                    ..ok()
+                },
+                "ctx_size",
+            ),
+            (
+                LlmParams {
+                    max_tokens: 300,
+                    ..ok()
+                },
+                "max_tokens",
+            ),
+            (
+                LlmParams {
+                    temperature: -1.0,
+                    ..ok()
+                },
+                "temperature",
+            ),
+            (LlmParams { top_p: 0.0, ..ok() }, "top_p"),
+            (
+                LlmParams {
+                    busy_policy: "maybe".into(),
+                    ..ok()
+                },
+                "busy_policy",
+            ),
+            (
+                LlmParams {
+                    model_path: "".into(),
+                    ..ok()
+                },
+                "model_path",
+            ),
+            (
+                LlmParams {
+                    parallel: 0,
+                    ..ok()
+                },
+                "parallel",
+            ),
+            (LlmParams { seed: -5, ..ok() }, "seed"),
+        ];
+        for (p, name) in cases {
+            let e = p.validate().unwrap_err();
+            assert_eq!(e.name, name, "{e}");
+        }
+    }
+}
