@@ -4,7 +4,7 @@ import subprocess
 
 import pytest
 
-from conftest import BIN, LLM_MODEL, WHISPER_MODEL
+from conftest import BIN, LLM_MODEL, ONNXRUNTIME, PIPER_VOICE, WHISPER_MODEL
 
 
 def run_node(exe, params, timeout=30):
@@ -28,6 +28,11 @@ CASES = [
                   "system_prompt": "'" + "You are a robot. " * 40 + "'", "use_mlock": "false"}, ["ctx_size", "system prompt"]),
     ("llm_node", {"model_path": str(LLM_MODEL), "busy_policy": "sometimes"}, ["busy_policy"]),
     ("llm_node", {"model_path": str(LLM_MODEL), "temperature": "hot"}, ["temperature"]),
+    ("tts_node", {"voice_path": "/nope/voice.onnx", "onnxruntime_path": str(ONNXRUNTIME)}, ["voice_path", "/nope/voice.onnx"]),
+    ("tts_node", {"voice_path": str(PIPER_VOICE), "onnxruntime_path": "/nope/libonnxruntime.so"}, ["onnxruntime_path", "/nope/libonnxruntime.so"]),
+    ("tts_node", {"engine": "festival"}, ["engine"]),
+    ("tts_node", {"engine": "espeak", "frame_ms": 5000}, ["frame_ms"]),
+    ("tts_node", {"engine": "espeak", "espeak_voice": "no-such-voice"}, ["no-such-voice"]),
 ]
 
 
@@ -44,17 +49,22 @@ def test_bad_start_fails_clearly(exe, params, needles):
 @pytest.mark.parametrize("exe,param,magic,model", [
     ("stt_node", "model_path", b"\x6c\x6d\x67\x67", WHISPER_MODEL),
     ("llm_node", "model_path", b"GGUF", LLM_MODEL),
+    ("tts_node", "voice_path", b"\x08\x07", PIPER_VOICE),
 ])
 def test_corrupt_model_names_file(tmp_path, exe, param, magic, model):
     bad = tmp_path / "corrupt.bin"
     bad.write_bytes(magic + b"\x00" * 4096)  # right magic, garbage body
-    r = run_node(exe, {param: str(bad)})
+    extra = {"onnxruntime_path": str(ONNXRUNTIME)} if exe == "tts_node" else {}
+    if exe == "tts_node":  # the voice config must sit beside the model
+        for f in (bad, tmp_path / "trunc.bin"):
+            (tmp_path / (f.name + ".json")).write_bytes((PIPER_VOICE.parent / (PIPER_VOICE.name + ".json")).read_bytes())
+    r = run_node(exe, {param: str(bad), **extra})
     out = r.stdout + r.stderr
     assert r.returncode not in (0, -6, -11, 134, 139), out
     assert str(bad) in out and param in out, out
     trunc = tmp_path / "trunc.bin"
     trunc.write_bytes(model.read_bytes()[:1_000_000])
-    r = run_node(exe, {param: str(trunc)})
+    r = run_node(exe, {param: str(trunc), **extra})
     out = r.stdout + r.stderr
     assert r.returncode not in (0, -6, -11, 134, 139), out
     assert str(trunc) in out, out

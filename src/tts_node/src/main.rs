@@ -1,1 +1,225 @@
-fn main() {}
+//! tts_node: reply chunks and `say` text become speech on `audio_out` (and
+//! the speaker, when `playback` is on), with `speaking` and `turn_stats`.
+//!
+//! Wiring: `reply/chunk` + `say` -> bounded text queue -> synthesis thread
+//! (normalize, split sentences, Piper or espeak-ng) -> bounded audio queue ->
+//! output thread (frames paced at real time, playback, speaking, turn stats).
+//! `interrupt` stops both at once.
+
+mod engine;
+mod espeak;
+mod output;
+mod params;
+mod piper;
+mod playback;
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use futures::StreamExt;
+use r2r::std_msgs::msg::{Bool, String as StringMsg};
+use r2r::voice_agent::msg::{AudioFrame, ReplyChunk, TurnStats, Utterance};
+use voice_ros::diag::Report;
+use voice_ros::{log::Log, node};
+
+use crate::engine::Engine;
+use crate::output::{Control, TextJob};
+use crate::params::TtsParams;
+
+const NODE_NAME: &str = "tts_node";
+/// Text waiting for synthesis (chunks and `say` messages).
+const TEXT_QUEUE: usize = 64;
+/// Longest `say` text accepted [chars]; longer text is cut with a warning.
+const MAX_SAY_CHARS: usize = 4_000;
+
+fn main() -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("[{NODE_NAME}] cannot start async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            Log::new(NODE_NAME).error(format!("{e:#}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<()> {
+    let mut node = node::create(NODE_NAME)?;
+    let log = Log::new(node.logger());
+    let (params, param_server) = node::declare_params(&mut node, TtsParams::default())?;
+    tokio::spawn(param_server);
+    for name in &params.unknown {
+        log.warn(format!(
+            "unknown parameter {name:?} ignored (not declared by {NODE_NAME})"
+        ));
+    }
+    let p = params
+        .shared
+        .lock()
+        .map_err(|_| anyhow::anyhow!("parameter lock poisoned"))?
+        .clone();
+    p.validate()?;
+    let t0 = Instant::now();
+    let engine = Engine::load(&p)?;
+    log.info(format!(
+        "loaded {} in {:.0} ms; audio_out {} ms frames, playback {}",
+        engine.name(),
+        t0.elapsed().as_secs_f64() * 1e3,
+        p.frame_ms,
+        p.playback
+    ));
+    let speaker = if p.playback {
+        match playback::Speaker::open(&p.output_device) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                log.warn(format!(
+                    "playback disabled, no audio device ({e}); audio_out is still published"
+                ));
+                None
+            }
+        }
+    } else {
+        None
+    };
+
+    let out = output::Publishers {
+        audio: node.create_publisher::<AudioFrame>("audio_out", node::audio_qos(true, 200))?,
+        speaking: node.create_publisher::<Bool>("speaking", node::state_qos())?,
+        stats: node.create_publisher::<TurnStats>("turn_stats", node::event_qos())?,
+    };
+    let mut chunks = node.subscribe::<ReplyChunk>("reply/chunk", node::event_qos())?;
+    let mut says = node.subscribe::<StringMsg>("say", node::event_qos())?;
+    let mut interrupts = node.subscribe::<StringMsg>("interrupt", node::event_qos())?;
+    let mut transcripts = node.subscribe::<Utterance>("transcript", node::event_qos())?;
+    let diag_pub = node.create_publisher::<r2r::diagnostic_msgs::msg::DiagnosticArray>(
+        "/diagnostics",
+        node::event_qos(),
+    )?;
+    let fq = node::fq_name(&node);
+    let hw = engine.name();
+
+    let ctl = Arc::new(Control::new(log.clone()));
+    let (text_tx, text_rx) = sync_channel::<TextJob>(TEXT_QUEUE);
+    let (audio_tx, audio_rx) = sync_channel(output::AUDIO_QUEUE);
+    let synth_thread = {
+        let (ctl, p) = (ctl.clone(), p.clone());
+        std::thread::Builder::new()
+            .name("tts-synth".into())
+            .spawn(move || output::synthesize(text_rx, audio_tx, engine, &p, &ctl))?
+    };
+    let out_thread = {
+        let (ctl, p) = (ctl.clone(), p.clone());
+        std::thread::Builder::new()
+            .name("tts-out".into())
+            .spawn(move || output::output(audio_rx, out, speaker, &p, &ctl))?
+    };
+
+    let enqueue = {
+        let (ctl, log) = (ctl.clone(), log.clone());
+        move |job: TextJob| match text_tx.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(j)) => {
+                ctl.dropped.fetch_add(1, Ordering::Relaxed);
+                log.warn(format!(
+                    "text queue full: dropped text of turn {}",
+                    j.turn_id
+                ));
+            }
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+    };
+    let enqueue = Arc::new(Mutex::new(enqueue));
+    {
+        let (enqueue, ctl) = (enqueue.clone(), ctl.clone());
+        tokio::spawn(async move {
+            while let Some(c) = chunks.next().await {
+                if ctl.is_cancelled_turn(&c.turn_id) {
+                    continue;
+                }
+                let job = TextJob::from_chunk(c, ctl.epoch());
+                if let Ok(f) = enqueue.lock() {
+                    f(job);
+                }
+            }
+        });
+    }
+    {
+        let (enqueue, ctl, log) = (enqueue.clone(), ctl.clone(), log.clone());
+        let counter = AtomicU64::new(0);
+        tokio::spawn(async move {
+            while let Some(m) = says.next().await {
+                let mut text = m.data;
+                if text.chars().count() > MAX_SAY_CHARS {
+                    log.warn(format!(
+                        "say text of {} chars cut to {MAX_SAY_CHARS}",
+                        text.chars().count()
+                    ));
+                    text = text.chars().take(MAX_SAY_CHARS).collect();
+                }
+                let n = counter.fetch_add(1, Ordering::Relaxed) + 1;
+                let job = TextJob::say(format!("say-{n}"), text, ctl.epoch());
+                if let Ok(f) = enqueue.lock() {
+                    f(job);
+                }
+            }
+        });
+    }
+    {
+        let ctl = ctl.clone();
+        tokio::spawn(async move {
+            while let Some(m) = interrupts.next().await {
+                ctl.interrupt(&m.data);
+            }
+        });
+    }
+    {
+        let ctl = ctl.clone();
+        tokio::spawn(async move {
+            while let Some(u) = transcripts.next().await {
+                ctl.remember_stt(&u.turn_id, u.stt_compute_ms);
+            }
+        });
+    }
+    {
+        let ctl = ctl.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let r = Report::new(&fq, &hw)
+                    .kv("engine", &hw)
+                    .kv("speaking", ctl.speaking.load(Ordering::Relaxed))
+                    .kv("sentences", ctl.sentences.load(Ordering::Relaxed))
+                    .kv("audio_s", format!("{:.2}", ctl.audio_s()))
+                    .kv("real_time_factor", format!("{:.3}", ctl.rtf()))
+                    .kv("interrupts", ctl.interrupts.load(Ordering::Relaxed))
+                    .kv("dropped", ctl.dropped.load(Ordering::Relaxed));
+                let _ = diag_pub.publish(&r.into_array());
+            }
+        });
+    }
+
+    let stop = node::shutdown_flag()?;
+    log.info("ready: listening on reply/chunk and say");
+    tokio::task::block_in_place(|| node::spin_until(&mut node, &stop));
+    log.info("shutting down");
+    ctl.stop.store(true, Ordering::SeqCst);
+    ctl.cancel_now.store(true, Ordering::SeqCst);
+    let _ = synth_thread.join();
+    let _ = out_thread.join();
+    Ok(())
+}

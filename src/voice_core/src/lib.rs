@@ -12,6 +12,7 @@ pub mod chunker;
 pub mod endpoint;
 pub mod ingest;
 pub mod model_file;
+pub mod normalize;
 pub mod resample;
 pub mod transcript;
 pub mod utf8;

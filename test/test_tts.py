@@ -1,0 +1,152 @@
+"""tts_node through real topics with the embedded Piper voice and espeak-ng;
+its audio is checked by Whisper tiny.en (stt_node listening to audio_out)."""
+import time
+
+import numpy as np
+import pytest
+from std_msgs.msg import Bool, String
+from voice_agent.msg import AudioFrame, ReplyChunk, TurnStats, Utterance
+
+from conftest import ONNXRUNTIME, PIPER_VOICE, VAD_MODEL, WHISPER_MODEL, reliable, latched, wer
+
+# sentences Whisper tiny.en understands from both voices (espeak-ng's formant
+# voice defeats it on some sentences, e.g. "The kitchen is at the end of the hallway.")
+TEXTS = [
+    "Please go to the kitchen and bring me a glass of water.",
+    "The robot should stop near the charging station.",
+]
+WER_MAX = 0.25
+
+
+def tts(ros, engine="piper", **params):
+    # audio_out stops after speech; the trailing silence lets the listening
+    # stt_node's VAD (min_silence 400 ms) see the end of each utterance
+    p = {"engine": engine, "voice_path": PIPER_VOICE, "onnxruntime_path": ONNXRUNTIME, "frame_ms": 40,
+         "sentence_silence": 0.8}
+    p.update(params)
+    return ros.start("tts_node", params=p)
+
+
+def listener(ros):
+    """stt_node transcribing what tts_node says (its half-duplex gate unplugged)."""
+    return ros.start("stt_node", name="stt_listener",
+                     params={"model_path": WHISPER_MODEL, "vad.model_path": VAD_MODEL, "n_threads": 2,
+                             "reliable_audio": True, "vad.min_silence_ms": 400},
+                     remaps={"audio": "/audio_out", "speaking": "/not_speaking", "transcript": "/heard",
+                             "transcript/text": "/heard/text"})
+
+
+def wait_ready(ros, pub):
+    ros.wait_matched(pub)
+    ros.wait_publisher("/audio_out")
+
+
+@pytest.mark.parametrize("engine", ["piper", "espeak"])
+def test_say_is_spoken_and_understood(ros, engine):
+    # espeak-ng at 150 words per minute (length_scale 175/150), as in the STT tests
+    node = tts(ros, engine, **({"length_scale": 1.17} if engine == "espeak" else {}))
+    listener(ros)
+    heard = ros.collect(Utterance, "/heard")
+    frames = ros.collect(AudioFrame, "/audio_out")
+    speaking = ros.collect(Bool, "/speaking", latched())
+    say = ros.node.create_publisher(String, "/say", reliable())
+    wait_ready(ros, say)
+    ros.wait_for(lambda: ros.node.count_subscribers("/audio_out") >= 2, 15, "stt listener on audio_out")
+    for i, text in enumerate(TEXTS):
+        say.publish(String(data=text))
+        ros.wait_for(lambda: len(heard) > i, 40, f"transcript of sentence {i}")
+    for text, u in zip(TEXTS, heard):
+        assert wer(text, u.text) <= WER_MAX, (engine, text, u.text)
+    rate = 22050
+    assert all(f.sample_rate == rate and f.channels == 1 and f.encoding == "S16LE" for f in frames)
+    sizes = {len(f.data) // 2 for f in frames[:-1]}
+    assert max(sizes) == rate * 40 // 1000, sizes  # 40 ms frames (the last of a sentence may be shorter)
+    ros.wait_for(lambda: speaking and not speaking[-1].data, 10, "speaking false at the end")
+    values = [m.data for m in speaking]
+    assert True in values and values[-1] is False
+
+
+def test_frames_resampled_and_paced(ros):
+    node = tts(ros, "espeak", output_sample_rate=16000, frame_ms=20)
+    frames = ros.collect(AudioFrame, "/audio_out")
+    speaking = ros.collect(Bool, "/speaking", latched())
+    say = ros.node.create_publisher(String, "/say", reliable())
+    wait_ready(ros, say)
+    t0 = time.monotonic()
+    say.publish(String(data="Testing the output rate and frame size of the speech."))
+    ros.wait_for(lambda: any(m.data for m in speaking), 10, "speaking true")
+    ros.wait_for(lambda: not speaking[-1].data, 20, "speaking false")
+    elapsed = time.monotonic() - t0
+    assert all(f.sample_rate == 16000 for f in frames)
+    assert {len(f.data) // 2 for f in frames[:-1]} == {320}
+    total = sum(len(f.data) // 2 for f in frames) / 16000
+    assert total > 2.0
+    # real-time pacing: speaking lasted about as long as the audio
+    assert elapsed > total * 0.8, (elapsed, total)
+    stamps = [f.header.stamp.sec + f.header.stamp.nanosec * 1e-9 for f in frames]
+    assert all(b > a for a, b in zip(stamps, stamps[1:]))
+
+
+def test_interrupt_stops_mid_sentence(ros):
+    node = tts(ros, "espeak")
+    frames = ros.collect(AudioFrame, "/audio_out")
+    speaking = ros.collect(Bool, "/speaking", latched())
+    say = ros.node.create_publisher(String, "/say", reliable())
+    stop = ros.node.create_publisher(String, "/interrupt", reliable())
+    wait_ready(ros, say)
+    ros.wait_matched(stop)
+    long_text = " ".join(["This is a long announcement that keeps going for quite a while."] * 6)
+    say.publish(String(data=long_text))
+    ros.wait_for(lambda: len(frames) > 10, 10, "speech started")
+    stop.publish(String(data="barge_in"))
+    t0 = time.monotonic()
+    ros.wait_for(lambda: speaking and speaking[-1].data is False, 2, "speaking false after interrupt")
+    n = len(frames)
+    ros.spin_for(1.5)
+    assert len(frames) - n <= 8, "audio kept coming after the interrupt"
+    spoken = sum(len(f.data) // 2 for f in frames) / 22050
+    assert spoken < 15, spoken  # the whole text is ~25 s
+    assert time.monotonic() - t0 < 3
+    # and it speaks again afterwards
+    say.publish(String(data="Ready again."))
+    ros.wait_for(lambda: len(frames) > n + 5, 10, "speech after interrupt")
+
+
+def test_chunk_order_kept_and_turn_stats(ros):
+    node = tts(ros, "piper")
+    listener(ros)
+    heard = ros.collect(Utterance, "/heard")
+    stats = ros.collect(TurnStats, "/turn_stats")
+    pub = ros.node.create_publisher(ReplyChunk, "/reply/chunk", reliable())
+    wait_ready(ros, pub)
+    ros.wait_for(lambda: ros.node.count_subscribers("/audio_out") >= 1, 15, "stt listener on audio_out")
+    parts = ["Please go to the kitchen. ", "Then bring me a glass of water. ",
+             "The robot should stop near the charging station."]
+    now = ros.node.get_clock().now().to_msg()
+    for i, text in enumerate(parts):  # all at once, as a fast LLM would
+        pub.publish(ReplyChunk(turn_id="t1", conversation_id="c", index=i, text=text,
+                               is_final=i == len(parts) - 1, speech_end=now, stt_ms=100.0,
+                               first_token_ms=50.0, first_chunk_ms=80.0, tokens_per_s=90.0))
+    ros.wait_for(lambda: len(stats) == 1, 30, "turn stats")
+    ros.wait_for(lambda: "station" in " ".join(u.text for u in heard).lower(), 60, "the last sentence heard")
+    said = " ".join(u.text for u in heard).lower()
+    assert all(w in said for w in ("kitchen", "water", "station")), said
+    assert said.index("kitchen") < said.index("water") < said.index("station"), said
+    s = stats[0]
+    assert s.turn_id == "t1" and s.stt_ms == 100.0 and s.llm_first_chunk_ms == 80.0
+    assert s.tts_first_audio_ms > 0 and s.end_of_speech_to_first_audio_ms >= s.tts_first_audio_ms
+    assert s.tokens_per_s == 90.0
+
+
+def test_bad_text_survives(ros):
+    node = tts(ros, "piper")
+    frames = ros.collect(AudioFrame, "/audio_out")
+    say = ros.node.create_publisher(String, "/say", reliable())
+    wait_ready(ros, say)
+    for text in ["", "   ", "\x00\x01\x07", "日本語のテキスト", "🎉🎉🎉", "Ω" * 50, "a" * 5000, "word " * 2000,
+                 "Speed 2.5 m/s at 14:05, 85% battery, 21.5 °C."]:
+        say.publish(String(data=text))
+        ros.spin_for(0.05)
+    ros.wait_for(lambda: len(frames) > 20, 30, "audio from the speakable texts")
+    ros.spin_for(1.0)
+    assert node.alive()
