@@ -33,6 +33,9 @@ const COMMAND_QUEUE: usize = 64;
 const INTERRUPT_ALL: &[&str] = &["", "*", "barge_in"];
 
 fn main() -> ExitCode {
+    if node::serve_cli::<LlmParams>(NODE_NAME) {
+        return ExitCode::SUCCESS;
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

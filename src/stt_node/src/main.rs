@@ -26,6 +26,9 @@ use crate::params::SttParams;
 const NODE_NAME: &str = "stt_node";
 
 fn main() -> ExitCode {
+    if node::serve_cli::<SttParams>(NODE_NAME) {
+        return ExitCode::SUCCESS;
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

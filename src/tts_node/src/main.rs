@@ -37,6 +37,9 @@ const TEXT_QUEUE: usize = 64;
 const MAX_SAY_CHARS: usize = 4_000;
 
 fn main() -> ExitCode {
+    if node::serve_cli::<TtsParams>(NODE_NAME) {
+        return ExitCode::SUCCESS;
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -115,7 +115,7 @@ pub fn decode_frame(
         return Err(FrameError::BadChannels(channels));
     }
     let frame_bytes = encoding.bytes_per_sample() * usize::from(channels);
-    if data.len() % frame_bytes != 0 {
+    if !data.len().is_multiple_of(frame_bytes) {
         return Err(FrameError::PartialFrame {
             len: data.len(),
             channels,

@@ -118,3 +118,45 @@ pub fn spin_until(node: &mut r2r::Node, stop: &AtomicBool) {
         node.spin_once(Duration::from_millis(20));
     }
 }
+
+/// The declared parameters as JSON (`<node> --describe-params`): name ->
+/// type, default and description. The launch/config test checks every
+/// parameter named in launch files and profiles against this.
+pub fn describe_params<P: RosParams + Default>() -> String {
+    use r2r::ParameterValue as V;
+    let mut map = indexmap::IndexMap::new();
+    let mut p = P::default();
+    let _ = p.register_parameters("", None, &mut map);
+    let mut out = serde_json::Map::new();
+    for (name, param) in map {
+        let (ty, default) = match &param.value {
+            V::Bool(b) => ("bool", serde_json::json!(b)),
+            V::Integer(i) => ("integer", serde_json::json!(i)),
+            V::Double(d) => ("double", serde_json::json!(d)),
+            V::String(s) => ("string", serde_json::json!(s)),
+            other => ("other", serde_json::json!(format!("{other:?}"))),
+        };
+        out.insert(
+            name,
+            serde_json::json!({"type": ty, "default": default, "description": param.description}),
+        );
+    }
+    serde_json::Value::Object(out).to_string()
+}
+
+/// Handles the node's own command-line flags before ROS starts; returns
+/// true when the process should exit (a flag was served).
+pub fn serve_cli<P: RosParams + Default>(node_name: &str) -> bool {
+    let args: Vec<String> = std::env::args().skip(1).take_while(|a| a != "--ros-args").collect();
+    if args.iter().any(|a| a == "--describe-params") {
+        println!("{}", describe_params::<P>());
+        return true;
+    }
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        println!(
+            "{node_name} (voice_agent)\n\nusage: {node_name} [--describe-params] [--ros-args -p name:=value ... --params-file FILE]\n\n  --describe-params  print the declared ROS parameters (type, default, description) as JSON"
+        );
+        return true;
+    }
+    false
+}

@@ -1,0 +1,60 @@
+"""The voice pipeline: stt_node -> llm_node -> tts_node with a config profile.
+
+Same nodes, arguments and defaults as voice_agent.launch.xml:
+    ros2 launch voice_agent voice_agent.launch.py profile:=jetson_orin_nx_3b namespace:=robot1
+"""
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch_ros.actions import Node
+
+ARGS = [
+    ("profile", "cpu_small", "parameter profile: config/PROFILE.yaml (cpu_small | jetson_orin_nx_3b)"),
+    ("namespace", "", "namespace for all nodes and topics"),
+    ("models_dir", os.path.join(os.path.expanduser("~"), ".cache", "voice_agent", "models"),
+     "folder holding the model files"),
+    ("whisper_model", "ggml-tiny.en.bin", "Whisper ggml model in models_dir"),
+    ("vad_model", "ggml-silero-v6.2.3.bin", "Silero VAD ggml model in models_dir"),
+    ("llm_model", "SmolLM2-135M-Instruct.Q4_1.gguf", "GGUF chat model in models_dir"),
+    ("tts_engine", "piper", "piper | espeak"),
+    ("voice", "en_US-joe-medium.onnx", "Piper voice in models_dir"),
+    ("onnxruntime", "libonnxruntime.so.1.32.0", "onnxruntime library in models_dir"),
+    ("playback", "false", "play speech on the speaker"),
+    ("barge_in", "false", "user speech interrupts the robot"),
+    ("use_sim_time", "false", "use /clock (rosbag replay)"),
+]
+
+
+def generate_launch_description():
+    arg = LaunchConfiguration
+    profile = PathJoinSubstitution(
+        [get_package_share_directory("voice_agent"), "config", [arg("profile"), ".yaml"]])
+    models = arg("models_dir")
+
+    def model(name):
+        return PathJoinSubstitution([models, arg(name)])
+
+    common = dict(package="voice_agent", namespace=arg("namespace"), output="screen")
+    return LaunchDescription([
+        *[DeclareLaunchArgument(n, default_value=d, description=h) for n, d, h in ARGS],
+        Node(executable="stt_node", name="stt_node", **common, parameters=[profile, {
+            "model_path": model("whisper_model"),
+            "vad.model_path": model("vad_model"),
+            "barge_in": arg("barge_in"),
+            "use_sim_time": arg("use_sim_time"),
+        }]),
+        Node(executable="llm_node", name="llm_node", **common, parameters=[profile, {
+            "model_path": model("llm_model"),
+            "use_sim_time": arg("use_sim_time"),
+        }]),
+        Node(executable="tts_node", name="tts_node", **common, parameters=[profile, {
+            "engine": arg("tts_engine"),
+            "voice_path": model("voice"),
+            "onnxruntime_path": model("onnxruntime"),
+            "playback": arg("playback"),
+            "use_sim_time": arg("use_sim_time"),
+        }]),
+    ])

@@ -1,0 +1,153 @@
+"""Every parameter named in launch files and config profiles is declared by
+its node with the right type; each profile starts the real nodes with no
+unknown-parameter warning and the values arrive.
+
+What a node does with a parameter it does not declare: it starts, and logs
+one warning per unknown name (a typo in a launch file is visible, a newer
+profile on an older build still runs).
+"""
+import ast
+import json
+import subprocess
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import yaml
+from rcl_interfaces.srv import GetParameters
+
+from conftest import BIN, LLM_MODEL, ONNXRUNTIME, PIPER_VOICE, ROOT, VAD_MODEL, WHISPER_MODEL
+
+NODES = ["stt_node", "llm_node", "tts_node"]
+PROFILES = sorted((ROOT / "config").glob("*.yaml"))
+YAML_TYPES = {bool: "bool", int: "integer", float: "double", str: "string"}
+RESERVED = {"use_sim_time"}
+
+
+def declared(node):
+    out = subprocess.run([str(BIN / node), "--describe-params"], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+DECLARED = {}
+
+
+def decl(node):
+    if node not in DECLARED:
+        DECLARED[node] = declared(node)
+    return DECLARED[node]
+
+
+def flatten(d, prefix=""):
+    for k, v in d.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, dict):
+            yield from flatten(v, name + ".")
+        else:
+            yield name, v
+
+
+def profile_params(path):
+    data = yaml.safe_load(path.read_text())
+    for key, section in data.items():
+        node = key.split("/")[-1]
+        if node == "**":
+            continue
+        yield node, dict(flatten(section["ros__parameters"]))
+
+
+@pytest.mark.parametrize("profile", PROFILES, ids=[p.stem for p in PROFILES])
+def test_profile_parameters_are_declared_with_their_types(profile):
+    seen = set()
+    for node, params in profile_params(profile):
+        assert node in NODES, f"{profile.name}: unknown node {node}"
+        seen.add(node)
+        d = decl(node)
+        for name, value in params.items():
+            assert name in d, f"{profile.name}: {node} does not declare {name}"
+            assert YAML_TYPES[type(value)] == d[name]["type"], \
+                f"{profile.name}: {node}.{name} = {value!r} is {YAML_TYPES[type(value)]}, declared {d[name]['type']}"
+    assert seen == set(NODES)
+
+
+def launch_xml_params():
+    root = ET.parse(ROOT / "launch" / "voice_agent.launch.xml").getroot()
+    args = {a.get("name"): a.get("default") for a in root.iter("arg")}
+    for n in root.iter("node"):
+        for p in n.iter("param"):
+            if p.get("name"):
+                yield n.get("exec"), p.get("name"), p.get("value"), args
+
+
+def test_launch_xml_parameters_are_declared():
+    rows = list(launch_xml_params())
+    assert {r[0] for r in rows} == set(NODES)
+    for node, name, value, args in rows:
+        assert name in decl(node) or name in RESERVED, f"launch xml: {node} does not declare {name}"
+        if value.startswith("$(var ") and value.endswith(")") and value.count("$(") == 1:
+            default = args[value[6:-1]]
+            if name in decl(node) and default is not None:
+                t = YAML_TYPES[type(yaml.safe_load(default))]
+                assert t == decl(node)[name]["type"], f"launch xml: {node}.{name} default {default!r} is {t}"
+
+
+def launch_py_params():
+    tree = ast.parse((ROOT / "launch" / "voice_agent.launch.py").read_text())
+    for call in ast.walk(tree):
+        if isinstance(call, ast.Call) and getattr(call.func, "id", None) == "Node":
+            kw = {k.arg: k.value for k in call.keywords if k.arg}
+            exe = ast.literal_eval(kw["executable"])
+            for item in kw["parameters"].elts:
+                if isinstance(item, ast.Dict):
+                    for k in item.keys:
+                        yield exe, ast.literal_eval(k)
+
+
+def test_launch_py_matches_xml():
+    py = sorted(launch_py_params())
+    xml = sorted((n, p) for n, p, _, _ in launch_xml_params())
+    assert py == xml
+    for node, name in py:
+        assert name in decl(node) or name in RESERVED
+
+
+def test_profile_files_referenced_by_launch_exist():
+    root = ET.parse(ROOT / "launch" / "voice_agent.launch.xml").getroot()
+    default = next(a.get("default") for a in root.iter("arg") if a.get("name") == "profile")
+    assert (ROOT / "config" / f"{default}.yaml").exists()
+
+
+MODEL_PARAMS = {
+    "stt_node": {"model_path": WHISPER_MODEL, "vad.model_path": VAD_MODEL},
+    "llm_node": {"model_path": LLM_MODEL},
+    "tts_node": {"voice_path": PIPER_VOICE, "onnxruntime_path": ONNXRUNTIME},
+}
+
+
+@pytest.mark.parametrize("profile", PROFILES, ids=[p.stem for p in PROFILES])
+def test_profile_starts_real_nodes_and_values_arrive(ros, profile):
+    wanted = dict(profile_params(profile))
+    procs = {}
+    for node in NODES:
+        procs[node] = ros.start(node, params=MODEL_PARAMS[node], extra_args=["--params-file", str(profile)],
+                                name=f"{node}-{profile.stem}")
+    for node in NODES:
+        client = ros.node.create_client(GetParameters, f"/{node}/get_parameters")
+        ros.wait_for(lambda: client.service_is_ready(), 60, f"{node} parameter service")
+        names = sorted(wanted[node])
+        fut = client.call_async(GetParameters.Request(names=names))
+        ros.wait_for(fut.done, 10, f"{node} parameters")
+        for name, v in zip(names, fut.result().values):
+            got = {1: v.bool_value, 2: v.integer_value, 3: v.double_value, 4: v.string_value}.get(v.type)
+            want = wanted[node][name]
+            if isinstance(want, float):
+                assert got == pytest.approx(want, rel=1e-6), (node, name)
+            else:
+                assert got == want, (node, name, got, want)
+        assert "unknown parameter" not in procs[node].log(), procs[node].log()
+
+
+def test_unknown_parameter_is_a_warning(ros):
+    p = ros.start("tts_node", params={"engine": "espeak", "speling_mistake": 3})
+    ros.wait_for(lambda: "ready" in p.log(), 20, "tts_node ready")
+    assert 'unknown parameter "speling_mistake"' in p.log()
