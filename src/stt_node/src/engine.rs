@@ -153,10 +153,12 @@ pub struct SileroDetector {
 }
 
 impl SileroDetector {
-    pub fn load(path: &str, n_threads: i32) -> Result<Self, EngineError> {
+    pub fn load(path: &str) -> Result<Self, EngineError> {
         model_file::check("vad.model_path", path, Format::WhisperGgml)?;
         let mut cp = WhisperVadContextParams::new();
-        cp.set_n_threads(n_threads.clamp(1, 4));
+        // One thread: Silero is tiny, and ggml's spinning thread barriers
+        // would fight Whisper's threads (and llm_node's) for the cores.
+        cp.set_n_threads(1);
         cp.set_use_gpu(false);
         let vad = WhisperVadContext::new(path, cp).map_err(|err| EngineError::Load {
             param: "vad.model_path",

@@ -72,10 +72,7 @@ async fn run() -> Result<()> {
         log.info("vad.model_path empty: using the energy-based endpointer");
         Detector::Energy(Default::default())
     } else {
-        Detector::Silero(Box::new(SileroDetector::load(
-            &p.vad.model_path,
-            p.n_threads,
-        )?))
+        Detector::Silero(Box::new(SileroDetector::load(&p.vad.model_path)?))
     };
     let vad_name = match &detector {
         Detector::Silero(_) => "silero",

@@ -138,6 +138,10 @@ impl PiperVoice {
             .map_err(load_err)?
             .with_intra_threads(threads.max(1))
             .map_err(|e| load_err(e.into()))?
+            // No spin-waiting after a sentence: on a small robot CPU the LLM is
+            // generating the next sentence on the same cores meanwhile.
+            .with_intra_op_spinning(false)
+            .map_err(|e| load_err(e.into()))?
             .commit_from_file(Path::new(voice_path))
             .map_err(load_err)?;
         let has_sid = session.inputs().iter().any(|i| i.name() == "sid");

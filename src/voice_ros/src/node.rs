@@ -147,7 +147,10 @@ pub fn describe_params<P: RosParams + Default>() -> String {
 /// Handles the node's own command-line flags before ROS starts; returns
 /// true when the process should exit (a flag was served).
 pub fn serve_cli<P: RosParams + Default>(node_name: &str) -> bool {
-    let args: Vec<String> = std::env::args().skip(1).take_while(|a| a != "--ros-args").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .take_while(|a| a != "--ros-args")
+        .collect();
     if args.iter().any(|a| a == "--describe-params") {
         println!("{}", describe_params::<P>());
         return true;
