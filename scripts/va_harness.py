@@ -48,14 +48,14 @@ class NodeProcess:
 
     def __init__(self, exe: str, domain: int, params: dict | None = None, remaps: dict | None = None,
                  log_dir: Path | None = None, name: str | None = None, extra_args: list[str] | None = None):
-        args = [str(BIN / exe), "--ros-args"]
+        # params files first: a later -p overrides a file's value
+        args = [str(BIN / exe), "--ros-args", *(extra_args or [])]
         for k, v in (params or {}).items():
             if isinstance(v, bool):
                 v = "true" if v else "false"
             args += ["-p", f"{k}:={v}"]
         for k, v in (remaps or {}).items():
             args += ["-r", f"{k}:={v}"]
-        args += extra_args or []
         env = dict(os.environ, ROS_DOMAIN_ID=str(domain), RCUTILS_COLORIZED_OUTPUT="0")
         self.name = name or exe
         self.log_path = (log_dir or Path("/tmp")) / f"{self.name}.log"
