@@ -59,6 +59,7 @@ class NodeProcess:
         env = dict(os.environ, ROS_DOMAIN_ID=str(domain), RCUTILS_COLORIZED_OUTPUT="0")
         self.name = name or exe
         self.log_path = (log_dir or Path("/tmp")) / f"{self.name}.log"
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(args, env=env, stdout=self._log, stderr=subprocess.STDOUT)
 

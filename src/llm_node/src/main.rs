@@ -5,6 +5,7 @@
 //! continuous batching over `parallel` sequences) -> `reply/chunk` +
 //! `reply/text`.
 
+mod bench;
 mod engine;
 mod params;
 mod publish;
@@ -35,6 +36,16 @@ const INTERRUPT_ALL: &[&str] = &["", "*", "barge_in"];
 fn main() -> ExitCode {
     if node::serve_cli::<LlmParams>(NODE_NAME) {
         return ExitCode::SUCCESS;
+    }
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--bench-bare") {
+        return match bench::run(&args[2..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{e:#}");
+                ExitCode::FAILURE
+            }
+        };
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -4,6 +4,7 @@
 //! (decode, resample, VAD endpointing, half-duplex gating) -> bounded segment
 //! queue -> Whisper thread -> `transcript` + `transcript/text`.
 
+mod bench;
 mod engine;
 mod listener;
 mod params;
@@ -28,6 +29,17 @@ const NODE_NAME: &str = "stt_node";
 fn main() -> ExitCode {
     if node::serve_cli::<SttParams>(NODE_NAME) {
         return ExitCode::SUCCESS;
+    }
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--bench-direct") {
+        whisper_rs::install_logging_hooks();
+        return match bench::run(&args[2..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{e:#}");
+                ExitCode::FAILURE
+            }
+        };
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -6,6 +6,7 @@
 //! output thread (frames paced at real time, playback, speaking, turn stats).
 //! `interrupt` stops both at once.
 
+mod bench;
 mod engine;
 mod espeak;
 mod output;
@@ -39,6 +40,16 @@ const MAX_SAY_CHARS: usize = 4_000;
 fn main() -> ExitCode {
     if node::serve_cli::<TtsParams>(NODE_NAME) {
         return ExitCode::SUCCESS;
+    }
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--bench-direct") {
+        return match bench::run(&args[2..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{e:#}");
+                ExitCode::FAILURE
+            }
+        };
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

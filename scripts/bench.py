@@ -1,0 +1,260 @@
+"""Benchmarks: each node against its engine called directly, in the same run,
+on the same machine, with ratios; and the whole loop, streaming against the
+sequential alternative. Figures, never pass/fail.
+
+    python scripts/bench.py            # all: stt llm tts loop
+    python scripts/bench.py llm tts    # some
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from va_harness import (BIN, LLM_MODEL, ONNXRUNTIME, PIPER_VOICE, ROOT, VAD_MODEL, WHISPER_MODEL,  # noqa: E402
+                        Harness, latched, publish_audio, read_wav, reliable, speak, write_wav)
+
+OUT = ROOT / "out" / "bench"
+THREADS = 2
+SENTENCES = [
+    "Please go to the kitchen and bring me a glass of water.",
+    "What is the weather like today?",
+    "The robot should stop near the charging station.",
+]
+STORY = "Tell me a short story about a robot."
+TTS_TEXT = ("The kitchen is at the end of the hallway. I will bring you a glass of water. "
+            "The battery is at eighty five percent, so we can keep going.")
+_domain = random.randint(1, 100)
+
+
+def harness(name):
+    global _domain
+    _domain = _domain % 100 + 1
+    return Harness(_domain, OUT / name)
+
+
+def direct(*args) -> dict:
+    out = subprocess.run([str(a) for a in args], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def med(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def stt():
+    from voice_agent.msg import AudioFrame, Utterance
+    print("\n== STT: stt_node vs whisper-rs called directly (Whisper tiny.en, 2 threads) ==")
+    wavs = []
+    for i, s in enumerate(SENTENCES):
+        x, r = read_wav(speak(s, OUT / f"stt{i}.wav"))
+        padded = OUT / f"stt{i}_padded.wav"  # what the node's VAD hands Whisper: speech + 200 ms pads
+        write_wav(padded, np.concatenate([np.zeros(3200, np.float32), x[:, 0], np.zeros(3200, np.float32)]), r)
+        wavs.append((x[:, 0], r, padded))
+    bare = [direct(BIN / "stt_node", "--bench-direct", w, WHISPER_MODEL, THREADS, 3) for _, _, w in wavs]
+    h = harness("stt")
+    try:
+        h.start("stt_node", params={"model_path": WHISPER_MODEL, "vad.model_path": VAD_MODEL, "n_threads": THREADS,
+                                    "reliable_audio": True})
+        utts = h.collect(Utterance, "/transcript")
+        pub = h.node.create_publisher(AudioFrame, "/audio", reliable())
+        h.wait_matched(pub)
+        h.wait_publisher("/transcript")
+        for k in range(2):  # two passes, the first warms up
+            for i, (x, r, _) in enumerate(wavs):
+                n = len(utts)
+                publish_audio(h, pub, np.concatenate([np.zeros(r // 2, np.float32), x, np.zeros(int(r * 1.2), np.float32)]), r)
+                h.wait_for(lambda: len(utts) > n, 60, "transcript")
+        node = utts[len(wavs):]
+    finally:
+        h.close()
+    print(f"{'sentence':<10}{'bare ms':>9}{'node ms':>9}{'bare RTF':>10}{'node RTF':>10}{'speech end->transcript':>24}")
+    for i, (b, u) in enumerate(zip(bare, node)):
+        print(f"{i + 1:<10}{b['compute_ms']:>9.0f}{u.stt_compute_ms:>9.0f}{b['rtf']:>10.3f}"
+              f"{u.stt_compute_ms / 1e3 / u.audio_duration_s:>10.3f}{u.end_of_speech_to_transcript_ms:>21.0f} ms")
+    ratio = med([b["compute_ms"] for b in bare]) / med([u.stt_compute_ms for u in node])
+    print(f"median Whisper compute: bare {med([b['compute_ms'] for b in bare]):.0f} ms, node "
+          f"{med([u.stt_compute_ms for u in node]):.0f} ms -> node speed = {ratio:.2f} x bare (goal >= 0.95)")
+    print(f"median end of speech -> transcript in the node: {med([u.end_of_speech_to_transcript_ms for u in node]):.0f} ms "
+          f"(includes the {500} ms VAD silence hangover)")
+
+
+def llm():
+    from voice_agent.msg import ReplyChunk, Utterance
+    print("\n== LLM: llm_node vs a bare llama-cpp-2 loop (SmolLM2-135M Q4_1, 2 threads, greedy) ==")
+    bare = direct(BIN / "llm_node", "--bench-bare", LLM_MODEL, THREADS, 64, 3, STORY)
+    h = harness("llm")
+    try:
+        h.start("llm_node", params={"model_path": LLM_MODEL, "n_threads": THREADS, "ctx_size": 4096, "parallel": 8,
+                                    "temperature": 0.0, "max_tokens": 64, "use_mlock": False, "flash_attn": False,
+                                    "n_gpu_layers": 0})
+        chunks = h.collect(ReplyChunk, "/reply/chunk")
+        pub = h.node.create_publisher(Utterance, "/transcript", reliable())
+        h.wait_matched(pub)
+        h.wait_publisher("/reply/chunk")
+        singles = []
+        for k in range(4):
+            tid = f"single{k}"
+            pub.publish(Utterance(turn_id=tid, conversation_id=f"c{k}", text=STORY))
+            h.wait_for(lambda: any(c.turn_id == tid and c.is_final for c in chunks), 60, "reply")
+            singles.append([c for c in chunks if c.turn_id == tid])
+        singles = singles[1:]  # the first warms up
+        agg = {}
+        for n in (1, 2, 4, 8):
+            ids = [f"par{n}-{k}" for k in range(n)]
+            t0 = time.time()
+            for k, tid in enumerate(ids):
+                pub.publish(Utterance(turn_id=tid, conversation_id=f"p{n}-{k}", text=STORY))
+            h.wait_for(lambda: all(any(c.turn_id == t and c.is_final for c in chunks) for t in ids), 120, "replies")
+            finals = [next(c for c in chunks if c.turn_id == t and c.is_final) for t in ids]
+            t1 = max(f.header.stamp.sec + f.header.stamp.nanosec * 1e-9 for f in finals)
+            agg[n] = sum(f.generated_tokens for f in finals) / (t1 - t0)
+    finally:
+        h.close()
+    finals = [next(c for c in s if c.is_final) for s in singles]
+    firsts = [min(s, key=lambda c: c.index) for s in singles]
+    node_ttft = med([f.first_token_ms for f in finals])
+    node_tps = med([f.tokens_per_s for f in finals])
+    node_prompt_tps = med([f.prompt_tokens / (f.first_token_ms / 1e3) for f in finals])
+    print(f"{'':<28}{'bare':>10}{'node':>10}{'node/bare':>11}")
+    print(f"{'prompt tok/s':<28}{bare['prompt_tps']:>10.0f}{node_prompt_tps:>10.0f}{node_prompt_tps / bare['prompt_tps']:>11.2f}")
+    print(f"{'generation tok/s':<28}{bare['gen_tps']:>10.1f}{node_tps:>10.1f}{node_tps / bare['gen_tps']:>11.2f}")
+    print(f"{'time to first token ms':<28}{bare['ttft_ms']:>10.0f}{node_ttft:>10.0f}{bare['ttft_ms'] / node_ttft:>11.2f}")
+    print(f"{'time to first chunk ms':<28}{'-':>10}{med([c.first_chunk_ms for c in firsts]):>10.0f}")
+    print(f"(node ttft counts from the transcript's arrival: queue hop + prompt of {finals[0].prompt_tokens} tokens; "
+          f"bare prompt {bare['prompt_tokens']} tokens)")
+    print("aggregate generation with N conversations at once (continuous batching):")
+    for n, v in agg.items():
+        print(f"  N={n}: {v:6.1f} tok/s  ({v / agg[1]:.2f} x N=1)")
+
+
+def tts():
+    from std_msgs.msg import String
+    from voice_agent.msg import AudioFrame
+    print("\n== TTS: tts_node vs the engine called directly (3 sentences) ==")
+    print(f"{'engine':<8}{'bare first ms':>14}{'node first ms':>14}{'bare RTF':>10}{'node RTF':>10}{'first: bare/node':>18}")
+    for engine in ("piper", "espeak"):
+        bare = direct(BIN / "tts_node", "--bench-direct", engine, PIPER_VOICE, ONNXRUNTIME, TTS_TEXT)
+        h = harness(f"tts-{engine}")
+        try:
+            h.start("tts_node", params={"engine": engine, "voice_path": PIPER_VOICE, "onnxruntime_path": ONNXRUNTIME,
+                                        "realtime": False, "sentence_silence": 0.0, "n_threads": THREADS})
+            frames = []
+            arrivals = []
+            h.node.create_subscription(AudioFrame, "/audio_out",
+                                       lambda f: (frames.append(f), arrivals.append(time.monotonic())), reliable(2000))
+            say = h.node.create_publisher(String, "/say", reliable())
+            h.wait_matched(say)
+            h.wait_publisher("/audio_out")
+            h.wait_for(lambda: h.node.count_subscribers("/audio_out") >= 1, 10, "match")
+            runs = []
+            for k in range(3):
+                n0 = len(frames)
+                t0 = time.monotonic()
+                say.publish(String(data="Hello." if k == 0 else TTS_TEXT))
+                h.wait_for(lambda: len(frames) > n0, 30, "audio")
+                last = 0
+                while True:  # until no frame for 0.5 s
+                    h.spin_for(0.5)
+                    if len(frames) == last:
+                        break
+                    last = len(frames)
+                if k == 0:
+                    continue
+                audio_s = sum(len(f.data) // 2 for f in frames[n0:]) / frames[n0].sample_rate
+                runs.append(((arrivals[n0] - t0) * 1e3, (arrivals[-1] - t0) / audio_s))
+        finally:
+            h.close()
+        first = med([r[0] for r in runs])
+        rtf = med([r[1] for r in runs])
+        print(f"{engine:<8}{bare['first_audio_ms']:>14.0f}{first:>14.0f}{bare['rtf']:>10.3f}{rtf:>10.3f}"
+              f"{bare['first_audio_ms'] / first:>18.2f}")
+
+
+def loop(requests=None, relay_whole=False):
+    from std_msgs.msg import Bool
+    from voice_agent.msg import AudioFrame, ReplyChunk, TurnStats
+    from rclpy.qos import qos_profile_sensor_data
+    profile = ["--params-file", str(ROOT / "config" / "cpu_small.yaml")]
+    h = harness("loop-seq" if relay_whole else "loop")
+    try:
+        h.start("stt_node", params={"model_path": WHISPER_MODEL, "vad.model_path": VAD_MODEL}, extra_args=profile)
+        h.start("llm_node", params={"model_path": LLM_MODEL, "max_tokens": 64}, extra_args=profile)
+        h.start("tts_node", params={"voice_path": PIPER_VOICE, "onnxruntime_path": ONNXRUNTIME}, extra_args=profile,
+                remaps={"reply/chunk": "/bench/whole_reply"} if relay_whole else None)
+        stats = h.collect(TurnStats, "/turn_stats")
+        speaking = h.collect(Bool, "/speaking", latched())
+        if relay_whole:
+            # the sequential alternative: synthesis starts only when the whole reply exists
+            relay = h.node.create_publisher(ReplyChunk, "/bench/whole_reply", reliable())
+            parts = {}
+
+            def on_chunk(c):
+                parts.setdefault(c.turn_id, []).append(c)
+                if c.is_final:
+                    whole = sorted(parts.pop(c.turn_id), key=lambda x: x.index)
+                    first = whole[0]
+                    first.text = "".join(x.text for x in whole)
+                    first.is_final = True
+                    first.tokens_per_s = c.tokens_per_s
+                    first.generated_tokens = c.generated_tokens
+                    relay.publish(first)
+            h.node.create_subscription(ReplyChunk, "/reply/chunk", on_chunk, reliable())
+        mic = h.node.create_publisher(AudioFrame, "/audio", qos_profile_sensor_data)
+        h.wait_matched(mic, timeout=60)
+        h.wait_publisher("/turn_stats", timeout=60)
+        publish_audio(h, mic, np.zeros(16000, np.float32), 16000)
+        for i, text in enumerate(requests):
+            x, r = read_wav(speak(text, OUT / f"loop{i}.wav"))
+            n = len(stats)
+            publish_audio(h, mic, np.concatenate([np.zeros(4800, np.float32), x[:, 0], np.zeros(4800, np.float32)]), r)
+            t0 = time.monotonic()
+            while not (len(stats) > n and speaking and not speaking[-1].data):
+                publish_audio(h, mic, np.zeros(1600, np.float32), r)
+                if time.monotonic() - t0 > 90:
+                    raise RuntimeError("no turn")
+        return list(stats)
+    finally:
+        h.close()
+
+
+def loop_bench():
+    requests = SENTENCES
+    print("\n== Loop: end of speech -> first audio out (cpu_small: tiny.en, SmolLM2-135M, Piper; 2 cores) ==")
+    streaming = loop(requests)
+    sequential = loop(requests, relay_whole=True)
+    print(f"{'turn':<6}{'stt':>7}{'(whisper)':>10}{'llm 1st chunk':>14}{'tts 1st audio':>14}{'e2e':>8}{'overhead':>10}")
+    over = []
+    for i, s in enumerate(streaming):
+        o = s.end_of_speech_to_first_audio_ms - s.stt_ms - s.llm_first_chunk_ms - s.tts_first_audio_ms
+        over.append(o)
+        print(f"{i + 1:<6}{s.stt_ms:>7.0f}{s.stt_compute_ms:>10.0f}{s.llm_first_chunk_ms:>14.0f}"
+              f"{s.tts_first_audio_ms:>14.0f}{s.end_of_speech_to_first_audio_ms:>8.0f}{o:>10.1f}")
+    stt_over = [s.stt_ms - s.stt_compute_ms - 500 for s in streaming]
+    e2e_s = med([s.end_of_speech_to_first_audio_ms for s in streaming])
+    e2e_q = med([s.end_of_speech_to_first_audio_ms for s in sequential])
+    print(f"pipeline overhead between stages (e2e - stt - llm first chunk - tts first audio): median {med(over):.1f} ms")
+    print(f"inside stt (speech end -> transcript - whisper - 500 ms VAD hangover): median {med(stt_over):.0f} ms "
+          "(VAD window granularity + resampling + queueing)")
+    print(f"streaming e2e median {e2e_s:.0f} ms vs sequential (whole reply, then TTS) {e2e_q:.0f} ms: "
+          f"streaming is {e2e_q - e2e_s:.0f} ms ({e2e_q / e2e_s:.2f} x) faster to first audio")
+
+
+def main():
+    OUT.mkdir(parents=True, exist_ok=True)
+    which = sys.argv[1:] or ["stt", "llm", "tts", "loop"]
+    print(f"machine: {os.cpu_count()} cores; binaries {BIN}")
+    for w in which:
+        {"stt": stt, "llm": llm, "tts": tts, "loop": loop_bench}[w]()
+
+
+if __name__ == "__main__":
+    main()

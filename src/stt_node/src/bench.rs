@@ -1,0 +1,55 @@
+//! `stt_node --bench-direct WAV [n_threads] [runs]`: whisper-rs called
+//! directly on a WAV (no ROS, no VAD, no queues), for scripts/bench.py to
+//! compare with the node on the same audio. Prints one JSON line.
+
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+
+use crate::engine::Transcriber;
+use crate::params::SttParams;
+
+pub fn run(args: &[String]) -> Result<()> {
+    let wav = args
+        .first()
+        .context("usage: stt_node --bench-direct WAV MODEL [n_threads] [runs]")?;
+    let model = args.get(1).context("model path missing")?;
+    let n_threads: i32 = args.get(2).map_or(Ok(2), |s| s.parse())?;
+    let runs: usize = args.get(3).map_or(Ok(3), |s| s.parse())?;
+    let mut reader = hound::WavReader::open(wav).with_context(|| format!("cannot read {wav}"))?;
+    let spec = reader.spec();
+    let raw: Vec<f32> = reader
+        .samples::<i16>()
+        .map(|s| s.map(|v| f32::from(v) / 32768.0))
+        .collect::<Result<_, _>>()?;
+    let mono: Vec<f32> = raw
+        .chunks(usize::from(spec.channels))
+        .map(|c| c.iter().sum::<f32>() / c.len() as f32)
+        .collect();
+    let audio =
+        voice_core::resample::resample_clip(spec.sample_rate, voice_core::PIPELINE_RATE, &mono)?;
+    let p = SttParams {
+        model_path: model.clone(),
+        n_threads,
+        ..Default::default()
+    };
+    let t0 = Instant::now();
+    let mut t = Transcriber::load(&p)?;
+    let load_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let mut times = Vec::new();
+    let mut text = String::new();
+    for _ in 0..runs.max(1) {
+        let r = t.transcribe(&audio)?;
+        times.push(r.compute_ms);
+        text = r.text;
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    let audio_s = audio.len() as f64 / f64::from(voice_core::PIPELINE_RATE);
+    println!(
+        "{{\"load_ms\": {load_ms:.1}, \"compute_ms\": {median:.1}, \"audio_s\": {audio_s:.3}, \"rtf\": {:.4}, \"text\": {:?}}}",
+        median / 1e3 / audio_s,
+        text
+    );
+    Ok(())
+}
