@@ -4,8 +4,13 @@
 
 Every cycle plays one spoken request (from a fixed set) followed by silence
 while the robot answers, like a person talking to the robot now and then.
-Reports per-node RSS after warm-up and at the end (growth must stay under
-5 %), utterances in against turns out (none may be lost), and node health.
+Reports per-node RSS growth after warm-up (must stay under 5 %), utterances
+in against turns out (none may be lost), and node health. RSS is compared as
+the peak over the first stretch after warm-up against the peak over the last
+stretch of the run: synthesis and inference allocate per sentence, so a
+single sample says more about the moment than about a leak. Warm-up lasts at
+least two full cycles of the requests (every reply, so every sentence length,
+seen twice).
 """
 from __future__ import annotations
 
@@ -39,7 +44,7 @@ def rss_mb(pid: int) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=30.0)
-    ap.add_argument("--warmup", type=float, default=0.2, help="fraction of the run before the RSS baseline")
+    ap.add_argument("--warmup", type=float, default=0.25, help="fraction of the run before the RSS baseline")
     ap.add_argument("--out", type=Path, default=ROOT / "out" / "soak")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -65,7 +70,7 @@ def main() -> int:
         publish_audio(h, mic, np.zeros(16000, np.float32), 16000)
         t0 = time.monotonic()
         end = t0 + args.minutes * 60
-        baseline = None
+        warmed_at = None
         sent = 0
         samples = []
         while time.monotonic() < end:
@@ -80,16 +85,20 @@ def main() -> int:
             rss = {n: rss_mb(p.proc.pid) for n, p in nodes.items()}
             elapsed = time.monotonic() - t0
             samples.append((elapsed, rss))
-            if baseline is None and elapsed >= args.warmup * args.minutes * 60:
-                baseline = rss
+            if warmed_at is None and elapsed >= args.warmup * args.minutes * 60 and sent >= 2 * len(REQUESTS):
+                warmed_at = len(samples)
             if not all(p.alive() for p in nodes.values()):
                 print("a node died:", {n: p.proc.returncode for n, p in nodes.items()})
                 return 1
             print(f"{elapsed:7.0f} s  requests {sent}  transcripts {len(heard)}  turns {len(stats)}  "
                   + "  ".join(f"{n} {v:.0f} MB" for n, v in rss.items()), flush=True)
-        final = samples[-1][1]
-        baseline = baseline or samples[0][1]
-        growth = {n: (final[n] - baseline[n]) / baseline[n] * 100 for n in final}
+        if warmed_at is None or len(samples) - warmed_at < 4:
+            print("run too short for the RSS comparison: raise --minutes")
+            return 1
+        after = samples[warmed_at:]
+        span = max(2, len(after) // 4)
+        peak = lambda xs, n: max(x[1][n] for x in xs)  # noqa: E731
+        growth = {n: (peak(after[-span:], n) - peak(after[:span], n)) / peak(after[:span], n) * 100 for n in nodes}
         lost = sent - len(stats)
         print(f"\nsoak {args.minutes:.0f} min: {sent} utterances in, {len(heard)} transcripts, {len(stats)} turns out "
               f"({lost} lost)")

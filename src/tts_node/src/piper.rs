@@ -142,6 +142,13 @@ impl PiperVoice {
             // generating the next sentence on the same cores meanwhile.
             .with_intra_op_spinning(false)
             .map_err(|e| load_err(e.into()))?
+            // No growing arena or cached memory patterns: sentence lengths vary,
+            // and a robot running for hours needs flat memory more than the
+            // last few percent of speed.
+            .with_execution_providers([ort::ep::CPU::default().with_arena_allocator(false).build()])
+            .map_err(|e| load_err(e.into()))?
+            .with_memory_pattern(false)
+            .map_err(|e| load_err(e.into()))?
             .commit_from_file(Path::new(voice_path))
             .map_err(load_err)?;
         let has_sid = session.inputs().iter().any(|i| i.name() == "sid");
