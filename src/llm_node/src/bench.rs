@@ -1,6 +1,7 @@
 //! `llm_node --bench-bare MODEL n_threads n_gen runs PROMPT`: a bare
 //! llama-cpp-2 loop (one sequence, greedy, no ROS, no chunking) on the same
-//! model, threads, system prompt and chat template as the node, for
+//! model, threads, context size (2048), flash attention (on), system prompt
+//! and chat template as the node in the benchmark, for
 //! scripts/bench.py to compare with the node. Prints one JSON line.
 
 use std::num::NonZeroU32;
@@ -31,7 +32,8 @@ pub fn run(args: &[String]) -> Result<()> {
         .with_n_batch(512)
         .with_n_ubatch(256)
         .with_n_threads(n_threads)
-        .with_n_threads_batch(n_threads);
+        .with_n_threads_batch(n_threads)
+        .with_flash_attention_policy(llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_ENABLED);
     let mut ctx = model.new_context(&backend, cp)?;
     let tmpl = model.chat_template(None)?;
     let chat = [
