@@ -102,7 +102,9 @@ pub struct Segment {
     pub audio: Vec<f32>,
     /// Stream sample index of `audio[0]`.
     pub start: u64,
-    /// Stream sample index just after the last speech window.
+    /// Stream sample index just after the last speech window. For the last
+    /// piece of an utterance cut at max length this can precede `start`
+    /// (the speech ended right at the cut; the piece is the trailing pad).
     pub speech_end: u64,
     /// True when the utterance ended (silence); false for a piece cut at max length.
     pub is_last: bool,
@@ -237,7 +239,8 @@ impl Segmenter {
 
     fn finish_utterance(&mut self, events: &mut Vec<Event>) {
         let pad = ms_to_samples(self.cfg.speech_pad_ms);
-        let end = (self.last_speech + pad).min(self.pos);
+        // after a max-length cut the speech may have ended before this piece began
+        let end = (self.last_speech + pad).min(self.pos).max(self.buf_start);
         let len = (end - self.buf_start) as usize;
         let audio: Vec<f32> = self.buf.iter().take(len).copied().collect();
         let long_enough = self.speech_samples >= ms_to_samples(self.cfg.min_speech_ms);
@@ -454,6 +457,20 @@ mod tests {
         assert_eq!(s[1].start, s[0].start + s[0].audio.len() as u64);
         let total: usize = s.iter().map(|p| p.audio.len()).sum();
         assert!(total as u64 >= 250 * WINDOW as u64);
+    }
+
+    #[test]
+    fn speech_ending_at_the_cut_closes_the_utterance() {
+        // found by the property tests: the last piece is only trailing pad
+        let mut seg = Segmenter::new(cfg());
+        let n = (3.0 * 16_000.0 / WINDOW as f32).ceil() as usize;
+        let mut probs = vec![0.9; n];
+        probs.extend(vec![0.0; 20]);
+        let ev = run(&mut seg, &probs);
+        let s = segments(&ev);
+        assert_eq!(s.len(), 2);
+        assert!(!s[0].is_last && s[1].is_last);
+        assert!(s[1].speech_end <= s[1].start + s[1].audio.len() as u64);
     }
 
     #[test]

@@ -66,7 +66,8 @@ proptest! {
             if let Event::Segment(s) = ev {
                 let max = (max_s * 16_000.0) as usize + WINDOW + (cfg.speech_pad_ms as usize * 16);
                 prop_assert!(s.audio.len() <= max, "{} > {}", s.audio.len(), max);
-                prop_assert!(s.speech_end >= s.start);
+                prop_assert!(s.speech_end <= s.start + s.audio.len() as u64);
+                prop_assert!(s.speech_end >= s.start || s.is_last, "a cut piece must hold speech");
                 total += s.audio.len();
             }
         }
