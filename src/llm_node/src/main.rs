@@ -134,24 +134,23 @@ async fn run() -> Result<()> {
         std::thread::Builder::new()
             .name("llm-engine".into())
             .spawn(move || {
-                let loaded = engine::load(&cfg).and_then(|(backend, model)| {
-                    let t0 = Instant::now();
-                    let r = Engine::new(cfg, &backend, &model, sink, stats, log.clone())
-                        .map(|e| (backend, e, t0));
-                    r.map(|(b, e, t0)| (b, e, t0, ()))
-                        .map(|(b, mut e, t0, ())| {
-                            let _ = ready_tx.send(Ok(()));
-                            log.debug(format!(
-                                "context ready in {:.0} ms",
-                                t0.elapsed().as_secs_f64() * 1e3
-                            ));
-                            e.run(rx, &stop);
-                            drop(b);
-                        })
-                });
-                if let Err(e) = loaded {
-                    let _ = ready_tx.send(Err(e.to_string()));
-                }
+                let (backend, model) = match engine::load(&cfg) {
+                    Ok(loaded) => loaded,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                // declared after the model and backend: dropped before them
+                let mut engine = match Engine::new(cfg, &backend, &model, sink, stats, log) {
+                    Ok(engine) => engine,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(()));
+                engine.run(rx, &stop);
             })?
     };
     match tokio::task::spawn_blocking(move || ready_rx.recv()).await? {

@@ -80,6 +80,7 @@ async fn run() -> Result<()> {
     let endpoint_cfg = p.validate()?;
 
     let transcriber = Transcriber::load(&p)?;
+    let model_name = transcriber.model_name.clone();
     let detector = if p.vad.model_path.trim().is_empty() {
         log.info("vad.model_path empty: using the energy-based endpointer");
         Detector::Energy(Default::default())
@@ -163,7 +164,7 @@ async fn run() -> Result<()> {
     }
     {
         let shared = shared.clone();
-        let hw = format!("whisper:{} vad:{vad_name}", transcriber_model_name(&p));
+        let hw = format!("whisper:{} vad:{vad_name}", model_name);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
@@ -182,11 +183,4 @@ async fn run() -> Result<()> {
     let _ = listener.join();
     let _ = transcriber_thread.join();
     Ok(())
-}
-
-fn transcriber_model_name(p: &SttParams) -> String {
-    std::path::Path::new(&p.model_path)
-        .file_name()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default()
 }

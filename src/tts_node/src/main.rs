@@ -15,9 +15,9 @@ mod piper;
 mod playback;
 
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -68,6 +68,21 @@ fn main() -> ExitCode {
             Log::new(NODE_NAME).error(format!("{e:#}"));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Queues text for synthesis without blocking; a full queue drops it and says so.
+fn enqueue(tx: &SyncSender<TextJob>, job: TextJob, ctl: &Control, log: &Log) {
+    match tx.try_send(job) {
+        Ok(()) => {}
+        Err(TrySendError::Full(j)) => {
+            ctl.dropped.fetch_add(1, Ordering::Relaxed);
+            log.warn(format!(
+                "text queue full: dropped text of turn {}",
+                j.turn_id
+            ));
+        }
+        Err(TrySendError::Disconnected(_)) => {}
     }
 }
 
@@ -142,38 +157,19 @@ async fn run() -> Result<()> {
             .spawn(move || output::output(audio_rx, out, speaker, &p, &ctl))?
     };
 
-    let enqueue = {
-        let (ctl, log) = (ctl.clone(), log.clone());
-        move |job: TextJob| match text_tx.try_send(job) {
-            Ok(()) => {}
-            Err(TrySendError::Full(j)) => {
-                ctl.dropped.fetch_add(1, Ordering::Relaxed);
-                log.warn(format!(
-                    "text queue full: dropped text of turn {}",
-                    j.turn_id
-                ));
-            }
-            Err(TrySendError::Disconnected(_)) => {}
-        }
-    };
-    let enqueue = Arc::new(Mutex::new(enqueue));
     {
-        let (enqueue, ctl) = (enqueue.clone(), ctl.clone());
+        let (tx, ctl, log) = (text_tx.clone(), ctl.clone(), log.clone());
         tokio::spawn(async move {
             while let Some(c) = chunks.next().await {
-                if ctl.is_cancelled_turn(&c.turn_id) {
-                    continue;
-                }
-                let job = TextJob::from_chunk(c, ctl.epoch());
-                if let Ok(f) = enqueue.lock() {
-                    f(job);
+                if !ctl.is_cancelled_turn(&c.turn_id) {
+                    enqueue(&tx, TextJob::from_chunk(c, ctl.epoch()), &ctl, &log);
                 }
             }
         });
     }
     {
-        let (enqueue, ctl, log) = (enqueue.clone(), ctl.clone(), log.clone());
-        let counter = AtomicU64::new(0);
+        let (tx, ctl, log) = (text_tx, ctl.clone(), log.clone());
+        let mut n = 0u64;
         tokio::spawn(async move {
             while let Some(m) = says.next().await {
                 let mut text = m.data;
@@ -184,11 +180,13 @@ async fn run() -> Result<()> {
                     ));
                     text = text.chars().take(MAX_SAY_CHARS).collect();
                 }
-                let n = counter.fetch_add(1, Ordering::Relaxed) + 1;
-                let job = TextJob::say(format!("say-{n}"), text, ctl.epoch());
-                if let Ok(f) = enqueue.lock() {
-                    f(job);
-                }
+                n += 1;
+                enqueue(
+                    &tx,
+                    TextJob::say(format!("say-{n}"), text, ctl.epoch()),
+                    &ctl,
+                    &log,
+                );
             }
         });
     }
