@@ -34,37 +34,7 @@ const COMMAND_QUEUE: usize = 64;
 const INTERRUPT_ALL: &[&str] = &["", "*", "barge_in"];
 
 fn main() -> ExitCode {
-    if node::serve_cli::<LlmParams>(NODE_NAME) {
-        return ExitCode::SUCCESS;
-    }
-    let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("--bench-bare") {
-        return match bench::run(&args[2..]) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("{e:#}");
-                ExitCode::FAILURE
-            }
-        };
-    }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("[{NODE_NAME}] cannot start async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(run()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            Log::new(NODE_NAME).error(format!("{e:#}"));
-            ExitCode::FAILURE
-        }
-    }
+    node::main::<LlmParams, _, _>(NODE_NAME, ("--bench-bare", bench::run), run)
 }
 
 /// Sends a command without ever blocking the executor; a full queue drops

@@ -2,6 +2,8 @@
 //! the reference Jetson deployment (llama.cpp server flags in brackets).
 
 use r2r::RosParams;
+use voice_core::params::check;
+pub use voice_core::params::ParamError;
 
 /// Parameters of llm_node. Doc comments are what `ros2 param describe` shows.
 #[derive(RosParams, Debug, Clone)]
@@ -111,21 +113,6 @@ pub struct LlmConfig {
     pub system_prompt: String,
     pub history_turns: usize,
     pub busy_policy: BusyPolicy,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("parameter {name}: {msg}")]
-pub struct ParamError {
-    pub name: &'static str,
-    pub msg: String,
-}
-
-fn check(ok: bool, name: &'static str, msg: impl FnOnce() -> String) -> Result<(), ParamError> {
-    if ok {
-        Ok(())
-    } else {
-        Err(ParamError { name, msg: msg() })
-    }
 }
 
 impl LlmParams {

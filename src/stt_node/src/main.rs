@@ -27,42 +27,11 @@ use crate::params::SttParams;
 const NODE_NAME: &str = "stt_node";
 
 fn main() -> ExitCode {
-    if node::serve_cli::<SttParams>(NODE_NAME) {
-        return ExitCode::SUCCESS;
-    }
-    let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("--bench-direct") {
-        whisper_rs::install_logging_hooks();
-        return match bench::run(&args[2..]) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("{e:#}");
-                ExitCode::FAILURE
-            }
-        };
-    }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("[{NODE_NAME}] cannot start async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(run()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            Log::new(NODE_NAME).error(format!("{e:#}"));
-            ExitCode::FAILURE
-        }
-    }
+    whisper_rs::install_logging_hooks();
+    node::main::<SttParams, _, _>(NODE_NAME, ("--bench-direct", bench::run), run)
 }
 
 async fn run() -> Result<()> {
-    whisper_rs::install_logging_hooks();
     let mut node = node::create(NODE_NAME)?;
     let log = Log::new(node.logger());
     let (params, param_server) = node::declare_params(&mut node, SttParams::default())?;

@@ -3,6 +3,8 @@
 
 use r2r::RosParams;
 use voice_core::endpoint::EndpointConfig;
+use voice_core::params::check;
+pub use voice_core::params::ParamError;
 
 /// Parameters of stt_node. Doc comments are what `ros2 param describe` shows.
 #[derive(RosParams, Debug, Clone)]
@@ -95,78 +97,53 @@ impl Default for VadParams {
     }
 }
 
-/// A parameter value the node cannot run with.
-#[derive(Debug, thiserror::Error)]
-pub enum ParamError {
-    #[error("parameter {name}: {msg}")]
-    Invalid { name: &'static str, msg: String },
-    #[error(transparent)]
-    Vad(#[from] voice_core::endpoint::ConfigError),
-}
-
-fn invalid(name: &'static str, msg: impl Into<String>) -> ParamError {
-    ParamError::Invalid {
-        name,
-        msg: msg.into(),
-    }
-}
-
 impl SttParams {
     /// Checks ranges; returns the endpointing configuration.
     pub fn validate(&self) -> Result<EndpointConfig, ParamError> {
-        if self.model_path.trim().is_empty() {
-            return Err(invalid(
-                "model_path",
-                "not set (path to a whisper.cpp ggml model)",
-            ));
-        }
-        if !(1..=64).contains(&self.n_threads) {
-            return Err(invalid(
-                "n_threads",
-                format!("must be 1..=64, got {}", self.n_threads),
-            ));
-        }
-        if !matches!(self.strategy.as_str(), "greedy" | "beam") {
-            return Err(invalid(
-                "strategy",
-                format!("must be \"greedy\" or \"beam\", got {:?}", self.strategy),
-            ));
-        }
-        if !(1..=16).contains(&self.beam_size) {
-            return Err(invalid(
-                "beam_size",
-                format!("must be 1..=16, got {}", self.beam_size),
-            ));
-        }
-        if !(0.0..=1.0).contains(&self.no_speech_threshold) {
-            return Err(invalid(
-                "no_speech_threshold",
-                format!("must be 0..=1, got {}", self.no_speech_threshold),
-            ));
-        }
-        if self.language != "auto" && whisper_rs::get_lang_id(&self.language).is_none() {
-            return Err(invalid(
-                "language",
+        check(!self.model_path.trim().is_empty(), "model_path", || {
+            "not set (path to a whisper.cpp ggml model)".into()
+        })?;
+        check((1..=64).contains(&self.n_threads), "n_threads", || {
+            format!("must be 1..=64, got {}", self.n_threads)
+        })?;
+        check(
+            matches!(self.strategy.as_str(), "greedy" | "beam"),
+            "strategy",
+            || format!("must be \"greedy\" or \"beam\", got {:?}", self.strategy),
+        )?;
+        check((1..=16).contains(&self.beam_size), "beam_size", || {
+            format!("must be 1..=16, got {}", self.beam_size)
+        })?;
+        check(
+            (0.0..=1.0).contains(&self.no_speech_threshold),
+            "no_speech_threshold",
+            || format!("must be 0..=1, got {}", self.no_speech_threshold),
+        )?;
+        check(
+            self.language == "auto" || whisper_rs::get_lang_id(&self.language).is_some(),
+            "language",
+            || {
                 format!(
                     "unknown language code {:?} (use e.g. \"en\" or \"auto\")",
                     self.language
-                ),
-            ));
-        }
-        if !(self.max_frame_s > 0.0 && self.max_frame_s <= 60.0) {
-            return Err(invalid(
-                "max_frame_s",
-                format!("must be in (0, 60], got {}", self.max_frame_s),
-            ));
-        }
-        if !(0..=5_000).contains(&self.echo_guard_ms) {
-            return Err(invalid(
-                "echo_guard_ms",
-                format!("must be 0..=5000, got {}", self.echo_guard_ms),
-            ));
-        }
+                )
+            },
+        )?;
+        check(
+            self.max_frame_s > 0.0 && self.max_frame_s <= 60.0,
+            "max_frame_s",
+            || format!("must be in (0, 60], got {}", self.max_frame_s),
+        )?;
+        check(
+            (0..=5_000).contains(&self.echo_guard_ms),
+            "echo_guard_ms",
+            || format!("must be 0..=5000, got {}", self.echo_guard_ms),
+        )?;
         let non_neg = |name: &'static str, v: i32| -> Result<u32, ParamError> {
-            u32::try_from(v).map_err(|_| invalid(name, format!("must be >= 0, got {v}")))
+            u32::try_from(v).map_err(|_| ParamError {
+                name,
+                msg: format!("must be >= 0, got {v}"),
+            })
         };
         let cfg = EndpointConfig {
             threshold: self.vad.threshold,
@@ -175,7 +152,10 @@ impl SttParams {
             min_speech_ms: non_neg("vad.min_speech_ms", self.vad.min_speech_ms)?,
             max_utterance_s: self.vad.max_utterance_s,
         };
-        cfg.validate()?;
+        cfg.validate().map_err(|e| ParamError {
+            name: "vad",
+            msg: e.to_string(),
+        })?;
         Ok(cfg)
     }
 }

@@ -38,37 +38,7 @@ const TEXT_QUEUE: usize = 64;
 const MAX_SAY_CHARS: usize = 4_000;
 
 fn main() -> ExitCode {
-    if node::serve_cli::<TtsParams>(NODE_NAME) {
-        return ExitCode::SUCCESS;
-    }
-    let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("--bench-direct") {
-        return match bench::run(&args[2..]) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("{e:#}");
-                ExitCode::FAILURE
-            }
-        };
-    }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("[{NODE_NAME}] cannot start async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(run()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            Log::new(NODE_NAME).error(format!("{e:#}"));
-            ExitCode::FAILURE
-        }
-    }
+    node::main::<TtsParams, _, _>(NODE_NAME, ("--bench-direct", bench::run), run)
 }
 
 /// Queues text for synthesis without blocking; a full queue drops it and says so.

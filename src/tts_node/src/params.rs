@@ -1,6 +1,8 @@
 //! tts_node's ROS parameters and their validation.
 
 use r2r::RosParams;
+use voice_core::params::check;
+pub use voice_core::params::ParamError;
 
 /// Parameters of tts_node. Doc comments are what `ros2 param describe` shows.
 #[derive(RosParams, Debug, Clone)]
@@ -59,21 +61,6 @@ impl Default for TtsParams {
             output_device: String::new(),
             n_threads: 2,
         }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("parameter {name}: {msg}")]
-pub struct ParamError {
-    pub name: &'static str,
-    pub msg: String,
-}
-
-fn check(ok: bool, name: &'static str, msg: impl FnOnce() -> String) -> Result<(), ParamError> {
-    if ok {
-        Ok(())
-    } else {
-        Err(ParamError { name, msg: msg() })
     }
 }
 

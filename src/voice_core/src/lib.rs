@@ -13,6 +13,7 @@ pub mod endpoint;
 pub mod ingest;
 pub mod model_file;
 pub mod normalize;
+pub mod params;
 pub mod resample;
 pub mod transcript;
 pub mod utf8;

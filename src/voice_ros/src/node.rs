@@ -163,3 +163,50 @@ pub fn serve_cli<P: RosParams + Default>(node_name: &str) -> bool {
     }
     false
 }
+
+/// A bench mode of a node binary: the flag and what it runs (no ROS).
+pub type BenchMode = (&'static str, fn(&[String]) -> Result<()>);
+
+/// The `main` every node executable shares: serves `--describe-params` and
+/// `--help`, the node's bench mode when its flag is first, else runs `run`
+/// on a two-worker tokio runtime. An error becomes one line in the ROS log
+/// and exit code 1; a clean shutdown exits 0.
+pub fn main<P, F, Fut>(node_name: &str, bench: BenchMode, run: F) -> std::process::ExitCode
+where
+    P: RosParams + Default,
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    use std::process::ExitCode;
+    if serve_cli::<P>(node_name) {
+        return ExitCode::SUCCESS;
+    }
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(bench.0) {
+        return match (bench.1)(&args[2..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("[{node_name}] cannot start async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            crate::log::Log::new(node_name).error(format!("{e:#}"));
+            ExitCode::FAILURE
+        }
+    }
+}
