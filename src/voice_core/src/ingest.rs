@@ -101,10 +101,6 @@ impl<D: SpeechDetector, T: Copy> Ingest<D, T> {
     pub fn in_speech(&self) -> bool {
         self.segmenter.in_speech()
     }
-
-    pub fn config(&self) -> &EndpointConfig {
-        self.segmenter.config()
-    }
 }
 
 #[cfg(test)]

@@ -37,11 +37,6 @@ impl StreamResampler {
         }
     }
 
-    /// Current input rate [Hz].
-    pub fn in_rate(&self) -> u32 {
-        self.in_rate
-    }
-
     /// Converts `samples` recorded at `in_rate`, returning whatever output is ready.
     pub fn push(&mut self, in_rate: u32, samples: &[f32]) -> Result<Vec<f32>, ResampleError> {
         let mut out = Vec::new();

@@ -2,8 +2,6 @@
 
 use r2r::diagnostic_msgs::msg::{DiagnosticArray, DiagnosticStatus, KeyValue};
 
-pub use r2r::diagnostic_msgs::msg::DiagnosticStatus as Status;
-
 /// Diagnostic levels (DiagnosticStatus constants).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {

@@ -10,5 +10,3 @@ pub mod frames;
 pub mod log;
 pub mod node;
 pub mod stamp;
-
-pub use r2r;

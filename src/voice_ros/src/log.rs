@@ -13,9 +13,6 @@ impl Log {
     pub fn new(name: impl Into<String>) -> Self {
         Self { name: name.into() }
     }
-    pub fn name(&self) -> &str {
-        &self.name
-    }
     pub fn debug(&self, msg: impl AsRef<str>) {
         r2r::log_debug!(&self.name, "{}", msg.as_ref());
     }
