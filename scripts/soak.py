@@ -92,11 +92,14 @@ def main() -> int:
                 return 1
             print(f"{elapsed:7.0f} s  requests {sent}  transcripts {len(heard)}  turns {len(stats)}  "
                   + "  ".join(f"{n} {v:.0f} MB" for n, v in rss.items()), flush=True)
-        if warmed_at is None or len(samples) - warmed_at < 4:
+        # compare windows of at least one full request cycle each, so both hold
+        # the same replies (and the same per-sentence allocation peaks)
+        cycle = len(REQUESTS)
+        if warmed_at is None or len(samples) - warmed_at < 2 * cycle:
             print("run too short for the RSS comparison: raise --minutes")
             return 1
         after = samples[warmed_at:]
-        span = max(2, len(after) // 4)
+        span = max(cycle, len(after) // 4)
         peak = lambda xs, n: max(x[1][n] for x in xs)  # noqa: E731
         growth = {n: (peak(after[-span:], n) - peak(after[:span], n)) / peak(after[:span], n) * 100 for n in nodes}
         lost = sent - len(stats)

@@ -37,7 +37,18 @@ const TEXT_QUEUE: usize = 64;
 /// Longest `say` text accepted [chars]; longer text is cut with a warning.
 const MAX_SAY_CHARS: usize = 4_000;
 
+/// Allocations above this size are mapped and unmapped by glibc each time
+/// (its adaptive threshold is turned off by setting one) [bytes].
+const MMAP_THRESHOLD: i32 = 256 * 1024;
+
 fn main() -> ExitCode {
+    // Each sentence's inference allocates tens of MB of temporaries. With
+    // glibc's adaptive threshold they end up on the heap and RSS keeps every
+    // high-water mark; mapped, they go back to the system after each sentence.
+    // SAFETY: mallopt only changes allocator tuning, before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+    }
     node::main::<TtsParams, _, _>(NODE_NAME, ("--bench-direct", bench::run), run)
 }
 
