@@ -135,9 +135,9 @@ def test_ingestion_normalizes_to_16k_mono(ros):
     ros.wait_publisher("/stt_node/audio_16k")
     # discovery: our reader may match the node's writer later than the graph
     # shows it; feed silence until normalized audio flows, then measure.
-    quiet = np.zeros((960, 2), dtype=np.float32)
-    ros.wait_for(lambda: publish_audio(ros, pub, quiet, 48000, encoding="F32LE", realtime=False) or len(out) > 0,
-                 15, "normalized audio to flow")
+    quiet = np.zeros((4800, 2), dtype=np.float32)  # 100 ms, published at real-time pace (no flood)
+    ros.wait_for(lambda: publish_audio(ros, pub, quiet, 48000, encoding="F32LE") or len(out) > 0,
+                 20, "normalized audio to flow")
     ros.spin_for(0.3)
     out.clear()
     t = np.arange(48000) / 48000.0

@@ -418,7 +418,12 @@ pub fn output(
             publish_stats(&job.turn_id, track, &pubs, ctl);
         }
         if turns.len() > TURN_MEMORY {
-            turns.retain(|_, t| !t.published);
+            // finished turns go first; `say` text (no chunk timing) and turns
+            // whose final chunk never came go when they are the oldest left
+            turns.retain(|_, t| !t.published && t.first_chunk.is_some());
+            if turns.len() > TURN_MEMORY {
+                turns.clear();
+            }
         }
     }
     set_speaking(false);

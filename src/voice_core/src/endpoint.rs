@@ -43,7 +43,7 @@ impl Default for EndpointConfig {
         Self {
             threshold: 0.5,
             min_silence_ms: 500,
-            speech_pad_ms: 200,
+            speech_pad_ms: 300,
             min_speech_ms: 250,
             max_utterance_s: 15.0,
         }

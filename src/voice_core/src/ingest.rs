@@ -145,9 +145,9 @@ mod tests {
             })
             .collect();
         assert_eq!(segs.len(), 2);
-        // 1 s of tone + 200 ms pad on each side
+        // 1 s of tone + 300 ms pad on each side
         assert!(
-            (segs[0].0.duration_s() - 1.4).abs() < 0.1,
+            (segs[0].0.duration_s() - 1.6).abs() < 0.1,
             "{}",
             segs[0].0.duration_s()
         );
