@@ -51,20 +51,7 @@ fn send(tx: &SyncSender<Command>, c: Command, log: &Log, stats: &Stats) {
 }
 
 async fn run() -> Result<()> {
-    let mut node = node::create(NODE_NAME)?;
-    let log = Log::new(node.logger());
-    let (params, param_server) = node::declare_params(&mut node, LlmParams::default())?;
-    tokio::spawn(param_server);
-    for name in &params.unknown {
-        log.warn(format!(
-            "unknown parameter {name:?} ignored (not declared by {NODE_NAME})"
-        ));
-    }
-    let p = params
-        .shared
-        .lock()
-        .map_err(|_| anyhow::anyhow!("parameter lock poisoned"))?
-        .clone();
+    let (mut node, log, p) = node::start::<LlmParams>(NODE_NAME)?;
     let cfg = p.validate()?;
     if cfg.n_gpu_layers > 0 && !cfg!(feature = "cuda") {
         log.warn(format!(

@@ -18,7 +18,7 @@ use anyhow::Result;
 use futures::StreamExt;
 use r2r::std_msgs::msg::{Bool, String as StringMsg};
 use r2r::voice_agent::msg::{AudioFrame, Utterance};
-use voice_ros::{log::Log, node};
+use voice_ros::node;
 
 use crate::engine::{Detector, SileroDetector, Transcriber};
 use crate::listener::{Shared, FRAME_QUEUE, SEGMENT_QUEUE};
@@ -32,20 +32,7 @@ fn main() -> ExitCode {
 }
 
 async fn run() -> Result<()> {
-    let mut node = node::create(NODE_NAME)?;
-    let log = Log::new(node.logger());
-    let (params, param_server) = node::declare_params(&mut node, SttParams::default())?;
-    tokio::spawn(param_server);
-    for name in &params.unknown {
-        log.warn(format!(
-            "unknown parameter {name:?} ignored (not declared by {NODE_NAME})"
-        ));
-    }
-    let p = params
-        .shared
-        .lock()
-        .map_err(|_| anyhow::anyhow!("parameter lock poisoned"))?
-        .clone();
+    let (mut node, log, p) = node::start::<SttParams>(NODE_NAME)?;
     let endpoint_cfg = p.validate()?;
 
     let transcriber = Transcriber::load(&p)?;

@@ -68,20 +68,7 @@ fn enqueue(tx: &SyncSender<TextJob>, job: TextJob, ctl: &Control, log: &Log) {
 }
 
 async fn run() -> Result<()> {
-    let mut node = node::create(NODE_NAME)?;
-    let log = Log::new(node.logger());
-    let (params, param_server) = node::declare_params(&mut node, TtsParams::default())?;
-    tokio::spawn(param_server);
-    for name in &params.unknown {
-        log.warn(format!(
-            "unknown parameter {name:?} ignored (not declared by {NODE_NAME})"
-        ));
-    }
-    let p = params
-        .shared
-        .lock()
-        .map_err(|_| anyhow::anyhow!("parameter lock poisoned"))?
-        .clone();
+    let (mut node, log, p) = node::start::<TtsParams>(NODE_NAME)?;
     p.validate()?;
     let t0 = Instant::now();
     let engine = Engine::load(&p)?;

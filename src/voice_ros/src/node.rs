@@ -210,3 +210,27 @@ where
         }
     }
 }
+
+/// Node start-up shared by the executables: creates the node, registers the
+/// parameter struct (serving `ros2 param` from then on), warns once per
+/// unknown parameter and returns the node, its logger and the parameter values.
+pub fn start<P>(node_name: &str) -> Result<(r2r::Node, crate::log::Log, P)>
+where
+    P: RosParams + Default + Clone + Send + 'static,
+{
+    let mut node = create(node_name)?;
+    let log = crate::log::Log::new(node.logger());
+    let (params, param_server) = declare_params(&mut node, P::default())?;
+    tokio::spawn(param_server);
+    for name in &params.unknown {
+        log.warn(format!(
+            "unknown parameter {name:?} ignored (not declared by {node_name})"
+        ));
+    }
+    let values = params
+        .shared
+        .lock()
+        .map_err(|_| anyhow::anyhow!("parameter lock poisoned"))?
+        .clone();
+    Ok((node, log, values))
+}
