@@ -2,6 +2,8 @@
 
 Same nodes, arguments and defaults as voice_agent.launch.xml:
     ros2 launch voice_agent voice_agent.launch.py profile:=jetson_orin_nx_3b namespace:=robot1
+    ros2 launch voice_agent voice_agent.launch.py places_file:=/path/to/my_places.yaml \
+        battery_topic:=battery_state pose_topic:=amcl_pose
 """
 import os
 
@@ -10,6 +12,7 @@ from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
 
 ARGS = [
     ("profile", "cpu_small", "parameter profile: config/PROFILE.yaml (cpu_small | jetson_orin_nx_3b)"),
@@ -25,6 +28,9 @@ ARGS = [
     ("playback", "false", "play speech on the speaker"),
     ("barge_in", "false", "user speech interrupts the robot"),
     ("use_sim_time", "false", "use /clock (rosbag replay)"),
+    ("places_file", "", "YAML of named places; set to send spoken goals to Nav2 (goal_pose). Example: share/voice_agent/config/places/example.yaml"),
+    ("battery_topic", "", "sensor_msgs/BatteryState topic the robot answers battery questions from"),
+    ("pose_topic", "", "geometry_msgs/PoseWithCovarianceStamped topic (e.g. amcl_pose) the robot answers position questions from"),
 ]
 
 
@@ -48,6 +54,10 @@ def generate_launch_description():
         }]),
         Node(executable="llm_node", name="llm_node", **common, parameters=[profile, {
             "model_path": model("llm_model"),
+            # strings even when empty (the default: intents and robot state off)
+            "places_file": ParameterValue(arg("places_file"), value_type=str),
+            "battery_topic": ParameterValue(arg("battery_topic"), value_type=str),
+            "pose_topic": ParameterValue(arg("pose_topic"), value_type=str),
             "use_sim_time": arg("use_sim_time"),
         }]),
         Node(executable="tts_node", name="tts_node", **common, parameters=[profile, {

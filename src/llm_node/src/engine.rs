@@ -21,11 +21,15 @@ use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use voice_core::chat::{History, Message};
 use voice_core::chunker::{Chunker, ChunkerConfig};
+use voice_core::intent::{self, SayStream};
 use voice_core::model_file::{self, Format, ModelFileError};
 use voice_core::utf8::Utf8Stream;
 
+use crate::actions::TurnInfo;
+use crate::context::SharedState;
 use crate::params::{BusyPolicy, LlmConfig};
 use crate::publish::{ChunkInfo, Sink};
+use crate::sampling::TurnSampler;
 
 /// Conversations whose history is kept (least recently used forgotten first).
 const MAX_CONVERSATIONS: usize = 64;
@@ -35,6 +39,8 @@ const QUEUE_PER_CONVERSATION: usize = 4;
 const WAITING_MAX: usize = 64;
 /// Idle wait for commands before checking the stop flag.
 const IDLE_POLL: Duration = Duration::from_millis(50);
+/// Prompt tokens kept free for the robot-state lines, which change between turns.
+const STATE_RESERVE_TOKENS: usize = 96;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -44,6 +50,8 @@ pub enum EngineError {
     Load { path: String, msg: String },
     #[error("llama.cpp context: {0}")]
     Context(String),
+    #[error("places_file: llama.cpp refused the intent grammar: {0}")]
+    Grammar(String),
     #[error("ctx_size: the system prompt alone ({tokens} tokens) leaves no room in the per-conversation context of {budget} tokens (ctx_size / parallel, minus max_tokens)")]
     SystemPromptTooLong { tokens: usize, budget: usize },
 }
@@ -87,8 +95,10 @@ struct Active {
     user_text: String,
     pending: Vec<LlamaToken>,
     prompt_evaluated: usize,
-    sampler: LlamaSampler,
+    sampler: TurnSampler,
     utf8: Utf8Stream,
+    /// With intents: the spoken part of the constrained output.
+    say: Option<SayStream>,
     chunker: Chunker,
     reply: String,
     chunk_index: u32,
@@ -127,6 +137,8 @@ pub struct Engine<'m> {
     waiting: VecDeque<TurnRequest>,
     budget: usize,
     sink: Sink,
+    /// Latest robot state for the system prompt.
+    state: SharedState,
     stats: Arc<Stats>,
     log: voice_ros::log::Log,
 }
@@ -155,6 +167,7 @@ impl<'m> Engine<'m> {
         backend: &LlamaBackend,
         model: &'m LlamaModel,
         sink: Sink,
+        state: SharedState,
         stats: Arc<Stats>,
         log: voice_ros::log::Log,
     ) -> Result<Self, EngineError> {
@@ -206,19 +219,31 @@ impl<'m> Engine<'m> {
             waiting: VecDeque::new(),
             budget,
             sink,
+            state,
             stats,
             log,
         };
-        // The system prompt with an empty question must leave room for a reply.
+        if engine.cfg.intents.is_some() {
+            // refused grammars surface at start, not on the first turn
+            LlamaSampler::grammar(engine.model, &intent::grammar(), "root")
+                .map_err(|e| EngineError::Grammar(e.to_string()))?;
+        }
+        // The system prompt with an empty question must leave room for a
+        // reply (and for the robot-state lines when they are configured).
         let sys = engine.count(&[
-            Message::new(
-                voice_core::chat::Role::System,
-                engine.cfg.system_prompt.clone(),
-            ),
+            Message::new(voice_core::chat::Role::System, engine.system_prompt()),
             Message::new(voice_core::chat::Role::User, ""),
         ]);
+        let reserve = if engine.cfg.context.battery_topic.is_some()
+            || engine.cfg.context.pose_topic.is_some()
+            || engine.cfg.intents.is_some()
+        {
+            STATE_RESERVE_TOKENS
+        } else {
+            0
+        };
         let room = engine.budget.saturating_sub(engine.cfg.max_tokens as usize);
-        if sys + 8 > room {
+        if sys + reserve + 8 > room {
             return Err(EngineError::SystemPromptTooLong {
                 tokens: sys,
                 budget: room,
@@ -237,10 +262,42 @@ impl<'m> Engine<'m> {
             engine.cfg.flash_attn,
             engine.cfg.n_gpu_layers
         );
+        let info = match &engine.cfg.intents {
+            Some(i) => format!(
+                "{info}, intents on ({} places, goals on {}, stop on {})",
+                i.places.len(),
+                i.goal_topic,
+                i.stop_topic
+            ),
+            None => format!("{info}, intents off"),
+        };
         if let Ok(mut i) = engine.stats.info.lock() {
             *i = info;
         }
         Ok(engine)
+    }
+
+    /// The configured system prompt, the intent instructions and the robot's
+    /// current state, in that order: what changes most comes last, so the KV
+    /// cache keeps the longest prefix.
+    fn system_prompt(&self) -> String {
+        let mut s = self.cfg.system_prompt.clone();
+        if let Some(i) = &self.cfg.intents {
+            s += "\n\n";
+            s += &intent::instructions(&i.places);
+        }
+        let described = self.state.lock().ok().and_then(|st| {
+            st.describe(
+                self.cfg.intents.as_ref().map(|i| &i.places),
+                Instant::now(),
+                self.cfg.context.max_age,
+            )
+        });
+        if let Some(state) = described {
+            s += "\n\n";
+            s += &state;
+        }
+        s
     }
 
     fn render(&self, messages: &[Message]) -> Option<String> {
@@ -478,7 +535,7 @@ impl<'m> Engine<'m> {
         let user = voice_core::chat::sanitize(&req.text);
         let room = self.budget.saturating_sub(self.cfg.max_tokens as usize);
         let history = self.conversation(&req.conversation_id).history.clone();
-        let system = self.cfg.system_prompt.clone();
+        let system = self.system_prompt();
         let Some(fitted) = history.fit(&system, &user, room, |m| self.count(m)) else {
             self.log.error(format!(
                 "turn {}: prompt cannot fit the context",
@@ -503,8 +560,24 @@ impl<'m> Engine<'m> {
                 .error(format!("turn {}: chat template failed", req.turn_id));
             return;
         };
-        let tokens = self.tokenize(&prompt);
-        let sampler = self.sampler();
+        let prefill = if self.cfg.intents.is_some() {
+            intent::PREFILL
+        } else {
+            ""
+        };
+        let tokens = self.tokenize(&(prompt + prefill));
+        let Some(sampler) = self.sampler() else {
+            self.log.error(format!(
+                "turn {}: the intent grammar could not be set up",
+                req.turn_id
+            ));
+            return;
+        };
+        let say = self.cfg.intents.as_ref().map(|_| {
+            let mut say = SayStream::new();
+            say.push(prefill);
+            say
+        });
         let s = &mut self.slots[slot];
         if s.conversation.as_deref() != Some(req.conversation_id.as_str()) {
             s.cached.clear();
@@ -540,8 +613,9 @@ impl<'m> Engine<'m> {
             pending,
             sampler,
             utf8: Utf8Stream::new(),
+            say,
             chunker: Chunker::new(ChunkerConfig::default()),
-            reply: String::new(),
+            reply: prefill.to_string(),
             chunk_index: 0,
             generated: 0,
             first_token: None,
@@ -553,11 +627,18 @@ impl<'m> Engine<'m> {
         });
     }
 
-    fn sampler(&self) -> LlamaSampler {
-        if self.cfg.temperature <= 0.0 {
-            return LlamaSampler::greedy();
-        }
+    /// The turn's sampler: the configured chain, with intents constrained by
+    /// the action grammar (so no output other than a valid action can be sampled).
+    fn sampler(&self) -> Option<TurnSampler> {
+        let grammar = match self.cfg.intents {
+            Some(_) => Some(LlamaSampler::grammar(self.model, &intent::grammar(), "root").ok()?),
+            None => None,
+        };
         let mut chain = Vec::new();
+        if self.cfg.temperature <= 0.0 {
+            chain.push(LlamaSampler::greedy());
+            return Some(TurnSampler::new(LlamaSampler::chain_simple(chain), grammar));
+        }
         if (self.cfg.repeat_penalty - 1.0).abs() > f32::EPSILON {
             chain.push(LlamaSampler::penalties(
                 self.model.vocab().n_tokens(),
@@ -573,7 +654,7 @@ impl<'m> Engine<'m> {
         chain.push(LlamaSampler::top_p(self.cfg.top_p, 1));
         chain.push(LlamaSampler::temp(self.cfg.temperature));
         chain.push(LlamaSampler::dist(self.cfg.seed));
-        LlamaSampler::chain_simple(chain)
+        Some(TurnSampler::new(LlamaSampler::chain_simple(chain), grammar))
     }
 
     /// One decode: every generating sequence's next token plus prompt chunks.
@@ -649,7 +730,10 @@ impl<'m> Engine<'m> {
         let Some(a) = self.slots[i].active.as_mut() else {
             return;
         };
-        let token = a.sampler.sample(&self.ctx, idx);
+        let Some(token) = a.sampler.sample(&self.ctx, idx) else {
+            self.finish(i, "grammar allows no token");
+            return;
+        };
         let now = Instant::now();
         if a.first_token.is_none() {
             a.first_token = Some(now);
@@ -663,7 +747,13 @@ impl<'m> Engine<'m> {
         let piece = vocab.token_to_piece(token, false, None);
         let text = a.utf8.push(&piece);
         a.reply.push_str(&text);
-        let chunks = a.chunker.push(&text);
+        let chunks = match a.say.as_mut() {
+            Some(say) => {
+                let spoken = say.push(&text);
+                a.chunker.push(&spoken)
+            }
+            None => a.chunker.push(&text),
+        };
         for c in chunks {
             self.emit(i, c, false);
         }
@@ -715,7 +805,38 @@ impl<'m> Engine<'m> {
         };
         let rest = a.utf8.finish();
         a.reply.push_str(&rest);
-        let mut pieces = a.chunker.push(&rest);
+        let mut pieces = match a.say.as_mut() {
+            Some(say) => {
+                let spoken = say.push(&rest);
+                a.chunker.push(&spoken)
+            }
+            None => a.chunker.push(&rest),
+        };
+        // with intents, the action decides what else is said
+        let mut spoken_reply = None;
+        if a.say.is_some() {
+            let (spoken, goal) = self.decide(i, why);
+            let Some(a) = self.slots[i].active.as_mut() else {
+                return;
+            };
+            if let Some(extra) = &spoken {
+                pieces.extend(a.chunker.push(extra));
+            }
+            spoken_reply = Some(spoken.unwrap_or_else(|| {
+                a.say
+                    .as_ref()
+                    .map(|s| s.said().to_string())
+                    .unwrap_or_default()
+            }));
+            if let Some(place) = goal {
+                if let Ok(mut st) = self.state.lock() {
+                    st.goal = Some((place, Instant::now()));
+                }
+            }
+        }
+        let Some(a) = self.slots[i].active.as_mut() else {
+            return;
+        };
         pieces.push(a.chunker.finish());
         let n = pieces.len();
         for (k, piece) in pieces.into_iter().enumerate() {
@@ -748,13 +869,69 @@ impl<'m> Engine<'m> {
             tps,
             a.reply
         ));
-        self.sink.reply(&a.reply);
+        // the history keeps what the model wrote (with intents, its JSON), so
+        // it sees its own format in later turns
+        self.sink.reply(spoken_reply.as_deref().unwrap_or(&a.reply));
         let conv_id = a.req.conversation_id.clone();
         let conv = self.conversation(&conv_id);
         conv.history.push(a.user_text, a.reply.trim().to_string());
         if let Some(next) = conv.queued.pop_front() {
             self.waiting.push_front(next);
         }
+    }
+}
+
+impl Engine<'_> {
+    /// With intents: parses the finished output and carries out the action.
+    /// Returns the text to say beyond the streamed answer (confirmation or
+    /// question) and the place a goal was sent to. An interrupted output, or
+    /// an action cut off by max_tokens, does nothing.
+    fn decide(&mut self, i: usize, why: &str) -> (Option<String>, Option<String>) {
+        let (Some(a), Some(cfg), Some(actions)) = (
+            self.slots[i].active.as_ref(),
+            self.cfg.intents.as_ref(),
+            self.sink.actions.as_ref(),
+        ) else {
+            return (None, None);
+        };
+        let action = match (why, &a.say) {
+            ("end", _) => match intent::parse(&a.reply) {
+                Ok(action) => action,
+                Err(e) => {
+                    // the grammar makes this unreachable unless llama.cpp misbehaves
+                    self.log.error(format!("turn {}: {e}", a.req.turn_id));
+                    return (None, None);
+                }
+            },
+            // an answer cut by max_tokens was still an answer (and was spoken)
+            ("max_tokens", Some(say)) if a.reply.starts_with(intent::ANSWER_PREFIX) => {
+                intent::Action::Answer {
+                    say: say.said().to_string(),
+                }
+            }
+            _ => {
+                self.log.info(format!(
+                    "turn {} ({why}): no action taken for the unfinished output {:?}",
+                    a.req.turn_id, a.reply
+                ));
+                return (None, None);
+            }
+        };
+        let d = intent::decide(&action, &cfg.places, &cfg.replies);
+        let goal = actions.act(
+            &d,
+            &TurnInfo {
+                turn_id: &a.req.turn_id,
+                conversation_id: &a.req.conversation_id,
+                request: &a.user_text,
+                raw: &a.reply,
+            },
+        );
+        let extra = match d {
+            intent::Decision::Answer { .. } => None,
+            other => Some(other.say().to_string()),
+        };
+        (extra, goal)
     }
 }
 

@@ -3,12 +3,17 @@
 //! Wiring: `transcript` (Utterance) / `prompt` (String) / `interrupt` / the
 //! `~/reset` service -> bounded command queue -> engine thread (llama.cpp,
 //! continuous batching over `parallel` sequences) -> `reply/chunk` +
-//! `reply/text`.
+//! `reply/text`. With a places file, replies are grammar-constrained actions:
+//! navigate_to -> `goal_pose`, stop -> `stop`, all -> `intent`. Battery and
+//! pose topics, when configured, feed the system prompt.
 
+mod actions;
 mod bench;
+mod context;
 mod engine;
 mod params;
 mod publish;
+mod sampling;
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -60,9 +65,14 @@ async fn run() -> Result<()> {
         ));
     }
 
+    let actions = match &cfg.intents {
+        Some(i) => Some(actions::ActionSink::create(&mut node, i, &log)?),
+        None => None,
+    };
     let sink = publish::Sink {
         chunk: node.create_publisher::<ReplyChunk>("reply/chunk", node::event_qos())?,
         text: node.create_publisher::<StringMsg>("reply/text", node::event_qos())?,
+        actions,
         log: log.clone(),
     };
     let mut utterances = node.subscribe::<Utterance>("transcript", node::event_qos())?;
@@ -75,6 +85,9 @@ async fn run() -> Result<()> {
         node::event_qos(),
     )?;
     let fq = node::fq_name(&node);
+    let state = context::subscribe(&mut node, &cfg.context, &log)?;
+    let places = cfg.intents.as_ref().map(|i| i.places.clone());
+    let max_age = cfg.context.max_age;
 
     // The engine (model + context) lives on its own thread; loading errors
     // come back before the node reports ready.
@@ -87,7 +100,7 @@ async fn run() -> Result<()> {
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
     let engine_thread = {
-        let (stats, stop, log) = (stats.clone(), stop.clone(), log.clone());
+        let (stats, stop, log, state) = (stats.clone(), stop.clone(), log.clone(), state.clone());
         std::thread::Builder::new()
             .name("llm-engine".into())
             .spawn(move || {
@@ -99,7 +112,8 @@ async fn run() -> Result<()> {
                     }
                 };
                 // declared after the model and backend: dropped before them
-                let mut engine = match Engine::new(cfg, &backend, &model, sink, stats, log) {
+                let engine = Engine::new(cfg, &backend, &model, sink, state, stats, log);
+                let mut engine = match engine {
                     Ok(engine) => engine,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e.to_string()));
@@ -201,7 +215,15 @@ async fn run() -> Result<()> {
                         stats.last_prompt_tokens.load(Ordering::Relaxed),
                     )
                     .kv("dropped", stats.dropped.load(Ordering::Relaxed))
-                    .kv("interrupted", stats.interrupted.load(Ordering::Relaxed));
+                    .kv("interrupted", stats.interrupted.load(Ordering::Relaxed))
+                    .kv(
+                        "robot_state",
+                        state
+                            .lock()
+                            .ok()
+                            .and_then(|s| s.describe(places.as_ref(), Instant::now(), max_age))
+                            .unwrap_or_else(|| "none".into()),
+                    );
                 let _ = diag_pub.publish(&r.into_array());
             }
         });

@@ -2,8 +2,10 @@
 //! the reference Jetson deployment (llama.cpp server flags in brackets).
 
 use r2r::RosParams;
+use voice_core::intent::Replies;
 use voice_core::params::check;
 pub use voice_core::params::ParamError;
+use voice_core::places::Places;
 
 /// Parameters of llm_node. Doc comments are what `ros2 param describe` shows.
 #[derive(RosParams, Debug, Clone)]
@@ -48,6 +50,25 @@ pub struct LlmParams {
     pub history_turns: i32,
     /// A new utterance in a conversation still being answered: "queue", "interrupt" or "drop".
     pub busy_policy: String,
+    /// YAML file of named places (name, aliases, frame_id, x, y, yaw); set to turn on
+    /// the intent layer (navigate_to / stop / answer by constrained decoding). "" = off.
+    pub places_file: String,
+    /// Topic for navigate_to goals (geometry_msgs/PoseStamped; Nav2 and RViz use goal_pose).
+    pub goal_topic: String,
+    /// Topic for the stop action (std_msgs/Empty).
+    pub stop_topic: String,
+    /// Spoken confirmation of navigate_to; {place} is the place's name.
+    pub reply_navigate: String,
+    /// Spoken confirmation of stop.
+    pub reply_stop: String,
+    /// Spoken question when navigate_to names no known place; {place} = the words used, {places} = the known ones.
+    pub reply_unknown_place: String,
+    /// sensor_msgs/BatteryState topic whose latest reading goes into the system prompt; "" = none.
+    pub battery_topic: String,
+    /// geometry_msgs/PoseWithCovarianceStamped topic (e.g. amcl_pose) whose latest pose goes into the system prompt; "" = none.
+    pub pose_topic: String,
+    /// Readings older than this are left out of the prompt [s].
+    pub state_max_age_s: f64,
 }
 
 impl Default for LlmParams {
@@ -75,6 +96,15 @@ impl Default for LlmParams {
                     .into(),
             history_turns: 8,
             busy_policy: "queue".into(),
+            places_file: String::new(),
+            goal_topic: "goal_pose".into(),
+            stop_topic: "stop".into(),
+            reply_navigate: Replies::default().navigate,
+            reply_stop: Replies::default().stop,
+            reply_unknown_place: Replies::default().unknown_place,
+            battery_topic: String::new(),
+            pose_topic: String::new(),
+            state_max_age_s: 30.0,
         }
     }
 }
@@ -113,6 +143,31 @@ pub struct LlmConfig {
     pub system_prompt: String,
     pub history_turns: usize,
     pub busy_policy: BusyPolicy,
+    /// Present when places_file is set.
+    pub intents: Option<IntentConfig>,
+    pub context: ContextConfig,
+}
+
+/// The intent layer's settings.
+#[derive(Debug, Clone)]
+pub struct IntentConfig {
+    pub places: Places,
+    pub replies: Replies,
+    pub goal_topic: String,
+    pub stop_topic: String,
+}
+
+/// Robot-state subscriptions for the system prompt.
+#[derive(Debug, Clone)]
+pub struct ContextConfig {
+    pub battery_topic: Option<String>,
+    pub pose_topic: Option<String>,
+    pub max_age: std::time::Duration,
+}
+
+/// A topic name a node can be given: non-empty, no whitespace.
+fn topic_ok(t: &str) -> bool {
+    !t.is_empty() && !t.chars().any(char::is_whitespace)
 }
 
 impl LlmParams {
@@ -214,6 +269,51 @@ impl LlmParams {
                 })
             }
         };
+        check(
+            self.state_max_age_s.is_finite() && self.state_max_age_s > 0.0,
+            "state_max_age_s",
+            || format!("must be > 0, got {}", self.state_max_age_s),
+        )?;
+        let optional_topic = |name: &'static str, t: &str| -> Result<Option<String>, ParamError> {
+            let t = t.trim();
+            if t.is_empty() {
+                return Ok(None);
+            }
+            check(topic_ok(t), name, || format!("not a topic name: {t:?}"))?;
+            Ok(Some(t.to_string()))
+        };
+        let context = ContextConfig {
+            battery_topic: optional_topic("battery_topic", &self.battery_topic)?,
+            pose_topic: optional_topic("pose_topic", &self.pose_topic)?,
+            max_age: std::time::Duration::from_secs_f64(self.state_max_age_s.min(1e9)),
+        };
+        let intents = if self.places_file.trim().is_empty() {
+            None
+        } else {
+            let places =
+                Places::load(std::path::Path::new(self.places_file.trim())).map_err(|e| {
+                    ParamError {
+                        name: "places_file",
+                        msg: e.to_string(),
+                    }
+                })?;
+            check(topic_ok(&self.goal_topic), "goal_topic", || {
+                format!("not a topic name: {:?}", self.goal_topic)
+            })?;
+            check(topic_ok(&self.stop_topic), "stop_topic", || {
+                format!("not a topic name: {:?}", self.stop_topic)
+            })?;
+            Some(IntentConfig {
+                places,
+                replies: Replies {
+                    navigate: self.reply_navigate.clone(),
+                    stop: self.reply_stop.clone(),
+                    unknown_place: self.reply_unknown_place.clone(),
+                },
+                goal_topic: self.goal_topic.clone(),
+                stop_topic: self.stop_topic.clone(),
+            })
+        };
         Ok(LlmConfig {
             model_path: self.model_path.clone(),
             ctx_size: self.ctx_size as u32,
@@ -239,6 +339,8 @@ impl LlmParams {
             system_prompt: voice_core::chat::sanitize(&self.system_prompt),
             history_turns: self.history_turns as usize,
             busy_policy,
+            intents,
+            context,
         })
     }
 }
@@ -327,6 +429,27 @@ mod tests {
                 "parallel",
             ),
             (LlmParams { seed: -5, ..ok() }, "seed"),
+            (
+                LlmParams {
+                    places_file: "/nonexistent/places.yaml".into(),
+                    ..ok()
+                },
+                "places_file",
+            ),
+            (
+                LlmParams {
+                    battery_topic: "battery state".into(),
+                    ..ok()
+                },
+                "battery_topic",
+            ),
+            (
+                LlmParams {
+                    state_max_age_s: 0.0,
+                    ..ok()
+                },
+                "state_max_age_s",
+            ),
         ];
         for (p, name) in cases {
             let e = p.validate().unwrap_err();

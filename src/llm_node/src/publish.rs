@@ -1,4 +1,5 @@
-//! Where the engine's output goes: `reply/chunk` and `reply/text`.
+//! Where the engine's output goes: `reply/chunk` and `reply/text`, and with
+//! intents the action topics.
 
 use r2r::std_msgs::msg::String as StringMsg;
 use r2r::voice_agent::msg::ReplyChunk;
@@ -23,6 +24,8 @@ pub struct ChunkInfo<'a> {
 pub struct Sink {
     pub chunk: r2r::Publisher<ReplyChunk>,
     pub text: r2r::Publisher<StringMsg>,
+    /// With intents: where goals, stops and intents go.
+    pub actions: Option<crate::actions::ActionSink>,
     pub log: voice_ros::log::Log,
 }
 

@@ -2,8 +2,9 @@
 //! ROS and no inference engine, so `cargo test -p voice_core` runs anywhere.
 //!
 //! It is: audio frame decoding and resampling, VAD endpointing, sentence
-//! chunking, chat history, text normalization for speech, turn timing and
-//! word-error-rate scoring. It is not: model loading, topics or parameters
+//! chunking, chat history, text normalization for speech, turn timing,
+//! word-error-rate scoring, named places and the intent grammar, and the
+//! robot-state text for prompts. It is not: model loading, topics or parameters
 //! (those live in the node crates and `voice_ros`).
 
 pub mod audio;
@@ -11,10 +12,13 @@ pub mod chat;
 pub mod chunker;
 pub mod endpoint;
 pub mod ingest;
+pub mod intent;
 pub mod model_file;
 pub mod normalize;
 pub mod params;
+pub mod places;
 pub mod resample;
+pub mod robot_state;
 pub mod transcript;
 pub mod utf8;
 

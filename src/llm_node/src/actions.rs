@@ -1,0 +1,125 @@
+//! What the intent layer does on ROS: a navigate_to becomes a PoseStamped on
+//! the goal topic, a stop a std_msgs/Empty on the stop topic, and every
+//! decision an `Intent` message.
+
+use std::sync::{Arc, Mutex};
+
+use r2r::geometry_msgs::msg::{Point, Pose, PoseStamped, Quaternion};
+use r2r::std_msgs::msg::Empty;
+use r2r::voice_agent::msg::Intent;
+use voice_core::intent::Decision;
+use voice_core::places::{yaw_to_quaternion, Place};
+
+use crate::params::IntentConfig;
+
+pub struct ActionSink {
+    pub goal: r2r::Publisher<PoseStamped>,
+    pub stop: r2r::Publisher<Empty>,
+    pub intent: r2r::Publisher<Intent>,
+    /// The node's ROS clock (follows use_sim_time), for goal stamps.
+    pub clock: Arc<Mutex<r2r::Clock>>,
+    pub log: voice_ros::log::Log,
+}
+
+impl ActionSink {
+    pub fn create(
+        node: &mut r2r::Node,
+        cfg: &IntentConfig,
+        log: &voice_ros::log::Log,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            goal: node.create_publisher(&cfg.goal_topic, voice_ros::node::event_qos())?,
+            stop: node.create_publisher(&cfg.stop_topic, voice_ros::node::event_qos())?,
+            intent: node.create_publisher("intent", voice_ros::node::event_qos())?,
+            clock: node.get_ros_clock(),
+            log: log.clone(),
+        })
+    }
+
+    fn ros_now(&self) -> r2r::builtin_interfaces::msg::Time {
+        self.clock
+            .lock()
+            .ok()
+            .and_then(|mut c| c.get_now().ok())
+            .map(|d| r2r::Clock::to_builtin_time(&d))
+            .unwrap_or_default()
+    }
+
+    /// Carries out a decision and announces it; returns the goal's place name
+    /// when a goal was sent.
+    pub fn act(&self, d: &Decision<'_>, turn: &TurnInfo<'_>) -> Option<String> {
+        let mut intent = Intent {
+            turn_id: turn.turn_id.into(),
+            conversation_id: turn.conversation_id.into(),
+            action: d.action().into(),
+            request: turn.request.into(),
+            reply: d.say().into(),
+            raw_output: turn.raw.into(),
+            ..Default::default()
+        };
+        intent.header.stamp = voice_ros::stamp::now();
+        let mut sent = None;
+        match d {
+            Decision::Navigate { place, .. } => {
+                let goal = goal_for(place, self.ros_now());
+                match self.goal.publish(&goal) {
+                    Ok(()) => {
+                        self.log.info(format!(
+                            "turn {}: goal sent: {} ({:.2}, {:.2}, yaw {:.2}) in {}",
+                            turn.turn_id, place.name, place.x, place.y, place.yaw, place.frame_id
+                        ));
+                        intent.goal_sent = true;
+                        sent = Some(place.name.clone());
+                    }
+                    Err(e) => self.log.error(format!("goal publish failed: {e}")),
+                }
+                intent.place = place.name.clone();
+                intent.goal = goal;
+            }
+            Decision::Unknown { place, .. } => {
+                self.log.info(format!(
+                    "turn {}: navigate_to {place:?} is not a known place: no goal sent",
+                    turn.turn_id
+                ));
+                intent.place = place.clone();
+            }
+            Decision::Stop { .. } => {
+                if let Err(e) = self.stop.publish(&Empty::default()) {
+                    self.log.error(format!("stop publish failed: {e}"));
+                }
+                self.log.info(format!("turn {}: stop sent", turn.turn_id));
+            }
+            Decision::Answer { .. } => {}
+        }
+        if let Err(e) = self.intent.publish(&intent) {
+            self.log.warn(format!("intent publish failed: {e}"));
+        }
+        sent
+    }
+}
+
+/// The turn an action belongs to.
+pub struct TurnInfo<'a> {
+    pub turn_id: &'a str,
+    pub conversation_id: &'a str,
+    pub request: &'a str,
+    pub raw: &'a str,
+}
+
+pub fn goal_for(place: &Place, stamp: r2r::builtin_interfaces::msg::Time) -> PoseStamped {
+    let [x, y, z, w] = yaw_to_quaternion(place.yaw);
+    let mut goal = PoseStamped {
+        pose: Pose {
+            position: Point {
+                x: place.x,
+                y: place.y,
+                z: 0.0,
+            },
+            orientation: Quaternion { x, y, z, w },
+        },
+        ..Default::default()
+    };
+    goal.header.frame_id = place.frame_id.clone();
+    goal.header.stamp = stamp;
+    goal
+}

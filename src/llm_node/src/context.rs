@@ -1,0 +1,67 @@
+//! Robot-state subscriptions (battery, pose) whose latest values go into the
+//! system prompt. Each callback only overwrites one field of a shared state,
+//! so nothing queues up however fast the topics publish.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use futures::StreamExt;
+use r2r::geometry_msgs::msg::PoseWithCovarianceStamped;
+use r2r::sensor_msgs::msg::BatteryState;
+use voice_core::places::quaternion_to_yaw;
+use voice_core::robot_state::{Battery, Pose2D, RobotState};
+
+use crate::params::ContextConfig;
+
+pub type SharedState = Arc<Mutex<RobotState>>;
+
+/// Subscribes to the configured state topics; returns the shared state.
+pub fn subscribe(
+    node: &mut r2r::Node,
+    cfg: &ContextConfig,
+    log: &voice_ros::log::Log,
+) -> anyhow::Result<SharedState> {
+    let state = SharedState::default();
+    // sensor data: latest value wins, best effort matches both kinds of publisher
+    let qos = r2r::QosProfile::sensor_data().keep_last(1);
+    if let Some(topic) = &cfg.battery_topic {
+        let mut sub = node.subscribe::<BatteryState>(topic, qos.clone())?;
+        let state = state.clone();
+        tokio::spawn(async move {
+            while let Some(m) = sub.next().await {
+                let b = Battery::from_msg(m.percentage, m.voltage, m.power_supply_status);
+                if let Ok(mut s) = state.lock() {
+                    s.battery = Some((b, Instant::now()));
+                }
+            }
+        });
+        log.info(format!("robot state: battery from {topic}"));
+    }
+    if let Some(topic) = &cfg.pose_topic {
+        // amcl publishes its pose reliable + transient local: a best-effort
+        // subscription still receives it
+        let mut sub = node.subscribe::<PoseWithCovarianceStamped>(topic, qos)?;
+        let state = state.clone();
+        tokio::spawn(async move {
+            while let Some(m) = sub.next().await {
+                let p = &m.pose.pose;
+                let pose = Pose2D {
+                    frame_id: m.header.frame_id.clone(),
+                    x: p.position.x,
+                    y: p.position.y,
+                    yaw: quaternion_to_yaw([
+                        p.orientation.x,
+                        p.orientation.y,
+                        p.orientation.z,
+                        p.orientation.w,
+                    ]),
+                };
+                if let Ok(mut s) = state.lock() {
+                    s.pose = Some((pose, Instant::now()));
+                }
+            }
+        });
+        log.info(format!("robot state: pose from {topic}"));
+    }
+    Ok(state)
+}
