@@ -19,8 +19,10 @@ use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
+use llama_cpp_2::LlamaBackendDeviceType;
 use voice_core::chat::{History, Message};
 use voice_core::chunker::{Chunker, ChunkerConfig};
+use voice_core::compute;
 use voice_core::intent::{self, SayStream};
 use voice_core::model_file::{self, Format, ModelFileError};
 use voice_core::utf8::Utf8Stream;
@@ -88,6 +90,10 @@ pub struct Stats {
     pub last_tokens_per_s: Mutex<f64>,
     pub last_prompt_tokens: AtomicU64,
     pub info: Mutex<String>,
+    /// Where llama.cpp runs: build, devices, layers on the GPU, flash attention.
+    pub compute: Mutex<String>,
+    /// Layers llama.cpp put on a GPU.
+    pub gpu_layers: AtomicU64,
 }
 
 struct Active {
@@ -273,6 +279,37 @@ impl<'m> Engine<'m> {
         };
         if let Ok(mut i) = engine.stats.info.lock() {
             *i = info;
+        }
+        let devices: Vec<compute::Device> = llama_cpp_2::list_llama_ggml_backend_devices()
+            .into_iter()
+            .map(|d| compute::Device {
+                name: d.name,
+                description: d.description,
+                kind: match d.device_type {
+                    LlamaBackendDeviceType::Cpu => compute::DeviceKind::Cpu,
+                    LlamaBackendDeviceType::Gpu => compute::DeviceKind::Gpu,
+                    LlamaBackendDeviceType::IntegratedGpu => compute::DeviceKind::IntegratedGpu,
+                    _ => compute::DeviceKind::Other,
+                },
+                memory_total: d.memory_total,
+                memory_free: d.memory_free,
+            })
+            .collect();
+        let gpu_build = cfg!(feature = "cuda");
+        let n_layer = engine.model.n_layer();
+        let offloaded =
+            compute::layers_offloaded(engine.cfg.n_gpu_layers, n_layer, gpu_build, &devices);
+        engine
+            .stats
+            .gpu_layers
+            .store(u64::from(offloaded), Ordering::Relaxed);
+        if let Ok(mut c) = engine.stats.compute.lock() {
+            *c = compute::summary(
+                gpu_build,
+                &devices,
+                &format!("{offloaded}/{} layers on GPU", n_layer + 1),
+                engine.cfg.flash_attn,
+            );
         }
         Ok(engine)
     }

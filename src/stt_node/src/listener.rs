@@ -130,10 +130,10 @@ impl Shared {
                 .is_some_and(|t| t.elapsed() < echo_guard)
     }
 
-    pub fn report(&self, name: &str, hardware: &str) -> DiagnosticArray {
+    pub fn report(&self, name: &str, hardware: &str, compute: &str) -> DiagnosticArray {
         let audio = self.audio_s.lock().map(|v| *v).unwrap_or(0.0);
-        let compute = self.compute_s.lock().map(|v| *v).unwrap_or(0.0);
-        let rtf = if audio > 0.0 { compute / audio } else { 0.0 };
+        let compute_s = self.compute_s.lock().map(|v| *v).unwrap_or(0.0);
+        let rtf = if audio > 0.0 { compute_s / audio } else { 0.0 };
         let dropped = self.frames_dropped.load(Ordering::Relaxed);
         let mut r = Report::new(name, hardware);
         if dropped > 0 {
@@ -145,6 +145,7 @@ impl Shared {
             r = r.level(Level::Warn, format!("dropped frames; last: {last}"));
         }
         r.kv("model", hardware)
+            .kv("compute", compute)
             .kv("frames_in", self.frames_in.load(Ordering::Relaxed))
             .kv("frames_dropped", dropped)
             .kv(

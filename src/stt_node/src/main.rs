@@ -5,6 +5,7 @@
 //! queue -> Whisper thread -> `transcript` + `transcript/text`.
 
 mod bench;
+mod devices;
 mod engine;
 mod listener;
 mod params;
@@ -18,6 +19,7 @@ use anyhow::Result;
 use futures::StreamExt;
 use r2r::std_msgs::msg::{Bool, String as StringMsg};
 use r2r::voice_agent::msg::{AudioFrame, Utterance};
+use voice_core::compute;
 use voice_ros::node;
 
 use crate::engine::{Detector, SileroDetector, Transcriber};
@@ -48,15 +50,27 @@ async fn run() -> Result<()> {
         Detector::Energy(_) => "energy",
     };
     log.info(format!(
-        "loaded Whisper {} (language {}, {} threads, {}), VAD {vad_name}; backend {}",
-        transcriber.model_name,
-        p.language,
-        p.n_threads,
-        p.strategy,
-        if p.use_gpu { "GPU requested" } else { "CPU" }
+        "loaded Whisper {} (language {}, {} threads, {}), VAD {vad_name}",
+        transcriber.model_name, p.language, p.n_threads, p.strategy,
     ));
-    if p.use_gpu && !cfg!(feature = "cuda") {
+    let gpu_build = cfg!(feature = "cuda");
+    let devices = devices::list();
+    let on_gpu = compute::gpu_used(p.use_gpu, gpu_build, &devices);
+    let compute = compute::summary(
+        gpu_build,
+        &devices,
+        if on_gpu {
+            "Whisper on GPU"
+        } else {
+            "Whisper on CPU"
+        },
+        p.flash_attn,
+    );
+    log.info(format!("compute: {compute}"));
+    if p.use_gpu && !gpu_build {
         log.warn("use_gpu is true but this stt_node was built without CUDA: running on CPU");
+    } else if p.use_gpu && !on_gpu {
+        log.warn("use_gpu is true but no GPU device was found: running on CPU");
     }
 
     let fq = node::fq_name(&node);
@@ -125,7 +139,7 @@ async fn run() -> Result<()> {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tick.tick().await;
-                let _ = diag_pub.publish(&shared.report(&fq, &hw));
+                let _ = diag_pub.publish(&shared.report(&fq, &hw, &compute));
             }
         });
     }

@@ -10,6 +10,7 @@
 pub mod audio;
 pub mod chat;
 pub mod chunker;
+pub mod compute;
 pub mod endpoint;
 pub mod ingest;
 pub mod intent;
