@@ -2,8 +2,8 @@
 on the same machine, with ratios; and the whole loop, streaming against the
 sequential alternative. Figures, never pass/fail.
 
-    python scripts/bench.py            # all: stt llm tts loop
-    python scripts/bench.py llm tts    # some
+    python scripts/bench.py                 # all: stt llm intent tts loop
+    python scripts/bench.py llm intent tts  # some
 """
 from __future__ import annotations
 
@@ -148,6 +148,61 @@ def llm():
         print(f"  N={n}: {v:6.1f} tok/s  ({v / agg[1]:.2f} x N=1)")
 
 
+def intent():
+    """The intent layer's cost: the same llm_node with and without a places
+    file (grammar-constrained JSON actions), same requests, one run."""
+    from geometry_msgs.msg import PoseStamped
+    from voice_agent.msg import Intent, ReplyChunk, Utterance
+    print("\n== Intents: llm_node with places_file (constrained actions) vs without (SmolLM2-135M, 2 threads) ==")
+    common = {"model_path": LLM_MODEL, "n_threads": THREADS, "temperature": 0.0, "max_tokens": 64,
+              "use_mlock": False, "flash_attn": True, "n_gpu_layers": 0, "ctx_size": 2048, "parallel": 1}
+    answers = ["What color is the sky?", STORY, "What is the capital of France?"]
+    res = {}
+    for mode, extra in (("off", {}), ("on", {"places_file": ROOT / "config" / "places" / "example.yaml"})):
+        h = harness(f"intent-{mode}")
+        try:
+            h.start("llm_node", params={**common, **extra})
+            chunks = h.collect(ReplyChunk, "/reply/chunk")
+            got_goal = []
+            h.node.create_subscription(PoseStamped, "/goal_pose", lambda m: got_goal.append(time.monotonic()),
+                                       reliable())
+            intents = h.collect(Intent, "/intent")
+            pub = h.node.create_publisher(Utterance, "/transcript", reliable())
+            h.wait_matched(pub)
+            h.wait_publisher("/reply/chunk")
+            rows = []
+            for rep in range(3):  # the first round warms up
+                for k, q in enumerate(answers):
+                    tid = f"{mode}-{rep}-{k}"
+                    pub.publish(Utterance(turn_id=tid, conversation_id=tid, text=q))
+                    h.wait_for(lambda: any(c.turn_id == tid and c.is_final for c in chunks), 60, "reply")
+                    if rep:
+                        fin = next(c for c in chunks if c.turn_id == tid and c.is_final)
+                        first = min((c for c in chunks if c.turn_id == tid), key=lambda c: c.index)
+                        rows.append((first.first_chunk_ms, fin.tokens_per_s, fin.prompt_tokens))
+            nav = []
+            if mode == "on":
+                h.wait_for(lambda: h.node.count_subscribers("/goal_pose") >= 1, 10, "goal subscriber")
+                for rep in range(4):
+                    tid = f"nav-{rep}"
+                    t0 = time.monotonic()
+                    n_goals = len(got_goal)
+                    pub.publish(Utterance(turn_id=tid, conversation_id=tid, text="Go to the kitchen."))
+                    h.wait_for(lambda: len(got_goal) > n_goals, 60, "goal")
+                    if rep:
+                        nav.append((got_goal[-1] - t0) * 1e3)
+            res[mode] = (rows, nav)
+        finally:
+            h.close()
+    off, on = res["off"][0], res["on"][0]
+    print(f"{'answer turns (median)':<32}{'off':>10}{'on':>10}{'on/off':>9}")
+    for name, i in (("first chunk ms", 0), ("generation tok/s", 1), ("prompt tokens evaluated", 2)):
+        a, b = med([r[i] for r in off]), med([r[i] for r in on])
+        print(f"{name:<32}{a:>10.0f}{b:>10.0f}{b / a:>9.2f}")
+    print(f"navigate_to: request -> PoseStamped on goal_pose, median {med(res['on'][1]):.0f} ms "
+          f"(prompt + ~10 constrained tokens)")
+
+
 def tts():
     from std_msgs.msg import String
     from voice_agent.msg import AudioFrame
@@ -264,10 +319,10 @@ def loop_bench():
 
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
-    which = sys.argv[1:] or ["stt", "llm", "tts", "loop"]
+    which = sys.argv[1:] or ["stt", "llm", "intent", "tts", "loop"]
     print(f"machine: {os.cpu_count()} cores; binaries {BIN}")
     for w in which:
-        {"stt": stt, "llm": llm, "tts": tts, "loop": loop_bench}[w]()
+        {"stt": stt, "llm": llm, "intent": intent, "tts": tts, "loop": loop_bench}[w]()
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ replies are written as WAV files.
 
     python scripts/demo.py                      # three built-in requests
     python scripts/demo.py --wav my_question.wav  # your own recording(s)
+    python scripts/demo.py --places             # intents: spoken goals to a Nav2 stand-in
 """
 from __future__ import annotations
 
@@ -29,6 +30,11 @@ REQUESTS = [
     "What color is the sky on a clear day?",
     "Please tell me a short story about a robot.",
     "Please go to the kitchen and bring me a glass of water.",
+]
+PLACES_REQUESTS = [
+    "Go to the kitchen.",
+    "Stop!",
+    "How much battery do you have left?",
 ]
 MIC_RATE = 16000
 
@@ -52,6 +58,9 @@ def main() -> int:
     ap.add_argument("--tts-engine", default="piper", choices=["piper", "espeak"])
     ap.add_argument("--out", type=Path, default=ROOT / "out" / "demo", help="where WAVs are written")
     ap.add_argument("--timeout", type=float, default=90.0, help="seconds allowed per turn")
+    ap.add_argument("--places", nargs="?", type=Path, const=ROOT / "config" / "places" / "example.yaml",
+                    help="turn on intents with this places file (default: the example) and start the "
+                         "Nav2 stand-in (goals, pose, battery at 42%%)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     profile = ROOT / "config" / f"{args.profile}.yaml"
@@ -59,23 +68,33 @@ def main() -> int:
     if args.wav:
         requests = [(str(w), w) for w in args.wav]
     else:
-        requests = [(t, speak(t, args.out / f"request{i + 1}.wav", rate=MIC_RATE)) for i, t in enumerate(REQUESTS)]
+        texts = PLACES_REQUESTS if args.places else REQUESTS
+        requests = [(t, speak(t, args.out / f"request{i + 1}.wav", rate=MIC_RATE)) for i, t in enumerate(texts)]
 
     domain = int(os.environ.get("ROS_DOMAIN_ID", random.randint(120, 200) % 100 + 1))
     h = Harness(domain, args.out)
     from std_msgs.msg import Bool, String
-    from voice_agent.msg import AudioFrame, ReplyChunk, TurnStats, Utterance
+    from voice_agent.msg import AudioFrame, Intent, ReplyChunk, TurnStats, Utterance
 
     print(f"starting stt_node, llm_node, tts_node (profile {args.profile}, ROS_DOMAIN_ID {domain})", flush=True)
     pf = ["--params-file", str(profile)]
     h.start("stt_node", params={"model_path": WHISPER_MODEL, "vad.model_path": VAD_MODEL}, extra_args=pf)
-    h.start("llm_node", params={"model_path": LLM_MODEL}, extra_args=pf)
+    llm = {"model_path": LLM_MODEL}
+    goals_file = args.out / "nav2_received.jsonl"
+    if args.places:
+        goals_file.unlink(missing_ok=True)
+        h.start(str(ROOT / "scripts" / "nav2_standin.py"), name="nav2_standin",
+                params={"battery": 0.42, "record": goals_file, "drive_s": 3.0})
+        llm.update(places_file=args.places.resolve(), battery_topic="battery_state", pose_topic="amcl_pose")
+        print(f"intents on: places {args.places}; Nav2 stand-in records goals in {goals_file}", flush=True)
+    h.start("llm_node", params=llm, extra_args=pf)
     h.start("tts_node", params={"engine": args.tts_engine, "voice_path": PIPER_VOICE,
                                 "onnxruntime_path": ONNXRUNTIME}, extra_args=pf)
     heard = h.collect(Utterance, "/transcript")
     replies = h.collect(String, "/reply/text")
     chunks = h.collect(ReplyChunk, "/reply/chunk")
     stats = h.collect(TurnStats, "/turn_stats")
+    intents = h.collect(Intent, "/intent")
     audio_out = h.collect(AudioFrame, "/audio_out", reliable(500))
     speaking = h.collect(Bool, "/speaking", latched())
     from rclpy.qos import qos_profile_sensor_data
@@ -116,6 +135,13 @@ def main() -> int:
             write_wav(out_wav, pcm, frames[0].sample_rate)
             print(f"    heard:    {text!r}")
             print(f"    answered: {reply.strip()!r}")
+            for it in (it for it in intents if it.turn_id == turn):
+                if it.goal_sent:
+                    p = it.goal.pose.position
+                    print(f"    action:   {it.action} {it.place!r} -> goal ({p.x:.2f}, {p.y:.2f}) in "
+                          f"{it.goal.header.frame_id} on goal_pose")
+                else:
+                    print(f"    action:   {it.action}{' ' + repr(it.place) if it.place else ''} (no goal sent)")
             print(stage_table(s))
             print(f"    LLM {s.tokens_per_s:.0f} tok/s, {s.prompt_tokens} prompt tokens evaluated; "
                   f"spoken reply: {out_wav} ({len(pcm) / frames[0].sample_rate:.1f} s)")

@@ -3,6 +3,7 @@
 # packages, ROS 2 prefix, models, build), then runs the voice loop demo.
 #   scripts/demo.sh                 # built-in spoken requests
 #   scripts/demo.sh --wav my.wav    # your own recording
+#   scripts/demo.sh --places        # spoken goals to a Nav2 stand-in
 source "$(dirname "$0")/common.sh"
 bash "$VA_ROOT/scripts/setup.sh"
 source "$VA_ENV"

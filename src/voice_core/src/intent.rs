@@ -156,7 +156,7 @@ impl Default for Replies {
         Self {
             navigate: "Going to the {place}.".into(),
             stop: "Stopping.".into(),
-            unknown_place: "I don't know where {place} is. I know {places}.".into(),
+            unknown_place: "I don't know a place called {place}. I know {places}.".into(),
         }
     }
 }
@@ -303,7 +303,7 @@ mod tests {
             d,
             Decision::Unknown {
                 place: "garage".into(),
-                say: "I don't know where garage is. I know kitchen and dock.".into()
+                say: "I don't know a place called garage. I know kitchen and dock.".into()
             }
         );
         assert_eq!(d.action(), NAVIGATE_TO);

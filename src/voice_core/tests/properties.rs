@@ -7,8 +7,11 @@ use voice_core::audio::{decode_frame, Encoding};
 use voice_core::chat::{sanitize, History, Message};
 use voice_core::chunker::{Chunker, ChunkerConfig};
 use voice_core::endpoint::{EndpointConfig, Event, Segmenter, WINDOW};
+use voice_core::intent::{self, SayStream};
 use voice_core::normalize::normalize;
+use voice_core::places::Places;
 use voice_core::resample::StreamResampler;
+use voice_core::robot_state::Battery;
 use voice_core::transcript::{clean, word_error_rate};
 use voice_core::utf8::Utf8Stream;
 
@@ -139,5 +142,61 @@ proptest! {
     #[test]
     fn endpoint_config_validation_never_panics(t in any::<f32>(), s in any::<u32>(), m in any::<f32>()) {
         let _ = EndpointConfig { threshold: t, min_silence_ms: s, max_utterance_s: m, ..EndpointConfig::default() }.validate();
+    }
+
+    #[test]
+    fn say_stream_yields_the_say_text_however_it_is_cut(
+        say in "[^\"\\\\\\x00-\\x1f]{0,80}",
+        cuts in proptest::collection::vec(1usize..12, 1..40),
+    ) {
+        let out = format!("{}{say}\"}}", intent::ANSWER_PREFIX);
+        let chars: Vec<char> = out.chars().collect();
+        let mut s = SayStream::new();
+        let (mut got, mut at) = (String::new(), 0);
+        for c in cuts.iter().cycle() {
+            if at >= chars.len() { break; }
+            let end = (at + c).min(chars.len());
+            got += &s.push(&chars[at..end].iter().collect::<String>());
+            at = end;
+        }
+        prop_assert_eq!(&got, &say);
+        prop_assert_eq!(intent::parse(&out).unwrap(), intent::Action::Answer { say });
+    }
+
+    #[test]
+    fn intent_parsing_and_streaming_never_panic(text in "\\PC{0,200}", cut in 1usize..9) {
+        let _ = intent::parse(&text);
+        let chars: Vec<char> = text.chars().collect();
+        let mut s = SayStream::new();
+        for piece in chars.chunks(cut) {
+            let _ = s.push(&piece.iter().collect::<String>());
+        }
+        prop_assert_eq!(s.raw(), text.as_str());
+        if !s.said().is_empty() {
+            prop_assert!(text.starts_with(intent::ANSWER_PREFIX));
+            prop_assert!(!s.said().contains('"'));
+        }
+    }
+
+    #[test]
+    fn places_files_never_panic_and_resolve_only_known_names(
+        yaml in "\\PC{0,300}",
+        said in "\\PC{0,40}",
+        x in any::<f64>(), y in any::<f64>(),
+    ) {
+        let _ = Places::parse(&yaml, "fuzz.yaml");
+        let p = Places::parse("places:\n  - name: kitchen\n    x: 1\n    y: 2\n", "t").unwrap();
+        if let Some(found) = p.resolve(&said) {
+            prop_assert_eq!(&found.name, "kitchen");
+            prop_assert!(said.to_lowercase().contains("kitchen"));
+        }
+        let _ = p.nearest("map", x, y);
+    }
+
+    #[test]
+    fn battery_readings_never_panic(pct in any::<f32>(), v in any::<f32>(), status in any::<u8>()) {
+        let b = Battery::from_msg(pct, v, status);
+        prop_assert!(b.fraction.is_none_or(|f| (0.0..=1.0).contains(&f)));
+        let _ = b.describe();
     }
 }
