@@ -126,10 +126,19 @@ def test_answers_are_spoken_text_streamed_out_of_the_json(ros):
 
 
 def test_battery_and_pose_reach_the_prompt(ros):
-    """The robot answers from its state: BatteryState and AMCL-style pose
+    """The robot answers from its state: BatteryState and an AMCL-style pose
     from the stand-in, shown in /diagnostics and used in the answer."""
     from diagnostic_msgs.msg import DiagnosticArray
     nav = Nav2(ros, battery=0.42)
+    # the stand-in "arrives" at (1, 2) before llm_node starts: the latched
+    # pose must still reach it, as amcl_pose does
+    goal = ros.node.create_publisher(PoseStamped, "/goal_pose", reliable())
+    ros.wait_matched(goal)
+    g = PoseStamped()
+    g.header.frame_id = "map"
+    g.pose.position.x, g.pose.position.y, g.pose.orientation.w = 1.0, 2.0, 1.0
+    goal.publish(g)
+    ros.wait_for(lambda: nav.events("arrived"), 10, "arrival", [nav.proc])
     diags = ros.collect(DiagnosticArray, "/diagnostics")
     node, pub, t = start(ros, prompt=False, places_file=None, battery_topic="battery_state",
                          pose_topic="amcl_pose")
@@ -138,19 +147,11 @@ def test_battery_and_pose_reach_the_prompt(ros):
         vals = [kv.value for d in diags for s in d.status for kv in s.values if kv.key == "robot_state"]
         return vals[-1] if vals else ""
 
-    ros.wait_for(lambda: "Battery: 42 percent" in state(), 20, "battery in the robot state", [node])
+    ros.wait_for(lambda: "Battery: 42 percent" in state() and "Position: x 1.0 m, y 2.0 m in the map frame"
+                 in state(), 20, "battery and pose in the robot state", [node])
     pub.publish(Utterance(turn_id="b1", conversation_id="b", text="What is your battery level?"))
     ros.wait_for(lambda: t["replies"], 60, "reply", [node])
     assert "42" in t["replies"][0].data, t["replies"][0].data
-    # a pose from the "localization" shows up too, with the nearest place
-    goal = ros.node.create_publisher(PoseStamped, "/goal_pose", reliable())
-    ros.wait_matched(goal)
-    g = PoseStamped()
-    g.header.frame_id = "map"
-    g.pose.position.x, g.pose.position.y, g.pose.orientation.w = 1.0, 2.0, 1.0
-    goal.publish(g)
-    ros.wait_for(lambda: "Position: x 1.0 m, y 2.0 m in the map frame" in state(), 20, "pose in the state",
-                 [node, nav.proc])
 
 
 def test_spoken_go_to_the_kitchen_through_the_whole_loop(ros, tmp_path):

@@ -22,10 +22,10 @@ pub fn subscribe(
     log: &voice_ros::log::Log,
 ) -> anyhow::Result<SharedState> {
     let state = SharedState::default();
-    // sensor data: latest value wins, best effort matches both kinds of publisher
-    let qos = r2r::QosProfile::sensor_data().keep_last(1);
     if let Some(topic) = &cfg.battery_topic {
-        let mut sub = node.subscribe::<BatteryState>(topic, qos.clone())?;
+        // sensor data: latest value wins; best effort matches either kind of publisher
+        let qos = r2r::QosProfile::sensor_data().keep_last(1);
+        let mut sub = node.subscribe::<BatteryState>(topic, qos)?;
         let state = state.clone();
         tokio::spawn(async move {
             while let Some(m) = sub.next().await {
@@ -38,9 +38,10 @@ pub fn subscribe(
         log.info(format!("robot state: battery from {topic}"));
     }
     if let Some(topic) = &cfg.pose_topic {
-        // amcl publishes its pose reliable + transient local: a best-effort
-        // subscription still receives it
-        let mut sub = node.subscribe::<PoseWithCovarianceStamped>(topic, qos)?;
+        // as AMCL publishes amcl_pose (reliable, transient local): the last
+        // pose arrives at once, not only when the robot next moves
+        let mut sub =
+            node.subscribe::<PoseWithCovarianceStamped>(topic, voice_ros::node::state_qos())?;
         let state = state.clone();
         tokio::spawn(async move {
             while let Some(m) = sub.next().await {
