@@ -896,8 +896,13 @@ impl<'m> Engine<'m> {
         if let Ok(mut t) = self.stats.last_tokens_per_s.lock() {
             *t = tps;
         }
+        let grammar_note = if a.say.is_some() {
+            format!(", {} by the full grammar pass", a.sampler.resampled)
+        } else {
+            String::new()
+        };
         self.log.info(format!(
-            "turn {} ({}): {} prompt tokens evaluated, {} generated, first token {:.0} ms, {:.1} tok/s: {:?}",
+            "turn {} ({}): {} prompt tokens evaluated, {} generated{grammar_note}, first token {:.0} ms, {:.1} tok/s: {:?}",
             a.req.turn_id,
             why,
             a.prompt_evaluated,

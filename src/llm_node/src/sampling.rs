@@ -4,8 +4,9 @@
 //! costs several milliseconds per token. As llama.cpp's own server does, the
 //! token is first picked without the grammar and only checked against it; the
 //! grammar is applied to all candidates only when that token is not allowed.
-//! The result is the same token the grammar-first chain would give (the
-//! checked token is the best one, and it is allowed).
+//! With greedy decoding the result is the token a grammar-first chain would
+//! give (the best token, and allowed); with random sampling an allowed draw
+//! is kept as drawn.
 
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::sampling::LlamaSampler;
@@ -16,7 +17,7 @@ use llama_cpp_2::token::LlamaToken;
 pub struct TurnSampler {
     chain: LlamaSampler,
     grammar: Option<LlamaSampler>,
-    /// Tokens that needed the full grammar pass (for diagnostics).
+    /// Tokens that needed the full grammar pass (logged per turn).
     pub resampled: u32,
 }
 

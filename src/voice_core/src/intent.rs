@@ -71,16 +71,6 @@ struct RawAction {
     say: Option<String>,
 }
 
-impl Action {
-    pub fn name(&self) -> &'static str {
-        match self {
-            Action::NavigateTo { .. } => NAVIGATE_TO,
-            Action::Stop => STOP,
-            Action::Answer { .. } => ANSWER,
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("model output is not an action ({msg}): {output:?}")]
 pub struct ParseError {
