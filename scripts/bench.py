@@ -46,6 +46,18 @@ def direct(*args) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def start_llm(h, params):
+    """Starts llm_node on `h` and waits until it is wired: returns the list
+    collecting reply/chunk and a transcript publisher."""
+    from voice_agent.msg import ReplyChunk, Utterance
+    h.start("llm_node", params=params)
+    chunks = h.collect(ReplyChunk, "/reply/chunk")
+    pub = h.node.create_publisher(Utterance, "/transcript", reliable())
+    h.wait_matched(pub)
+    h.wait_publisher("/reply/chunk")
+    return chunks, pub
+
+
 def med(xs):
     return statistics.median(xs) if xs else float("nan")
 
@@ -90,7 +102,7 @@ def stt():
 
 
 def llm():
-    from voice_agent.msg import ReplyChunk, Utterance
+    from voice_agent.msg import Utterance
     print("\n== LLM: llm_node vs a bare llama-cpp-2 loop (SmolLM2-135M Q4_1, 2 threads, greedy) ==")
     bare = direct(BIN / "llm_node", "--bench-bare", LLM_MODEL, THREADS, 64, 3, STORY)
     common = {"model_path": LLM_MODEL, "n_threads": THREADS, "temperature": 0.0, "max_tokens": 64,
@@ -98,11 +110,7 @@ def llm():
     h = harness("llm")
     try:
         # one conversation: the same context size and settings as the bare loop
-        h.start("llm_node", params={**common, "ctx_size": 2048, "parallel": 1})
-        chunks = h.collect(ReplyChunk, "/reply/chunk")
-        pub = h.node.create_publisher(Utterance, "/transcript", reliable())
-        h.wait_matched(pub)
-        h.wait_publisher("/reply/chunk")
+        chunks, pub = start_llm(h, {**common, "ctx_size": 2048, "parallel": 1})
         singles = []
         for k in range(4):
             tid = f"single{k}"
@@ -114,11 +122,7 @@ def llm():
         h.close()
     h = harness("llm-parallel")
     try:
-        h.start("llm_node", params={**common, "ctx_size": 8192, "parallel": 8})
-        chunks = h.collect(ReplyChunk, "/reply/chunk")
-        pub = h.node.create_publisher(Utterance, "/transcript", reliable())
-        h.wait_matched(pub)
-        h.wait_publisher("/reply/chunk")
+        chunks, pub = start_llm(h, {**common, "ctx_size": 8192, "parallel": 8})
         agg = {}
         for n in (1, 1, 2, 4, 8):  # N=1 twice: the first warms up
             ids = [f"par{n}-{k}-{time.monotonic_ns()}" for k in range(n)]
@@ -152,7 +156,7 @@ def intent():
     """The intent layer's cost: the same llm_node with and without a places
     file (grammar-constrained JSON actions), same requests, one run."""
     from geometry_msgs.msg import PoseStamped
-    from voice_agent.msg import Intent, ReplyChunk, Utterance
+    from voice_agent.msg import Utterance
     print("\n== Intents: llm_node with places_file (constrained actions) vs without (SmolLM2-135M, 2 threads) ==")
     common = {"model_path": LLM_MODEL, "n_threads": THREADS, "temperature": 0.0, "max_tokens": 64,
               "use_mlock": False, "flash_attn": True, "n_gpu_layers": 0, "ctx_size": 2048, "parallel": 1}
@@ -161,15 +165,10 @@ def intent():
     for mode, extra in (("off", {}), ("on", {"places_file": ROOT / "config" / "places" / "example.yaml"})):
         h = harness(f"intent-{mode}")
         try:
-            h.start("llm_node", params={**common, **extra})
-            chunks = h.collect(ReplyChunk, "/reply/chunk")
+            chunks, pub = start_llm(h, {**common, **extra})
             got_goal = []
             h.node.create_subscription(PoseStamped, "/goal_pose", lambda m: got_goal.append(time.monotonic()),
                                        reliable())
-            intents = h.collect(Intent, "/intent")
-            pub = h.node.create_publisher(Utterance, "/transcript", reliable())
-            h.wait_matched(pub)
-            h.wait_publisher("/reply/chunk")
             rows = []
             for rep in range(3):  # the first round warms up
                 for k, q in enumerate(answers):
@@ -182,7 +181,7 @@ def intent():
                         rows.append((first.first_chunk_ms, fin.tokens_per_s, fin.prompt_tokens))
             nav = []
             if mode == "on":
-                h.wait_for(lambda: h.node.count_subscribers("/goal_pose") >= 1, 10, "goal subscriber")
+                h.wait_publisher("/goal_pose")
                 for rep in range(4):
                     tid = f"nav-{rep}"
                     t0 = time.monotonic()
