@@ -58,6 +58,34 @@ pub enum EngineError {
     SystemPromptTooLong { tokens: usize, budget: usize },
 }
 
+/// Why a turn's generation ended (shown in the turn's log line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// The model ended its reply.
+    Eog,
+    MaxTokens,
+    Interrupted,
+    InterruptedByNewUtterance,
+    Reset,
+    DecodeError,
+    /// The grammar allowed no token (never for a valid grammar).
+    GrammarDeadEnd,
+}
+
+impl std::fmt::Display for Ended {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Ended::Eog => "end",
+            Ended::MaxTokens => "max_tokens",
+            Ended::Interrupted => "interrupted",
+            Ended::InterruptedByNewUtterance => "interrupted by a new utterance",
+            Ended::Reset => "reset",
+            Ended::DecodeError => "decode error",
+            Ended::GrammarDeadEnd => "grammar allows no token",
+        })
+    }
+}
+
 /// One user turn to answer.
 #[derive(Debug, Clone)]
 pub struct TurnRequest {
@@ -403,7 +431,7 @@ impl<'m> Engine<'m> {
                     .collect();
                 for i in idx {
                     self.stats.interrupted.fetch_add(1, Ordering::Relaxed);
-                    self.finish(i, "interrupted");
+                    self.finish(i, Ended::Interrupted);
                 }
                 // queued turns of interrupted conversations are dropped too
                 match which {
@@ -424,7 +452,7 @@ impl<'m> Engine<'m> {
             Command::Reset(reply) => {
                 for i in 0..self.slots.len() {
                     if self.slots[i].active.is_some() {
-                        self.finish(i, "reset");
+                        self.finish(i, Ended::Reset);
                     }
                 }
                 let n = self.conversations.len();
@@ -466,7 +494,7 @@ impl<'m> Engine<'m> {
                 BusyPolicy::Interrupt => {
                     if let Some(i) = busy_slot {
                         self.stats.interrupted.fetch_add(1, Ordering::Relaxed);
-                        self.finish(i, "interrupted by a new utterance");
+                        self.finish(i, Ended::InterruptedByNewUtterance);
                     }
                     self.waiting
                         .retain(|r| r.conversation_id != req.conversation_id);
@@ -746,7 +774,7 @@ impl<'m> Engine<'m> {
             ));
             for i in 0..self.slots.len() {
                 if self.slots[i].active.is_some() {
-                    self.finish(i, "decode error");
+                    self.finish(i, Ended::DecodeError);
                     let seq = self.slots[i].seq as u32;
                     let _ = self.ctx.clear_kv_cache_seq(Some(seq), None, None);
                     self.slots[i].cached.clear();
@@ -768,7 +796,7 @@ impl<'m> Engine<'m> {
             return;
         };
         let Some(token) = a.sampler.sample(&self.ctx, idx) else {
-            self.finish(i, "grammar allows no token");
+            self.finish(i, Ended::GrammarDeadEnd);
             return;
         };
         let now = Instant::now();
@@ -777,7 +805,7 @@ impl<'m> Engine<'m> {
             a.gen_start = Some(now);
         }
         if vocab.is_eog(token) {
-            self.finish(i, "end");
+            self.finish(i, Ended::Eog);
             return;
         }
         a.generated += 1;
@@ -799,7 +827,7 @@ impl<'m> Engine<'m> {
             return;
         };
         if a.generated >= self.cfg.max_tokens || full {
-            self.finish(i, "max_tokens");
+            self.finish(i, Ended::MaxTokens);
             return;
         }
         a.next_token = Some(token);
@@ -836,7 +864,7 @@ impl<'m> Engine<'m> {
     }
 
     /// Ends the sequence's turn: final chunk, whole reply, history.
-    fn finish(&mut self, i: usize, why: &str) {
+    fn finish(&mut self, i: usize, why: Ended) {
         let Some(a) = self.slots[i].active.as_mut() else {
             return;
         };
@@ -928,7 +956,7 @@ impl Engine<'_> {
     /// Returns the text to say beyond the streamed answer (confirmation or
     /// question) and the place a goal was sent to. An interrupted output, or
     /// an action cut off by max_tokens, does nothing.
-    fn decide(&mut self, i: usize, why: &str) -> (Option<String>, Option<String>) {
+    fn decide(&mut self, i: usize, why: Ended) -> (Option<String>, Option<String>) {
         let (Some(a), Some(cfg), Some(actions)) = (
             self.slots[i].active.as_ref(),
             self.cfg.intents.as_ref(),
@@ -937,7 +965,7 @@ impl Engine<'_> {
             return (None, None);
         };
         let action = match (why, &a.say) {
-            ("end", _) => match intent::parse(&a.reply) {
+            (Ended::Eog, _) => match intent::parse(&a.reply) {
                 Ok(action) => action,
                 Err(e) => {
                     // the grammar makes this unreachable unless llama.cpp misbehaves
@@ -946,7 +974,7 @@ impl Engine<'_> {
                 }
             },
             // an answer cut by max_tokens was still an answer (and was spoken)
-            ("max_tokens", Some(say)) if a.reply.starts_with(intent::ANSWER_PREFIX) => {
+            (Ended::MaxTokens, Some(say)) if a.reply.starts_with(intent::ANSWER_PREFIX) => {
                 intent::Action::Answer {
                     say: say.said().to_string(),
                 }
