@@ -85,6 +85,8 @@ def test_llm_killed_mid_reply_and_restarted(ros, tmp_path):
     x, _ = read_wav(speak("Please tell me a short story about a robot.", tmp_path / "q.wav"))
     publish_audio(ros, mic, np.concatenate([np.zeros(8000, np.float32), x[:, 0], np.zeros(20000, np.float32)]), 16000)
     ros.wait_for(lambda: len(chunks) >= 1, 60, "the reply started")
+    # tts_node has the first chunk too (a reliable sample still in flight dies with its writer)
+    ros.wait_for(lambda: len(audio_out) >= 1, 30, "the reply being spoken")
     llm.proc.kill()  # dies mid-reply, no clean-up
     llm.proc.wait()
     ros.spin_for(1.0)

@@ -72,6 +72,8 @@ def test_frames_resampled_and_paced(ros):
     speaking = ros.collect(Bool, "/speaking", latched())
     say = ros.node.create_publisher(String, "/say", reliable())
     wait_ready(ros, say)
+    ros.wait_for(lambda: speaking, 10, "the latched speaking state")
+    assert speaking[0].data is False
     t0 = time.monotonic()
     say.publish(String(data="Testing the output rate and frame size of the speech."))
     ros.wait_for(lambda: any(m.data for m in speaking), 10, "speaking true")

@@ -335,7 +335,8 @@ pub fn output(
             let _ = pubs.speaking.publish(&Bool { data: on });
         }
     };
-    set_speaking(false);
+    // a latched state topic has a value from the start, not only after the first change
+    let _ = pubs.speaking.publish(&Bool { data: false });
     while !ctl.stop.load(Ordering::SeqCst) {
         if ctl.epoch() != seen_epoch {
             seen_epoch = ctl.epoch();
