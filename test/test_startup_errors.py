@@ -28,6 +28,7 @@ CASES = [
                   "system_prompt": "'" + "You are a robot. " * 40 + "'", "use_mlock": "false"}, ["ctx_size", "system prompt"]),
     ("llm_node", {"model_path": str(LLM_MODEL), "busy_policy": "sometimes"}, ["busy_policy"]),
     ("llm_node", {"model_path": str(LLM_MODEL), "temperature": "hot"}, ["temperature"]),
+    ("llm_node", {"model_path": str(LLM_MODEL), "temperature": 7.5}, ["temperature", "must be 0..=5, got 7.5"]),
     ("llm_node", {"model_path": str(LLM_MODEL), "places_file": "/nope/places.yaml"}, ["places_file", "/nope/places.yaml"]),
     ("llm_node", {"model_path": str(LLM_MODEL), "places_file": str(LLM_MODEL)}, ["places_file", "not a valid places file"]),
     ("llm_node", {"model_path": str(LLM_MODEL), "battery_topic": "'bat tery'"}, ["battery_topic"]),
@@ -35,6 +36,7 @@ CASES = [
     ("tts_node", {"voice_path": str(PIPER_VOICE), "onnxruntime_path": "/nope/libonnxruntime.so"}, ["onnxruntime_path", "/nope/libonnxruntime.so"]),
     ("tts_node", {"engine": "festival"}, ["engine"]),
     ("tts_node", {"engine": "espeak", "frame_ms": 5000}, ["frame_ms"]),
+    ("tts_node", {"engine": "espeak", "volume": 9.0}, ["volume", "must be 0..=4, got 9"]),
     ("tts_node", {"engine": "espeak", "espeak_voice": "no-such-voice"}, ["no-such-voice"]),
 ]
 

@@ -17,7 +17,7 @@ mod sampling;
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,6 +26,7 @@ use futures::StreamExt;
 use r2r::std_msgs::msg::String as StringMsg;
 use r2r::std_srvs::srv::Trigger;
 use r2r::voice_agent::msg::{ReplyChunk, Utterance};
+use voice_core::queue::{offer, Offered};
 use voice_ros::diag::Report;
 use voice_ros::{log::Log, node};
 
@@ -45,13 +46,8 @@ fn main() -> ExitCode {
 /// Sends a command without ever blocking the executor; a full queue drops
 /// the command and says so.
 fn send(tx: &SyncSender<Command>, c: Command, log: &Log, stats: &Stats) {
-    match tx.try_send(c) {
-        Ok(()) => {}
-        Err(TrySendError::Full(_)) => {
-            stats.dropped.fetch_add(1, Ordering::Relaxed);
-            log.warn("command queue full: request dropped");
-        }
-        Err(TrySendError::Disconnected(_)) => {}
+    if let Offered::Dropped(_) = offer(tx, c, &stats.dropped) {
+        log.warn("command queue full: request dropped");
     }
 }
 

@@ -3,8 +3,8 @@
 
 use r2r::RosParams;
 use voice_core::intent::Replies;
-use voice_core::params::check;
 pub use voice_core::params::ParamError;
+use voice_core::params::{check, in_range};
 use voice_core::places::Places;
 
 /// Parameters of llm_node. Doc comments are what `ros2 param describe` shows.
@@ -175,14 +175,8 @@ impl LlmParams {
         check(!self.model_path.trim().is_empty(), "model_path", || {
             "not set (path to a GGUF model)".into()
         })?;
-        check(
-            (64..=1_048_576).contains(&self.ctx_size),
-            "ctx_size",
-            || format!("must be 64..=1048576, got {}", self.ctx_size),
-        )?;
-        check((1..=256).contains(&self.n_threads), "n_threads", || {
-            format!("must be 1..=256, got {}", self.n_threads)
-        })?;
+        in_range(self.ctx_size, 64..=1_048_576, "ctx_size")?;
+        in_range(self.n_threads, 1..=256, "n_threads")?;
         check(
             self.n_threads_batch == -1 || (1..=256).contains(&self.n_threads_batch),
             "n_threads_batch",
@@ -193,9 +187,7 @@ impl LlmParams {
                 )
             },
         )?;
-        check((1..=65_536).contains(&self.n_batch), "n_batch", || {
-            format!("must be 1..=65536, got {}", self.n_batch)
-        })?;
+        in_range(self.n_batch, 1..=65_536, "n_batch")?;
         check(
             (1..=self.n_batch).contains(&self.n_ubatch),
             "n_ubatch",
@@ -206,39 +198,23 @@ impl LlmParams {
                 )
             },
         )?;
-        check(
-            (0..=1000).contains(&self.n_gpu_layers),
-            "n_gpu_layers",
-            || format!("must be 0..=1000, got {}", self.n_gpu_layers),
-        )?;
-        check((1..=64).contains(&self.parallel), "parallel", || {
-            format!("must be 1..=64, got {}", self.parallel)
-        })?;
+        in_range(self.n_gpu_layers, 0..=1000, "n_gpu_layers")?;
+        in_range(self.parallel, 1..=64, "parallel")?;
         check(self.ctx_size / self.parallel >= 64, "ctx_size", || {
             format!(
                 "{} / parallel {} leaves fewer than 64 tokens per conversation",
                 self.ctx_size, self.parallel
             )
         })?;
-        check(
-            (0.0..=5.0).contains(&self.temperature),
-            "temperature",
-            || format!("must be 0..=5, got {}", self.temperature),
-        )?;
+        in_range(self.temperature, 0.0..=5.0, "temperature")?;
         check(self.top_p > 0.0 && self.top_p <= 1.0, "top_p", || {
             format!("must be in (0, 1], got {}", self.top_p)
         })?;
         check(self.top_k >= 0, "top_k", || {
             format!("must be >= 0, got {}", self.top_k)
         })?;
-        check(
-            (0.5..=3.0).contains(&self.repeat_penalty),
-            "repeat_penalty",
-            || format!("must be 0.5..=3, got {}", self.repeat_penalty),
-        )?;
-        check((1..=8192).contains(&self.max_tokens), "max_tokens", || {
-            format!("must be 1..=8192, got {}", self.max_tokens)
-        })?;
+        in_range(self.repeat_penalty, 0.5..=3.0, "repeat_penalty")?;
+        in_range(self.max_tokens, 1..=8192, "max_tokens")?;
         check(
             self.max_tokens < self.ctx_size / self.parallel,
             "max_tokens",
@@ -250,14 +226,8 @@ impl LlmParams {
                 )
             },
         )?;
-        check((0..=u32::MAX as i64).contains(&self.seed), "seed", || {
-            format!("must be 0..=4294967295, got {}", self.seed)
-        })?;
-        check(
-            (0..=1000).contains(&self.history_turns),
-            "history_turns",
-            || format!("must be 0..=1000, got {}", self.history_turns),
-        )?;
+        in_range(self.seed, 0..=u32::MAX as i64, "seed")?;
+        in_range(self.history_turns, 0..=1000, "history_turns")?;
         let busy_policy = match self.busy_policy.as_str() {
             "queue" => BusyPolicy::Queue,
             "interrupt" => BusyPolicy::Interrupt,

@@ -1,7 +1,7 @@
 //! The two worker threads of stt_node and the state they share.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -10,6 +10,7 @@ use r2r::std_msgs::msg::String as StringMsg;
 use r2r::voice_agent::msg::{AudioFrame, Utterance};
 use voice_core::endpoint::{EndpointConfig, Event, Segment};
 use voice_core::ingest::Ingest;
+use voice_core::queue::{offer, Offered};
 use voice_core::transcript;
 use voice_ros::diag::{Level, Report};
 use voice_ros::log::{Log, Throttle};
@@ -246,15 +247,12 @@ pub fn listen(
                         speech_end: when.unwrap_or(arrived),
                         detected: Instant::now(),
                     };
-                    match segments.try_send(job) {
-                        Ok(()) => {}
-                        Err(TrySendError::Full(_)) => {
-                            shared.segments_dropped.fetch_add(1, Ordering::Relaxed);
-                            shared.warn_throttled(
-                                "speech segment dropped: Whisper is behind (queue full)",
-                            );
-                        }
-                        Err(TrySendError::Disconnected(_)) => return,
+                    match offer(&segments, job, &shared.segments_dropped) {
+                        Offered::Queued => {}
+                        Offered::Dropped(_) => shared.warn_throttled(
+                            "speech segment dropped: Whisper is behind (queue full)",
+                        ),
+                        Offered::Closed => return,
                     }
                 }
             }

@@ -3,8 +3,8 @@
 
 use r2r::RosParams;
 use voice_core::endpoint::EndpointConfig;
-use voice_core::params::check;
 pub use voice_core::params::ParamError;
+use voice_core::params::{check, in_range};
 
 /// Parameters of stt_node. Doc comments are what `ros2 param describe` shows.
 #[derive(RosParams, Debug, Clone)]
@@ -103,22 +103,14 @@ impl SttParams {
         check(!self.model_path.trim().is_empty(), "model_path", || {
             "not set (path to a whisper.cpp ggml model)".into()
         })?;
-        check((1..=64).contains(&self.n_threads), "n_threads", || {
-            format!("must be 1..=64, got {}", self.n_threads)
-        })?;
+        in_range(self.n_threads, 1..=64, "n_threads")?;
         check(
             matches!(self.strategy.as_str(), "greedy" | "beam"),
             "strategy",
             || format!("must be \"greedy\" or \"beam\", got {:?}", self.strategy),
         )?;
-        check((1..=16).contains(&self.beam_size), "beam_size", || {
-            format!("must be 1..=16, got {}", self.beam_size)
-        })?;
-        check(
-            (0.0..=1.0).contains(&self.no_speech_threshold),
-            "no_speech_threshold",
-            || format!("must be 0..=1, got {}", self.no_speech_threshold),
-        )?;
+        in_range(self.beam_size, 1..=16, "beam_size")?;
+        in_range(self.no_speech_threshold, 0.0..=1.0, "no_speech_threshold")?;
         check(
             self.language == "auto" || whisper_rs::get_lang_id(&self.language).is_some(),
             "language",
@@ -134,11 +126,7 @@ impl SttParams {
             "max_frame_s",
             || format!("must be in (0, 60], got {}", self.max_frame_s),
         )?;
-        check(
-            (0..=5_000).contains(&self.echo_guard_ms),
-            "echo_guard_ms",
-            || format!("must be 0..=5000, got {}", self.echo_guard_ms),
-        )?;
+        in_range(self.echo_guard_ms, 0..=5_000, "echo_guard_ms")?;
         let non_neg = |name: &'static str, v: i32| -> Result<u32, ParamError> {
             u32::try_from(v).map_err(|_| ParamError {
                 name,

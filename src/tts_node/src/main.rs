@@ -16,7 +16,7 @@ mod playback;
 
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,7 @@ use anyhow::Result;
 use futures::StreamExt;
 use r2r::std_msgs::msg::{Bool, String as StringMsg};
 use r2r::voice_agent::msg::{AudioFrame, ReplyChunk, TurnStats, Utterance};
+use voice_core::queue::{offer, Offered};
 use voice_ros::diag::Report;
 use voice_ros::{log::Log, node};
 
@@ -54,16 +55,11 @@ fn main() -> ExitCode {
 
 /// Queues text for synthesis without blocking; a full queue drops it and says so.
 fn enqueue(tx: &SyncSender<TextJob>, job: TextJob, ctl: &Control, log: &Log) {
-    match tx.try_send(job) {
-        Ok(()) => {}
-        Err(TrySendError::Full(j)) => {
-            ctl.dropped.fetch_add(1, Ordering::Relaxed);
-            log.warn(format!(
-                "text queue full: dropped text of turn {}",
-                j.turn_id
-            ));
-        }
-        Err(TrySendError::Disconnected(_)) => {}
+    if let Offered::Dropped(j) = offer(tx, job, &ctl.dropped) {
+        log.warn(format!(
+            "text queue full: dropped text of turn {}",
+            j.turn_id
+        ));
     }
 }
 

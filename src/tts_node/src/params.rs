@@ -1,8 +1,8 @@
 //! tts_node's ROS parameters and their validation.
 
 use r2r::RosParams;
-use voice_core::params::check;
 pub use voice_core::params::ParamError;
+use voice_core::params::{check, in_range};
 
 /// Parameters of tts_node. Doc comments are what `ros2 param describe` shows.
 #[derive(RosParams, Debug, Clone)]
@@ -91,9 +91,7 @@ impl TtsParams {
             "sentence_silence",
             || format!("must be 0..=5 s, got {}", self.sentence_silence),
         )?;
-        check((0.0..=4.0).contains(&self.volume), "volume", || {
-            format!("must be 0..=4, got {}", self.volume)
-        })?;
+        in_range(self.volume, 0.0..=4.0, "volume")?;
         check(
             self.output_sample_rate == 0 || (8_000..=48_000).contains(&self.output_sample_rate),
             "output_sample_rate",
@@ -107,9 +105,7 @@ impl TtsParams {
         check((10..=200).contains(&self.frame_ms), "frame_ms", || {
             format!("must be 10..=200 ms, got {}", self.frame_ms)
         })?;
-        check((1..=64).contains(&self.n_threads), "n_threads", || {
-            format!("must be 1..=64, got {}", self.n_threads)
-        })?;
+        in_range(self.n_threads, 1..=64, "n_threads")?;
         check(self.speaker_id >= 0, "speaker_id", || {
             format!("must be >= 0, got {}", self.speaker_id)
         })?;

@@ -18,6 +18,7 @@ pub mod model_file;
 pub mod normalize;
 pub mod params;
 pub mod places;
+pub mod queue;
 pub mod resample;
 pub mod robot_state;
 pub mod transcript;
