@@ -20,6 +20,7 @@ use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::LlamaBackendDeviceType;
+use r2r::voice_agent::msg::ReplyChunk;
 use voice_core::chat::{History, Message};
 use voice_core::chunker::{Chunker, ChunkerConfig};
 use voice_core::compute;
@@ -30,7 +31,7 @@ use voice_core::utf8::Utf8Stream;
 use crate::actions::TurnInfo;
 use crate::context::SharedState;
 use crate::params::{BusyPolicy, LlmConfig};
-use crate::publish::{ChunkInfo, Sink};
+use crate::publish::Sink;
 use crate::sampling::TurnSampler;
 
 /// Conversations whose history is kept (least recently used forgotten first).
@@ -845,21 +846,21 @@ impl<'m> Engine<'m> {
             }
             _ => 0.0,
         };
-        let info = ChunkInfo {
-            turn_id: &a.req.turn_id,
-            conversation_id: &a.req.conversation_id,
+        self.sink.chunk(ReplyChunk {
+            turn_id: a.req.turn_id.clone(),
+            conversation_id: a.req.conversation_id.clone(),
             index: a.chunk_index,
-            text: &text,
+            text,
             is_final,
-            speech_end: &a.req.speech_end,
+            speech_end: a.req.speech_end.clone(),
             stt_ms: a.req.stt_ms,
             first_token_ms: a.first_token.map_or(0.0, |t| ms(t - a.req.received)),
             first_chunk_ms: ms(first_chunk - a.req.received),
             prompt_tokens: a.prompt_evaluated as u32,
             generated_tokens: a.generated,
             tokens_per_s: tps as f32,
-        };
-        self.sink.chunk(&info);
+            ..Default::default()
+        });
         a.chunk_index += 1;
     }
 

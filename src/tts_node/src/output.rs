@@ -7,7 +7,6 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
-use r2r::builtin_interfaces::msg::Time;
 use r2r::std_msgs::msg::Bool;
 use r2r::voice_agent::msg::{AudioFrame, ReplyChunk, TurnStats};
 use voice_core::chunker::{Chunker, ChunkerConfig};
@@ -28,46 +27,25 @@ const TURN_MEMORY: usize = 32;
 const LEAD_S: f64 = 0.2;
 const POLL: Duration = Duration::from_millis(20);
 
-/// LLM timing that arrives with the chunks of a turn.
-#[derive(Debug, Clone, Default)]
-pub struct ChunkMeta {
-    pub conversation_id: String,
-    pub is_final: bool,
-    pub speech_end: Time,
-    pub stt_ms: f32,
-    pub first_token_ms: f32,
-    pub first_chunk_ms: f32,
-    pub prompt_tokens: u32,
-    pub generated_tokens: u32,
-    pub tokens_per_s: f32,
-}
-
 /// Text to speak.
 pub struct TextJob {
     pub turn_id: String,
     pub text: String,
-    /// Present for reply chunks (voice turns), absent for `say`.
-    pub meta: Option<ChunkMeta>,
+    /// The reply chunk (text taken out: LLM timing for the turn stats);
+    /// absent for `say`.
+    pub meta: Option<ReplyChunk>,
     pub received: Instant,
     pub epoch: u64,
 }
 
 impl TextJob {
-    pub fn from_chunk(c: ReplyChunk, epoch: u64) -> Self {
+    /// A reply chunk's text; the rest of the message (LLM timing) rides along
+    /// for the turn's stats.
+    pub fn from_chunk(mut c: ReplyChunk, epoch: u64) -> Self {
         Self {
-            turn_id: c.turn_id,
-            text: c.text,
-            meta: Some(ChunkMeta {
-                conversation_id: c.conversation_id,
-                is_final: c.is_final,
-                speech_end: c.speech_end,
-                stt_ms: c.stt_ms,
-                first_token_ms: c.first_token_ms,
-                first_chunk_ms: c.first_chunk_ms,
-                prompt_tokens: c.prompt_tokens,
-                generated_tokens: c.generated_tokens,
-                tokens_per_s: c.tokens_per_s,
-            }),
+            turn_id: c.turn_id.clone(),
+            text: std::mem::take(&mut c.text),
+            meta: Some(c),
             received: Instant::now(),
             epoch,
         }
@@ -89,7 +67,7 @@ pub struct AudioJob {
     turn_id: String,
     samples: Vec<f32>,
     rate: u32,
-    meta: Option<ChunkMeta>,
+    meta: Option<ReplyChunk>,
     received: Instant,
     epoch: u64,
 }
@@ -311,9 +289,9 @@ fn truncate(s: &str, n: usize) -> String {
 /// Per-turn figures gathered until the stats can be published.
 #[derive(Default)]
 struct TurnTrack {
-    first_chunk: Option<(ChunkMeta, Instant)>,
+    first_chunk: Option<(ReplyChunk, Instant)>,
     first_audio: Option<(Instant, SystemTime)>,
-    last: Option<ChunkMeta>,
+    last: Option<ReplyChunk>,
     published: bool,
 }
 
