@@ -121,8 +121,6 @@ pub struct Stats {
     pub info: Mutex<String>,
     /// Where llama.cpp runs: build, devices, layers on the GPU, flash attention.
     pub compute: Mutex<String>,
-    /// Layers llama.cpp put on a GPU.
-    pub gpu_layers: AtomicU64,
 }
 
 struct Active {
@@ -328,10 +326,15 @@ impl<'m> Engine<'m> {
         let n_layer = engine.model.n_layer();
         let offloaded =
             compute::layers_offloaded(engine.cfg.n_gpu_layers, n_layer, gpu_build, &devices);
-        engine
-            .stats
-            .gpu_layers
-            .store(u64::from(offloaded), Ordering::Relaxed);
+        if let Some(why) =
+            compute::no_gpu(gpu_build, &devices).filter(|_| engine.cfg.n_gpu_layers > 0)
+        {
+            engine.log.warn(format!(
+                "n_gpu_layers is {} but {}: all layers run on the CPU",
+                engine.cfg.n_gpu_layers,
+                why.explain("llm_node")
+            ));
+        }
         if let Ok(mut c) = engine.stats.compute.lock() {
             *c = compute::summary(
                 gpu_build,

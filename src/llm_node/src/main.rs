@@ -54,13 +54,6 @@ fn send(tx: &SyncSender<Command>, c: Command, log: &Log, stats: &Stats) {
 async fn run() -> Result<()> {
     let (mut node, log, p) = node::start::<LlmParams>(NODE_NAME)?;
     let cfg = p.validate()?;
-    let n_gpu_layers = cfg.n_gpu_layers;
-    if cfg.n_gpu_layers > 0 && !cfg!(feature = "cuda") {
-        log.warn(format!(
-            "n_gpu_layers is {} but this llm_node was built without CUDA: all layers run on the CPU",
-            cfg.n_gpu_layers
-        ));
-    }
 
     let actions = match &cfg.intents {
         Some(i) => Some(actions::ActionSink::create(&mut node, i, &log)?),
@@ -130,11 +123,6 @@ async fn run() -> Result<()> {
     log.info(format!("loaded {model_name}: {info}"));
     let compute = stats.compute.lock().map(|s| s.clone()).unwrap_or_default();
     log.info(format!("compute: {compute}"));
-    if cfg!(feature = "cuda") && n_gpu_layers > 0 && stats.gpu_layers.load(Ordering::Relaxed) == 0 {
-        log.warn(format!(
-            "n_gpu_layers is {n_gpu_layers} but no GPU device was found: all layers run on the CPU"
-        ));
-    }
 
     let turn_counter = Arc::new(AtomicU64::new(0));
     {

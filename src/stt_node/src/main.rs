@@ -67,10 +67,11 @@ async fn run() -> Result<()> {
         p.flash_attn,
     );
     log.info(format!("compute: {compute}"));
-    if p.use_gpu && !gpu_build {
-        log.warn("use_gpu is true but this stt_node was built without CUDA: running on CPU");
-    } else if p.use_gpu && !on_gpu {
-        log.warn("use_gpu is true but no GPU device was found: running on CPU");
+    if let Some(why) = compute::no_gpu(gpu_build, &devices).filter(|_| p.use_gpu) {
+        log.warn(format!(
+            "use_gpu is true but {}: running on CPU",
+            why.explain(NODE_NAME)
+        ));
     }
 
     let fq = node::fq_name(&node);

@@ -59,14 +59,43 @@ pub fn describe_devices(devices: &[Device]) -> String {
         .join(", ")
 }
 
+/// Why an engine cannot run on a GPU here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoGpu {
+    /// The binary was built without the `cuda` feature.
+    CpuBuild,
+    /// A CUDA build, but ggml found no GPU device.
+    NoDevice,
+}
+
+impl NoGpu {
+    /// The reason in words; `node` names the executable ("llm_node").
+    pub fn explain(self, node: &str) -> String {
+        match self {
+            NoGpu::CpuBuild => format!("this {node} was built without CUDA"),
+            NoGpu::NoDevice => "no GPU device was found".into(),
+        }
+    }
+}
+
+/// `None` when this build has GPU support and ggml found a GPU device.
+pub fn no_gpu(gpu_build: bool, devices: &[Device]) -> Option<NoGpu> {
+    if !gpu_build {
+        Some(NoGpu::CpuBuild)
+    } else if !devices.iter().any(Device::is_gpu) {
+        Some(NoGpu::NoDevice)
+    } else {
+        None
+    }
+}
+
 /// Layers llama.cpp puts on the GPU: the requested count, capped at the
 /// model's layers plus its output layer; none without a GPU device or
 /// without GPU support in the build.
 pub fn layers_offloaded(requested: u32, n_layer: u32, gpu_build: bool, devices: &[Device]) -> u32 {
-    if gpu_build && devices.iter().any(Device::is_gpu) {
-        requested.min(n_layer + 1)
-    } else {
-        0
+    match no_gpu(gpu_build, devices) {
+        None => requested.min(n_layer + 1),
+        Some(_) => 0,
     }
 }
 
@@ -83,7 +112,7 @@ pub fn summary(gpu_build: bool, devices: &[Device], placement: &str, flash_attn:
 
 /// Whether an engine asked to use the GPU gets one.
 pub fn gpu_used(requested: bool, gpu_build: bool, devices: &[Device]) -> bool {
-    requested && gpu_build && devices.iter().any(Device::is_gpu)
+    requested && no_gpu(gpu_build, devices).is_none()
 }
 
 #[cfg(test)]
@@ -132,5 +161,12 @@ mod tests {
         assert!(!gpu_used(true, false, &[orin(), cpu()]));
         assert!(!gpu_used(true, true, &[cpu()]));
         assert!(!gpu_used(false, true, &[orin()]));
+        assert_eq!(no_gpu(false, &[orin()]), Some(NoGpu::CpuBuild));
+        assert_eq!(no_gpu(true, &[cpu()]), Some(NoGpu::NoDevice));
+        assert_eq!(no_gpu(true, &[orin(), cpu()]), None);
+        assert_eq!(
+            NoGpu::CpuBuild.explain("stt_node"),
+            "this stt_node was built without CUDA"
+        );
     }
 }
