@@ -145,6 +145,20 @@ struct Active {
     logits_at: Option<i32>,
 }
 
+impl Active {
+    /// Sentences ready to speak from newly generated `text`: with intents
+    /// only the answer's `say` string is spoken, otherwise all of it.
+    fn speak(&mut self, text: &str) -> Vec<String> {
+        match self.say.as_mut() {
+            Some(say) => {
+                let spoken = say.push(text);
+                self.chunker.push(&spoken)
+            }
+            None => self.chunker.push(text),
+        }
+    }
+}
+
 struct Slot {
     seq: i32,
     conversation: Option<String>,
@@ -169,6 +183,9 @@ pub struct Engine<'m> {
     conversations: HashMap<String, Conversation>,
     waiting: VecDeque<TurnRequest>,
     budget: usize,
+    /// The configured system prompt plus, with intents, their instructions
+    /// (fixed for the node's life; the robot state is added per turn).
+    base_prompt: String,
     sink: Sink,
     /// Latest robot state for the system prompt.
     state: SharedState,
@@ -242,6 +259,11 @@ impl<'m> Engine<'m> {
                 active: None,
             })
             .collect();
+        let mut base_prompt = cfg.system_prompt.clone();
+        if let Some(i) = &cfg.intents {
+            base_prompt += "\n\n";
+            base_prompt += &intent::instructions(&i.places);
+        }
         let engine = Self {
             cfg,
             model,
@@ -251,6 +273,7 @@ impl<'m> Engine<'m> {
             conversations: HashMap::new(),
             waiting: VecDeque::new(),
             budget,
+            base_prompt,
             sink,
             state,
             stats,
@@ -350,11 +373,7 @@ impl<'m> Engine<'m> {
     /// current state, in that order: what changes most comes last, so the KV
     /// cache keeps the longest prefix.
     fn system_prompt(&self) -> String {
-        let mut s = self.cfg.system_prompt.clone();
-        if let Some(i) = &self.cfg.intents {
-            s += "\n\n";
-            s += &intent::instructions(&i.places);
-        }
+        let mut s = self.base_prompt.clone();
         let described = self.state.lock().ok().and_then(|st| {
             st.describe(
                 self.cfg.intents.as_ref().map(|i| &i.places),
@@ -816,13 +835,7 @@ impl<'m> Engine<'m> {
         let piece = vocab.token_to_piece(token, false, None);
         let text = a.utf8.push(&piece);
         a.reply.push_str(&text);
-        let chunks = match a.say.as_mut() {
-            Some(say) => {
-                let spoken = say.push(&text);
-                a.chunker.push(&spoken)
-            }
-            None => a.chunker.push(&text),
-        };
+        let chunks = a.speak(&text);
         for c in chunks {
             self.emit(i, c, false);
         }
@@ -874,13 +887,7 @@ impl<'m> Engine<'m> {
         };
         let rest = a.utf8.finish();
         a.reply.push_str(&rest);
-        let mut pieces = match a.say.as_mut() {
-            Some(say) => {
-                let spoken = say.push(&rest);
-                a.chunker.push(&spoken)
-            }
-            None => a.chunker.push(&rest),
-        };
+        let mut pieces = a.speak(&rest);
         // with intents, the action decides what else is said
         let mut spoken_reply = None;
         if a.say.is_some() {
