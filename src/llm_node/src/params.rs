@@ -165,9 +165,14 @@ pub struct ContextConfig {
     pub max_age: std::time::Duration,
 }
 
-/// A topic name a node can be given: non-empty, no whitespace.
-fn topic_ok(t: &str) -> bool {
-    !t.is_empty() && !t.chars().any(char::is_whitespace)
+/// `t` as a topic name for parameter `name`: non-empty, no whitespace.
+fn topic(name: &'static str, t: &str) -> Result<String, ParamError> {
+    check(
+        !t.is_empty() && !t.chars().any(char::is_whitespace),
+        name,
+        || format!("not a topic name: {t:?}"),
+    )?;
+    Ok(t.to_string())
 }
 
 impl LlmParams {
@@ -246,11 +251,7 @@ impl LlmParams {
         )?;
         let optional_topic = |name: &'static str, t: &str| -> Result<Option<String>, ParamError> {
             let t = t.trim();
-            if t.is_empty() {
-                return Ok(None);
-            }
-            check(topic_ok(t), name, || format!("not a topic name: {t:?}"))?;
-            Ok(Some(t.to_string()))
+            (!t.is_empty()).then(|| topic(name, t)).transpose()
         };
         let context = ContextConfig {
             battery_topic: optional_topic("battery_topic", &self.battery_topic)?,
@@ -267,12 +268,6 @@ impl LlmParams {
                         msg: e.to_string(),
                     }
                 })?;
-            check(topic_ok(&self.goal_topic), "goal_topic", || {
-                format!("not a topic name: {:?}", self.goal_topic)
-            })?;
-            check(topic_ok(&self.stop_topic), "stop_topic", || {
-                format!("not a topic name: {:?}", self.stop_topic)
-            })?;
             Some(IntentConfig {
                 places,
                 replies: Replies {
@@ -280,8 +275,8 @@ impl LlmParams {
                     stop: self.reply_stop.clone(),
                     unknown_place: self.reply_unknown_place.clone(),
                 },
-                goal_topic: self.goal_topic.clone(),
-                stop_topic: self.stop_topic.clone(),
+                goal_topic: topic("goal_topic", &self.goal_topic)?,
+                stop_topic: topic("stop_topic", &self.stop_topic)?,
             })
         };
         Ok(LlmConfig {
