@@ -8,8 +8,7 @@ use std::time::Instant;
 use futures::StreamExt;
 use r2r::geometry_msgs::msg::PoseWithCovarianceStamped;
 use r2r::sensor_msgs::msg::BatteryState;
-use voice_core::places::quaternion_to_yaw;
-use voice_core::robot_state::{Battery, Pose2D, RobotState};
+use voice_core::robot_state::{Battery, Position, RobotState};
 
 use crate::params::ContextConfig;
 
@@ -45,17 +44,11 @@ pub fn subscribe(
         let state = state.clone();
         tokio::spawn(async move {
             while let Some(m) = sub.next().await {
-                let p = &m.pose.pose;
-                let pose = Pose2D {
+                let p = &m.pose.pose.position;
+                let pose = Position {
                     frame_id: m.header.frame_id.clone(),
-                    x: p.position.x,
-                    y: p.position.y,
-                    yaw: quaternion_to_yaw([
-                        p.orientation.x,
-                        p.orientation.y,
-                        p.orientation.z,
-                        p.orientation.w,
-                    ]),
+                    x: p.x,
+                    y: p.y,
                 };
                 if let Ok(mut s) = state.lock() {
                     s.pose = Some((pose, Instant::now()));

@@ -906,7 +906,7 @@ impl<'m> Engine<'m> {
             }));
             if let Some(place) = goal {
                 if let Ok(mut st) = self.state.lock() {
-                    st.goal = Some((place, Instant::now()));
+                    st.goal = Some(place);
                 }
             }
         }

@@ -77,21 +77,21 @@ impl Battery {
     }
 }
 
+/// Where the robot is on the map (the heading is not told to the model).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Pose2D {
+pub struct Position {
     pub frame_id: String,
     pub x: f64,
     pub y: f64,
-    pub yaw: f64,
 }
 
 /// Latest values with the time they arrived.
 #[derive(Debug, Clone, Default)]
 pub struct RobotState {
     pub battery: Option<(Battery, Instant)>,
-    pub pose: Option<(Pose2D, Instant)>,
-    /// Name of the last place a goal was sent to, and when.
-    pub goal: Option<(String, Instant)>,
+    pub pose: Option<(Position, Instant)>,
+    /// Name of the last place a goal was sent to.
+    pub goal: Option<String>,
 }
 
 /// A place counts as "here" within this distance [m].
@@ -130,7 +130,7 @@ impl RobotState {
                 lines.push(s + ".");
             }
         }
-        if let Some((g, _)) = &self.goal {
+        if let Some(g) = &self.goal {
             lines.push(format!("Last navigation goal: the {g}."));
         }
         if lines.is_empty() {
@@ -180,15 +180,14 @@ mod tests {
         let mut s = RobotState {
             battery: Some((Battery::from_msg(0.42, f32::NAN, 2), now)),
             pose: Some((
-                Pose2D {
+                Position {
                     frame_id: "map".into(),
                     x: 3.5,
                     y: 0.2,
-                    yaw: 0.0,
                 },
                 now,
             )),
-            goal: Some(("kitchen".into(), now)),
+            goal: Some("kitchen".into()),
         };
         let d = s.describe(Some(&places), now, age).unwrap();
         assert!(d.contains("Battery: 42 percent, not plugged in."), "{d}");
