@@ -12,7 +12,7 @@ from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
-from launch_ros.parameter_descriptions import ParameterValue
+from launch_ros.parameter_descriptions import ParameterFile, ParameterValue
 
 ARGS = [
     ("profile", "cpu_small", "parameter profile: config/PROFILE.yaml (cpu_small | jetson_orin_nx_3b)"),
@@ -36,8 +36,12 @@ ARGS = [
 
 def generate_launch_description():
     arg = LaunchConfiguration
-    profile = PathJoinSubstitution(
-        [get_package_share_directory("voice_agent"), "config", [arg("profile"), ".yaml"]])
+    # Only launch API that Humble, Jazzy and Kilted all accept: a substitution
+    # list is flat (str or Substitution items, concatenated). A nested list
+    # inside PathJoinSubstitution is accepted by newer launch releases only
+    # (Jazzy's 3.4 raises "Failed to normalize given item of type list").
+    config_dir = os.path.join(get_package_share_directory("voice_agent"), "config", "")
+    profile = ParameterFile([config_dir, arg("profile"), ".yaml"])
     models = arg("models_dir")
 
     def model(name):

@@ -6,8 +6,8 @@ What a node does with a parameter it does not declare: it starts, and logs
 one warning per unknown name (a typo in a launch file is visible, a newer
 profile on an older build still runs).
 """
-import ast
 import json
+import os
 import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -16,6 +16,7 @@ import pytest
 import yaml
 from rcl_interfaces.srv import GetParameters
 
+import launch_contract
 from conftest import BIN, LLM_MODEL, ONNXRUNTIME, PIPER_VOICE, ROOT, VAD_MODEL, WHISPER_MODEL
 
 NODES = ["stt_node", "llm_node", "tts_node"]
@@ -92,24 +93,69 @@ def test_launch_xml_parameters_are_declared():
                 assert t == decl(node)[name]["type"], f"launch xml: {node}.{name} default {default!r} is {t}"
 
 
-def launch_py_params():
-    tree = ast.parse((ROOT / "launch" / "voice_agent.launch.py").read_text())
-    for call in ast.walk(tree):
-        if isinstance(call, ast.Call) and getattr(call.func, "id", None) == "Node":
-            kw = {k.arg: k.value for k in call.keywords if k.arg}
-            exe = ast.literal_eval(kw["executable"])
-            for item in kw["parameters"].elts:
-                if isinstance(item, ast.Dict):
-                    for k in item.keys:
-                        yield exe, ast.literal_eval(k)
+def launch_py(args):
+    """What launch/voice_agent.launch.py starts for `args`, from executing
+    generate_launch_description() under the launch API all supported ROS 2
+    releases accept (test/launch_contract.py)."""
+    return launch_contract.describe(launch_contract.load(ROOT / "launch" / "voice_agent.launch.py"), args)
+
+
+@pytest.mark.parametrize("profile", PROFILES, ids=[p.stem for p in PROFILES])
+def test_launch_py_builds_and_resolves(profile):
+    declared_args, nodes = launch_py({"profile": profile.stem, "namespace": "robot1"})
+    assert [n["executable"] for n in nodes] == NODES
+    for n in nodes:
+        assert n["package"] == "voice_agent" and n["name"] == n["executable"]
+        assert n["namespace"] == "robot1"
+        # the profile file resolves to the installed copy of config/PROFILE.yaml
+        assert len(n["files"]) == 1, n["files"]
+        installed = Path(n["files"][0])
+        assert installed.name == profile.name and installed.parent.name == "config", installed
+        assert installed.is_file(), installed
+        assert installed.read_text() == profile.read_text()
+        d = decl(n["executable"])
+        for name, value in n["params"].items():
+            if name in RESERVED:
+                assert isinstance(value, bool), (name, value)
+                continue
+            assert name in d, f"launch py: {n['executable']} does not declare {name}"
+            assert YAML_TYPES[type(value)] == d[name]["type"], (n["executable"], name, value)
+    models = declared_args["models_dir"]
+    stt = nodes[0]["params"]
+    assert stt["model_path"] == os.path.join(models, "ggml-tiny.en.bin")
+    assert stt["barge_in"] is False
+    llm = nodes[1]["params"]
+    # empty launch arguments stay strings (intents and robot state off)
+    assert llm["places_file"] == "" and llm["battery_topic"] == ""
+
+
+def test_launch_py_arguments_reach_the_nodes():
+    _, nodes = launch_py({"barge_in": "true", "places_file": "/tmp/p.yaml", "models_dir": "/m",
+                          "llm_model": "x.gguf", "tts_engine": "espeak", "use_sim_time": "true"})
+    by = {n["executable"]: n["params"] for n in nodes}
+    assert by["stt_node"]["barge_in"] is True
+    assert by["llm_node"]["places_file"] == "/tmp/p.yaml"
+    assert by["llm_node"]["model_path"] == "/m/x.gguf"
+    assert by["tts_node"]["engine"] == "espeak"
+    assert all(p["use_sim_time"] is True for p in by.values())
+
+
+def test_launch_py_refuses_what_older_launch_refuses():
+    """The contract the test runs under is the strict one: a nested list in a
+    substitution list fails as it does under Jazzy's launch."""
+    with pytest.raises(TypeError, match="Failed to normalize given item of type"):
+        launch_contract.PathJoinSubstitution(["share", "config", [launch_contract.LaunchConfiguration("p"), ".yaml"]])
 
 
 def test_launch_py_matches_xml():
-    py = sorted(launch_py_params())
+    declared_args, nodes = launch_py({})
+    py = sorted((n["executable"], p) for n in nodes for p in n["params"])
     xml = sorted((n, p) for n, p, _, _ in launch_xml_params())
     assert py == xml
-    for node, name in py:
-        assert name in decl(node) or name in RESERVED
+    root = ET.parse(ROOT / "launch" / "voice_agent.launch.xml").getroot()
+    xml_args = {a.get("name"): a.get("default").replace("$(env HOME)", os.path.expanduser("~"))
+                for a in root.iter("arg")}
+    assert declared_args == xml_args
 
 
 def test_profile_files_referenced_by_launch_exist():

@@ -191,6 +191,8 @@ pub struct Engine<'m> {
     state: SharedState,
     stats: Arc<Stats>,
     log: voice_ros::log::Log,
+    /// Accepted runtime parameter sets (`ros2 param set`), applied before the next turn.
+    updates: tokio::sync::watch::Receiver<Arc<LlmConfig>>,
 }
 
 /// Loads the backend and model (once per process).
@@ -211,16 +213,31 @@ pub fn load(cfg: &LlmConfig) -> Result<(LlamaBackend, LlamaModel), EngineError> 
     Ok((backend, model))
 }
 
+/// What the engine is connected to: where its output goes, the robot
+/// state it reads, the figures it shares, its log and parameter updates.
+pub struct Wiring {
+    pub sink: Sink,
+    pub state: SharedState,
+    pub stats: Arc<Stats>,
+    pub log: voice_ros::log::Log,
+    /// Accepted runtime parameter sets (`ros2 param set`).
+    pub updates: tokio::sync::watch::Receiver<Arc<LlmConfig>>,
+}
+
 impl<'m> Engine<'m> {
     pub fn new(
         cfg: LlmConfig,
         backend: &LlamaBackend,
         model: &'m LlamaModel,
-        sink: Sink,
-        state: SharedState,
-        stats: Arc<Stats>,
-        log: voice_ros::log::Log,
+        wiring: Wiring,
     ) -> Result<Self, EngineError> {
+        let Wiring {
+            sink,
+            state,
+            stats,
+            log,
+            updates,
+        } = wiring;
         let fa = if cfg.flash_attn {
             llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_ENABLED
         } else {
@@ -259,11 +276,7 @@ impl<'m> Engine<'m> {
                 active: None,
             })
             .collect();
-        let mut base_prompt = cfg.system_prompt.clone();
-        if let Some(i) = &cfg.intents {
-            base_prompt += "\n\n";
-            base_prompt += &intent::instructions(&i.places);
-        }
+        let base_prompt = base_prompt(&cfg);
         let engine = Self {
             cfg,
             model,
@@ -278,6 +291,7 @@ impl<'m> Engine<'m> {
             state,
             stats,
             log,
+            updates,
         };
         if engine.cfg.intents.is_some() {
             // refused grammars surface at start, not on the first turn
@@ -413,9 +427,35 @@ impl<'m> Engine<'m> {
             .map_or(usize::MAX, |s| self.tokenize(&s).len())
     }
 
+    /// Takes the values of an accepted runtime parameter set; turns that
+    /// start from now on use them.
+    fn apply_updates(&mut self) {
+        if !self.updates.has_changed().unwrap_or(false) {
+            return;
+        }
+        let new = self.updates.borrow_and_update().clone();
+        self.cfg.apply_live(&new);
+        self.base_prompt = base_prompt(&self.cfg);
+        let turns = self.cfg.history_turns;
+        for c in self.conversations.values_mut() {
+            c.history.set_max_turns(turns);
+        }
+        self.log.info(format!(
+            "parameters applied: temperature {}, top_p {}, top_k {}, repeat_penalty {}, max_tokens {}, history_turns {}, busy_policy {:?}",
+            self.cfg.temperature,
+            self.cfg.top_p,
+            self.cfg.top_k,
+            self.cfg.repeat_penalty,
+            self.cfg.max_tokens,
+            turns,
+            self.cfg.busy_policy
+        ));
+    }
+
     /// The engine loop: runs until `stop` is set.
     pub fn run(&mut self, commands: Receiver<Command>, stop: &AtomicBool) {
         while !stop.load(Ordering::SeqCst) {
+            self.apply_updates();
             let busy = !self.waiting.is_empty() || self.slots.iter().any(|s| s.active.is_some());
             if !busy {
                 match commands.recv_timeout(IDLE_POLL) {
@@ -432,6 +472,8 @@ impl<'m> Engine<'m> {
                     Err(TryRecvError::Disconnected) => return,
                 }
             }
+            // a set that arrived with (or before) this turn applies to it
+            self.apply_updates();
             self.schedule();
             self.step();
             self.stats.active.store(
@@ -1014,6 +1056,17 @@ impl Engine<'_> {
         };
         (extra, goal)
     }
+}
+
+/// The configured system prompt plus, with intents, their instructions (the
+/// robot state is added per turn).
+fn base_prompt(cfg: &LlmConfig) -> String {
+    let mut p = cfg.system_prompt.clone();
+    if let Some(i) = &cfg.intents {
+        p += "\n\n";
+        p += &intent::instructions(&i.places);
+    }
+    p
 }
 
 fn ms(d: Duration) -> f32 {

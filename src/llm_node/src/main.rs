@@ -52,8 +52,9 @@ fn send(tx: &SyncSender<Command>, c: Command, log: &Log, stats: &Stats) {
 }
 
 async fn run() -> Result<()> {
-    let (mut node, log, p) = node::start::<LlmParams>(NODE_NAME)?;
-    let cfg = p.validate()?;
+    let (mut node, log, params) = node::start::<LlmParams>(NODE_NAME)?;
+    let cfg = (*params.config).clone();
+    let updates = params.updates;
 
     let actions = match &cfg.intents {
         Some(i) => Some(actions::ActionSink::create(&mut node, i, &log)?),
@@ -102,7 +103,14 @@ async fn run() -> Result<()> {
                     }
                 };
                 // declared after the model and backend: dropped before them
-                let engine = Engine::new(cfg, &backend, &model, sink, state, stats, log);
+                let wiring = engine::Wiring {
+                    sink,
+                    state,
+                    stats,
+                    log,
+                    updates,
+                };
+                let engine = Engine::new(cfg, &backend, &model, wiring);
                 let mut engine = match engine {
                     Ok(engine) => engine,
                     Err(e) => {

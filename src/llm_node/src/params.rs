@@ -6,6 +6,7 @@ use voice_core::intent::Replies;
 pub use voice_core::params::ParamError;
 use voice_core::params::{check, in_range};
 use voice_core::places::Places;
+use voice_ros::params::NodeParams;
 
 /// Parameters of llm_node. Doc comments are what `ros2 param describe` shows.
 #[derive(RosParams, Debug, Clone)]
@@ -148,6 +149,26 @@ pub struct LlmConfig {
     pub context: ContextConfig,
 }
 
+impl LlmConfig {
+    /// Takes the values that may change at runtime from `new` (a config
+    /// validated from the same read-only values); the rest stays.
+    pub fn apply_live(&mut self, new: &LlmConfig) {
+        self.temperature = new.temperature;
+        self.top_p = new.top_p;
+        self.top_k = new.top_k;
+        self.repeat_penalty = new.repeat_penalty;
+        self.max_tokens = new.max_tokens;
+        self.seed = new.seed;
+        self.system_prompt = new.system_prompt.clone();
+        self.history_turns = new.history_turns;
+        self.busy_policy = new.busy_policy;
+        if let (Some(mine), Some(theirs)) = (self.intents.as_mut(), new.intents.as_ref()) {
+            mine.replies = theirs.replies.clone();
+        }
+        self.context.max_age = new.context.max_age;
+    }
+}
+
 /// The intent layer's settings.
 #[derive(Debug, Clone)]
 pub struct IntentConfig {
@@ -175,8 +196,30 @@ fn topic(name: &'static str, t: &str) -> Result<String, ParamError> {
     Ok(t.to_string())
 }
 
-impl LlmParams {
-    pub fn validate(&self) -> Result<LlmConfig, ParamError> {
+impl NodeParams for LlmParams {
+    type Config = LlmConfig;
+    /// Fixed at start: the model, its context and threads, the places and
+    /// the topics (publishers and subscriptions are made once).
+    const READ_ONLY: &'static [&'static str] = &[
+        "model_path",
+        "ctx_size",
+        "n_threads",
+        "n_threads_batch",
+        "n_batch",
+        "n_ubatch",
+        "n_gpu_layers",
+        "flash_attn",
+        "use_mlock",
+        "use_mmap",
+        "parallel",
+        "places_file",
+        "goal_topic",
+        "stop_topic",
+        "battery_topic",
+        "pose_topic",
+    ];
+
+    fn validate(&self) -> Result<LlmConfig, ParamError> {
         check(!self.model_path.trim().is_empty(), "model_path", || {
             "not set (path to a GGUF model)".into()
         })?;
@@ -313,6 +356,14 @@ impl LlmParams {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_only_names_are_declared() {
+        let names = voice_ros::params::table::<LlmParams>();
+        for n in LlmParams::READ_ONLY {
+            assert!(names.contains_key(*n), "{n}");
+        }
+    }
 
     fn ok() -> LlmParams {
         LlmParams {

@@ -34,7 +34,8 @@ pub fn run(args: &[String]) -> Result<()> {
         ..Default::default()
     };
     let t0 = Instant::now();
-    let mut t = Transcriber::load(&p)?;
+    let decode = voice_ros::params::NodeParams::validate(&p)?.decode;
+    let mut t = Transcriber::load(&p, decode)?;
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
     let mut times = Vec::new();
     let mut text = String::new();

@@ -12,7 +12,7 @@ use whisper_rs::{
     WhisperVadContext, WhisperVadContextParams,
 };
 
-use crate::params::SttParams;
+use crate::params::{DecodeConfig, Strategy, SttParams};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -41,16 +41,13 @@ pub struct Transcriber {
     // keep the context alive for the node's lifetime all the same.
     _ctx: WhisperContext,
     state: WhisperState,
-    language: String,
     n_threads: i32,
-    beam: Option<i32>,
-    initial_prompt: String,
-    no_speech_threshold: f32,
+    decode: DecodeConfig,
     pub model_name: String,
 }
 
 impl Transcriber {
-    pub fn load(p: &SttParams) -> Result<Self, EngineError> {
+    pub fn load(p: &SttParams, decode: DecodeConfig) -> Result<Self, EngineError> {
         model_file::check("model_path", &p.model_path, Format::WhisperGgml)?;
         let cp = WhisperContextParameters {
             use_gpu: p.use_gpu,
@@ -71,25 +68,28 @@ impl Transcriber {
         Ok(Self {
             _ctx: ctx,
             state,
-            language: p.language.clone(),
             n_threads: p.n_threads,
-            beam: (p.strategy == "beam").then_some(p.beam_size),
-            initial_prompt: p.initial_prompt.clone(),
-            no_speech_threshold: p.no_speech_threshold,
+            decode,
             model_name,
         })
+    }
+
+    /// New decoding settings (a runtime parameter set), used from the next utterance.
+    pub fn set_decode(&mut self, decode: DecodeConfig) {
+        self.decode = decode;
     }
 
     /// Transcribes 16 kHz mono audio. Segments Whisper itself marks as
     /// no-speech are left out.
     pub fn transcribe(&mut self, audio: &[f32]) -> Result<Transcript, EngineError> {
         let t0 = Instant::now();
-        let strategy = match self.beam {
-            Some(beam_size) => SamplingStrategy::BeamSearch {
-                beam_size,
+        let d = &self.decode;
+        let strategy = match d.strategy {
+            Strategy::Beam { size } => SamplingStrategy::BeamSearch {
+                beam_size: size,
                 patience: -1.0,
             },
-            None => SamplingStrategy::Greedy { best_of: 1 },
+            Strategy::Greedy => SamplingStrategy::Greedy { best_of: 1 },
         };
         let mut fp = FullParams::new(strategy);
         fp.set_n_threads(self.n_threads);
@@ -101,15 +101,16 @@ impl Transcriber {
         fp.set_print_realtime(false);
         fp.set_print_timestamps(false);
         fp.set_suppress_blank(true);
-        fp.set_no_speech_thold(self.no_speech_threshold);
-        if self.language == "auto" {
-            fp.set_language(None);
-            fp.set_detect_language(false);
-        } else {
-            fp.set_language(Some(&self.language));
+        fp.set_no_speech_thold(d.no_speech_threshold);
+        match &d.language {
+            None => {
+                fp.set_language(None);
+                fp.set_detect_language(false);
+            }
+            Some(l) => fp.set_language(Some(l)),
         }
-        if !self.initial_prompt.is_empty() {
-            fp.set_initial_prompt(&self.initial_prompt);
+        if !d.initial_prompt.is_empty() {
+            fp.set_initial_prompt(&d.initial_prompt);
         }
         // Whisper works on >= 1 s windows; pad short clips with silence.
         let mut padded;
@@ -123,7 +124,7 @@ impl Transcriber {
         self.state.full(fp, input)?;
         let mut text = String::new();
         for seg in self.state.as_iter() {
-            if seg.no_speech_probability() > self.no_speech_threshold {
+            if seg.no_speech_probability() > self.decode.no_speech_threshold {
                 continue;
             }
             if let Ok(s) = seg.to_str_lossy() {
@@ -132,7 +133,8 @@ impl Transcriber {
         }
         let lang_id = self.state.full_lang_id_from_state();
         let language = whisper_rs::get_lang_str(lang_id)
-            .unwrap_or(self.language.as_str())
+            .or(self.decode.language.as_deref())
+            .unwrap_or("")
             .to_string();
         Ok(Transcript {
             text: text.trim().to_string(),

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use r2r::diagnostic_msgs::msg::DiagnosticArray;
 use r2r::std_msgs::msg::String as StringMsg;
 use r2r::voice_agent::msg::{AudioFrame, Utterance};
-use voice_core::endpoint::{EndpointConfig, Event, Segment};
+use voice_core::endpoint::{Event, Segment};
 use voice_core::ingest::Ingest;
 use voice_core::queue::{offer, Offered};
 use voice_core::transcript;
@@ -17,7 +17,10 @@ use voice_ros::log::{Log, Throttle};
 use voice_ros::{frames, stamp};
 
 use crate::engine::{Detector, Transcriber};
-use crate::params::SttParams;
+use crate::params::SttConfig;
+
+/// Accepted runtime parameter sets.
+pub type Updates = tokio::sync::watch::Receiver<std::sync::Arc<SttConfig>>;
 
 /// Incoming frames waiting for the listener (at 20 ms frames: 10 s).
 pub const FRAME_QUEUE: usize = 500;
@@ -174,13 +177,12 @@ pub fn listen(
     frames: Receiver<AudioFrame>,
     segments: SyncSender<Job>,
     detector: Detector,
-    cfg: EndpointConfig,
-    p: &SttParams,
+    mut updates: Updates,
     shared: &Shared,
     pubs: Publishers,
 ) {
-    let echo_guard = Duration::from_millis(u64::try_from(p.echo_guard_ms).unwrap_or(0));
-    let mut ingest: Ingest<Detector, SystemTime> = Ingest::new(detector, cfg);
+    let mut cfg = updates.borrow_and_update().clone();
+    let mut ingest: Ingest<Detector, SystemTime> = Ingest::new(detector, cfg.endpoint.clone());
     let mut interrupted_this_turn = false;
     let mut speech_start = SystemTime::now();
     while !shared.stop.load(Ordering::SeqCst) {
@@ -189,20 +191,24 @@ pub fn listen(
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => break,
         };
+        if updates.has_changed().unwrap_or(false) {
+            cfg = updates.borrow_and_update().clone();
+            ingest.set_config(cfg.endpoint.clone());
+        }
         let arrived = SystemTime::now();
-        let frame = match frames::decode(&msg, p.max_frame_s) {
+        let frame = match frames::decode(&msg, cfg.max_frame_s) {
             Ok(f) => f,
             Err(e) => {
                 shared.drop_frame(&e.to_string());
                 continue;
             }
         };
-        let audible = shared.robot_audible(echo_guard);
+        let audible = shared.robot_audible(cfg.echo_guard);
         if !audible {
             interrupted_this_turn = false;
         }
         // Half-duplex: ignore input while the robot is audible, unless barge-in.
-        let listen = !audible || p.barge_in;
+        let listen = !audible || cfg.barge_in;
         if !listen && ingest.in_speech() {
             shared
                 .ignored_while_speaking
@@ -229,7 +235,7 @@ pub fn listen(
             match event {
                 Event::SpeechStart { .. } => {
                     speech_start = when.unwrap_or(arrived);
-                    if audible && p.barge_in && !interrupted_this_turn {
+                    if audible && cfg.barge_in && !interrupted_this_turn {
                         interrupted_this_turn = true;
                         shared.interrupts.fetch_add(1, Ordering::Relaxed);
                         shared
@@ -265,10 +271,11 @@ pub fn listen(
 pub fn transcribe(
     jobs: Receiver<Job>,
     mut engine: Transcriber,
-    p: &SttParams,
+    mut updates: Updates,
     shared: &Shared,
     pubs: Publishers,
 ) {
+    let mut cfg = updates.borrow_and_update().clone();
     let run_id = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_millis() % 1_000_000_000)
@@ -277,13 +284,17 @@ pub fn transcribe(
     let mut audio_s = 0.0f32;
     let mut compute_ms = 0.0f64;
     let mut first_start: Option<SystemTime> = None;
-    let mut language = p.language.clone();
+    let mut language = cfg.decode.language.clone().unwrap_or_default();
     while !shared.stop.load(Ordering::SeqCst) {
         let job = match jobs.recv_timeout(POLL) {
             Ok(j) => j,
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => break,
         };
+        if updates.has_changed().unwrap_or(false) {
+            cfg = updates.borrow_and_update().clone();
+            engine.set_decode(cfg.decode.clone());
+        }
         let start = *first_start.get_or_insert(job.speech_start);
         match engine.transcribe(&job.segment.audio) {
             Ok(t) => {
@@ -324,7 +335,7 @@ pub fn transcribe(
         let n = shared.utterances.fetch_add(1, Ordering::Relaxed) + 1;
         let mut u = Utterance {
             turn_id: format!("{run_id}-{n}"),
-            conversation_id: p.conversation_id.clone(),
+            conversation_id: cfg.conversation_id.clone(),
             text: final_text.clone(),
             language: language.clone(),
             audio_duration_s: dur,

@@ -34,10 +34,10 @@ fn main() -> ExitCode {
 }
 
 async fn run() -> Result<()> {
-    let (mut node, log, p) = node::start::<SttParams>(NODE_NAME)?;
-    let endpoint_cfg = p.validate()?;
+    let (mut node, log, params) = node::start::<SttParams>(NODE_NAME)?;
+    let p = params.values.clone();
 
-    let transcriber = Transcriber::load(&p)?;
+    let transcriber = Transcriber::load(&p, params.config.decode.clone())?;
     let model_name = transcriber.model_name.clone();
     let detector = if p.vad.model_path.trim().is_empty() {
         log.info("vad.model_path empty: using the energy-based endpointer");
@@ -97,18 +97,16 @@ async fn run() -> Result<()> {
     let (seg_tx, seg_rx) = std::sync::mpsc::sync_channel(SEGMENT_QUEUE);
 
     let listener = {
-        let (shared, pubs, p) = (shared.clone(), pubs.clone(), p.clone());
+        let (shared, pubs, updates) = (shared.clone(), pubs.clone(), params.updates.clone());
         std::thread::Builder::new()
             .name("stt-listen".into())
-            .spawn(move || {
-                listener::listen(frame_rx, seg_tx, detector, endpoint_cfg, &p, &shared, pubs)
-            })?
+            .spawn(move || listener::listen(frame_rx, seg_tx, detector, updates, &shared, pubs))?
     };
     let transcriber_thread = {
-        let (shared, p) = (shared.clone(), p.clone());
+        let (shared, updates) = (shared.clone(), params.updates.clone());
         std::thread::Builder::new()
             .name("stt-whisper".into())
-            .spawn(move || listener::transcribe(seg_rx, transcriber, &p, &shared, pubs))?
+            .spawn(move || listener::transcribe(seg_rx, transcriber, updates, &shared, pubs))?
     };
 
     // audio in -> bounded queue (full: drop and count, never block the executor)

@@ -5,6 +5,7 @@ use r2r::RosParams;
 use voice_core::endpoint::EndpointConfig;
 pub use voice_core::params::ParamError;
 use voice_core::params::{check, in_range};
+use voice_ros::params::NodeParams;
 
 /// Parameters of stt_node. Doc comments are what `ros2 param describe` shows.
 #[derive(RosParams, Debug, Clone)]
@@ -97,18 +98,65 @@ impl Default for VadParams {
     }
 }
 
-impl SttParams {
-    /// Checks ranges; returns the endpointing configuration.
-    pub fn validate(&self) -> Result<EndpointConfig, ParamError> {
+/// How Whisper decodes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Strategy {
+    Greedy,
+    Beam { size: i32 },
+}
+
+/// Whisper's per-utterance settings (all applied at runtime).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodeConfig {
+    /// ISO 639-1 code; `None` = detect.
+    pub language: Option<String>,
+    pub strategy: Strategy,
+    pub initial_prompt: String,
+    pub no_speech_threshold: f32,
+}
+
+/// stt_node's validated settings.
+#[derive(Debug, Clone)]
+pub struct SttConfig {
+    pub decode: DecodeConfig,
+    pub endpoint: EndpointConfig,
+    pub conversation_id: String,
+    pub max_frame_s: f64,
+    pub barge_in: bool,
+    pub echo_guard: std::time::Duration,
+}
+
+impl NodeParams for SttParams {
+    type Config = SttConfig;
+    /// Fixed at start: the models, threads, GPU use and the topics' QoS.
+    const READ_ONLY: &'static [&'static str] = &[
+        "model_path",
+        "n_threads",
+        "use_gpu",
+        "flash_attn",
+        "reliable_audio",
+        "publish_normalized",
+        "vad.model_path",
+    ];
+
+    /// Checks ranges; returns the typed configuration.
+    fn validate(&self) -> Result<SttConfig, ParamError> {
         check(!self.model_path.trim().is_empty(), "model_path", || {
             "not set (path to a whisper.cpp ggml model)".into()
         })?;
         in_range(self.n_threads, 1..=64, "n_threads")?;
-        check(
-            matches!(self.strategy.as_str(), "greedy" | "beam"),
-            "strategy",
-            || format!("must be \"greedy\" or \"beam\", got {:?}", self.strategy),
-        )?;
+        let strategy = match self.strategy.as_str() {
+            "greedy" => Strategy::Greedy,
+            "beam" => Strategy::Beam {
+                size: self.beam_size,
+            },
+            other => {
+                return Err(ParamError {
+                    name: "strategy",
+                    msg: format!("must be \"greedy\" or \"beam\", got {other:?}"),
+                })
+            }
+        };
         in_range(self.beam_size, 1..=16, "beam_size")?;
         in_range(self.no_speech_threshold, 0.0..=1.0, "no_speech_threshold")?;
         check(
@@ -133,17 +181,29 @@ impl SttParams {
                 msg: format!("must be >= 0, got {v}"),
             })
         };
-        let cfg = EndpointConfig {
+        let endpoint = EndpointConfig {
             threshold: self.vad.threshold,
             min_silence_ms: non_neg("vad.min_silence_ms", self.vad.min_silence_ms)?,
             speech_pad_ms: non_neg("vad.speech_pad_ms", self.vad.speech_pad_ms)?,
             min_speech_ms: non_neg("vad.min_speech_ms", self.vad.min_speech_ms)?,
             max_utterance_s: self.vad.max_utterance_s,
         };
-        cfg.validate().map_err(|e| ParamError {
-            name: "vad",
+        endpoint.validate().map_err(|e| ParamError {
+            name: e.param(),
             msg: e.to_string(),
         })?;
-        Ok(cfg)
+        Ok(SttConfig {
+            decode: DecodeConfig {
+                language: (self.language != "auto").then(|| self.language.clone()),
+                strategy,
+                initial_prompt: self.initial_prompt.clone(),
+                no_speech_threshold: self.no_speech_threshold,
+            },
+            endpoint,
+            conversation_id: self.conversation_id.clone(),
+            max_frame_s: self.max_frame_s,
+            barge_in: self.barge_in,
+            echo_guard: std::time::Duration::from_millis(self.echo_guard_ms as u64),
+        })
     }
 }

@@ -22,7 +22,8 @@ pub fn run(args: &[String]) -> Result<()> {
     };
     let text = args.get(3).context(usage)?;
     let t0 = Instant::now();
-    let mut engine = Engine::load(&p)?;
+    let cfg = voice_ros::params::NodeParams::validate(&p)?;
+    let mut engine = Engine::load(&p, &cfg)?;
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
     let cancel = AtomicBool::new(false);
     // warm-up sentence (first inference allocates)

@@ -3,7 +3,7 @@
 use std::sync::atomic::AtomicBool;
 
 use crate::espeak;
-use crate::params::TtsParams;
+use crate::params::{EngineKind, TtsConfig, TtsParams};
 use crate::piper::{PiperError, PiperVoice, Settings};
 
 /// espeak-ng's default speaking rate [words per minute].
@@ -21,35 +21,35 @@ pub enum Engine {
     },
 }
 
+/// espeak-ng's rate for a length scale (>1 slower).
+fn espeak_wpm(length_scale: Option<f32>) -> u32 {
+    (ESPEAK_WPM / length_scale.unwrap_or(1.0)).clamp(80.0, 450.0) as u32
+}
+
 impl Engine {
-    pub fn load(p: &TtsParams) -> Result<Self, PiperError> {
-        match p.engine.as_str() {
-            "espeak" => {
-                let sample_rate = espeak::sample_rate(&p.espeak_voice)?;
-                let scale = if p.length_scale > 0.0 {
-                    p.length_scale
-                } else {
-                    1.0
-                };
-                Ok(Self::Espeak {
-                    voice: p.espeak_voice.clone(),
-                    wpm: (ESPEAK_WPM / scale).clamp(80.0, 450.0) as u32,
-                    sample_rate,
-                })
-            }
-            _ => Ok(Self::Piper {
+    pub fn load(p: &TtsParams, cfg: &TtsConfig) -> Result<Self, PiperError> {
+        match cfg.engine {
+            EngineKind::Espeak => Ok(Self::Espeak {
+                voice: p.espeak_voice.clone(),
+                wpm: espeak_wpm(cfg.voice.length_scale),
+                sample_rate: espeak::sample_rate(&p.espeak_voice)?,
+            }),
+            EngineKind::Piper => Ok(Self::Piper {
                 voice: Box::new(PiperVoice::load(
                     &p.voice_path,
                     &p.onnxruntime_path,
                     p.n_threads as usize,
                 )?),
-                settings: Settings {
-                    length_scale: p.length_scale,
-                    noise_scale: p.noise_scale,
-                    noise_w: p.noise_w,
-                    speaker_id: i64::from(p.speaker_id),
-                },
+                settings: cfg.voice,
             }),
+        }
+    }
+
+    /// New voice settings (a runtime parameter set), used from the next sentence.
+    pub fn set_voice(&mut self, new: Settings) {
+        match self {
+            Self::Piper { settings, .. } => *settings = new,
+            Self::Espeak { wpm, .. } => *wpm = espeak_wpm(new.length_scale),
         }
     }
 

@@ -64,10 +64,10 @@ fn enqueue(tx: &SyncSender<TextJob>, job: TextJob, ctl: &Control, log: &Log) {
 }
 
 async fn run() -> Result<()> {
-    let (mut node, log, p) = node::start::<TtsParams>(NODE_NAME)?;
-    p.validate()?;
+    let (mut node, log, params) = node::start::<TtsParams>(NODE_NAME)?;
+    let p = params.values.clone();
     let t0 = Instant::now();
-    let engine = Engine::load(&p)?;
+    let engine = Engine::load(&p, &params.config)?;
     log.info(format!(
         "loaded {} in {:.0} ms; audio_out {} ms frames, playback {}",
         engine.name(),
@@ -109,16 +109,16 @@ async fn run() -> Result<()> {
     let (text_tx, text_rx) = sync_channel::<TextJob>(TEXT_QUEUE);
     let (audio_tx, audio_rx) = sync_channel(output::AUDIO_QUEUE);
     let synth_thread = {
-        let (ctl, p) = (ctl.clone(), p.clone());
+        let (ctl, updates) = (ctl.clone(), params.updates.clone());
         std::thread::Builder::new()
             .name("tts-synth".into())
-            .spawn(move || output::synthesize(text_rx, audio_tx, engine, &p, &ctl))?
+            .spawn(move || output::synthesize(text_rx, audio_tx, engine, updates, &ctl))?
     };
     let out_thread = {
-        let (ctl, p) = (ctl.clone(), p.clone());
+        let (ctl, updates) = (ctl.clone(), params.updates.clone());
         std::thread::Builder::new()
             .name("tts-out".into())
-            .spawn(move || output::output(audio_rx, out, speaker, &p, &ctl))?
+            .spawn(move || output::output(audio_rx, out, speaker, updates, &ctl))?
     };
 
     {

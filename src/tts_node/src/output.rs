@@ -16,7 +16,10 @@ use voice_ros::log::Log;
 use voice_ros::stamp;
 
 use crate::engine::Engine;
-use crate::params::TtsParams;
+use crate::params::TtsConfig;
+
+/// Accepted runtime parameter sets.
+pub type Updates = tokio::sync::watch::Receiver<std::sync::Arc<TtsConfig>>;
 use crate::playback::Speaker;
 
 /// Synthesized sentences waiting for output.
@@ -189,22 +192,24 @@ pub fn synthesize(
     jobs: Receiver<TextJob>,
     out: SyncSender<AudioJob>,
     mut engine: Engine,
-    p: &TtsParams,
+    mut updates: Updates,
     ctl: &Control,
 ) {
     let rate = engine.sample_rate();
-    let out_rate = if p.output_sample_rate > 0 {
-        p.output_sample_rate as u32
-    } else {
-        rate
-    };
-    let silence = (p.sentence_silence * out_rate as f32) as usize;
+    let mut p = updates.borrow_and_update().clone();
     while !ctl.stop.load(Ordering::SeqCst) {
         let job = match jobs.recv_timeout(POLL * 5) {
             Ok(j) => j,
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => break,
         };
+        // a set that arrived before this text applies to it
+        if updates.has_changed().unwrap_or(false) {
+            p = updates.borrow_and_update().clone();
+            engine.set_voice(p.voice);
+        }
+        let out_rate = p.output_sample_rate.unwrap_or(rate);
+        let silence = (p.sentence_silence * out_rate as f32) as usize;
         if job.epoch < ctl.epoch() {
             continue; // queued before an interrupt
         }
@@ -300,10 +305,10 @@ pub fn output(
     jobs: Receiver<AudioJob>,
     pubs: Publishers,
     speaker: Option<Speaker>,
-    p: &TtsParams,
+    mut updates: Updates,
     ctl: &Control,
 ) {
-    let frame_ms = p.frame_ms.max(1) as usize;
+    let mut p = updates.borrow_and_update().clone();
     // audio of the current stretch of speech ends at this instant
     let mut speech_end: Option<Instant> = None;
     let mut seen_epoch = ctl.epoch();
@@ -339,6 +344,10 @@ pub fn output(
         if job.epoch < ctl.epoch() {
             continue;
         }
+        if updates.has_changed().unwrap_or(false) {
+            p = updates.borrow_and_update().clone();
+        }
+        let frame_ms = p.frame_ms.max(1) as usize;
         let track = turns.entry(job.turn_id.clone()).or_default();
         if let Some(m) = &job.meta {
             if track.first_chunk.is_none() {

@@ -3,6 +3,7 @@
 use r2r::RosParams;
 pub use voice_core::params::ParamError;
 use voice_core::params::{check, in_range};
+use voice_ros::params::NodeParams;
 
 /// Parameters of tts_node. Doc comments are what `ros2 param describe` shows.
 #[derive(RosParams, Debug, Clone)]
@@ -64,33 +65,86 @@ impl Default for TtsParams {
     }
 }
 
-impl TtsParams {
-    pub fn validate(&self) -> Result<(), ParamError> {
-        check(
-            matches!(self.engine.as_str(), "piper" | "espeak"),
-            "engine",
-            || format!("must be \"piper\" or \"espeak\", got {:?}", self.engine),
-        )?;
-        check(
-            self.length_scale == -1.0 || (0.1..=5.0).contains(&self.length_scale),
-            "length_scale",
-            || format!("must be -1 or 0.1..=5, got {}", self.length_scale),
-        )?;
-        check(
-            self.noise_scale == -1.0 || (0.0..=2.0).contains(&self.noise_scale),
-            "noise_scale",
-            || format!("must be -1 or 0..=2, got {}", self.noise_scale),
-        )?;
-        check(
-            self.noise_w == -1.0 || (0.0..=2.0).contains(&self.noise_w),
-            "noise_w",
-            || format!("must be -1 or 0..=2, got {}", self.noise_w),
-        )?;
-        check(
-            (0.0..=5.0).contains(&self.sentence_silence),
-            "sentence_silence",
-            || format!("must be 0..=5 s, got {}", self.sentence_silence),
-        )?;
+/// The synthesis engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineKind {
+    Piper,
+    Espeak,
+}
+
+/// Voice settings applied per sentence; `None` = the voice's own default.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VoiceSettings {
+    pub length_scale: Option<f32>,
+    pub noise_scale: Option<f32>,
+    pub noise_w: Option<f32>,
+    pub speaker_id: i64,
+}
+
+/// tts_node's validated settings.
+#[derive(Debug, Clone)]
+pub struct TtsConfig {
+    pub engine: EngineKind,
+    pub voice: VoiceSettings,
+    /// Silence after each sentence [s].
+    pub sentence_silence: f32,
+    pub volume: f32,
+    /// `None` = the engine's own rate.
+    pub output_sample_rate: Option<u32>,
+    pub frame_ms: u32,
+    pub realtime: bool,
+}
+
+/// -1 (the voice's default) or a value in `range`.
+fn default_or(
+    v: f32,
+    range: std::ops::RangeInclusive<f32>,
+    name: &'static str,
+) -> Result<Option<f32>, ParamError> {
+    if v == -1.0 {
+        return Ok(None);
+    }
+    check(range.contains(&v), name, || {
+        format!(
+            "must be -1 (the voice's default) or {}..={}, got {v}",
+            range.start(),
+            range.end()
+        )
+    })?;
+    Ok(Some(v))
+}
+
+impl NodeParams for TtsParams {
+    type Config = TtsConfig;
+    /// Fixed at start: the engine, voice files, threads and the audio device.
+    const READ_ONLY: &'static [&'static str] = &[
+        "engine",
+        "voice_path",
+        "onnxruntime_path",
+        "espeak_voice",
+        "n_threads",
+        "playback",
+        "output_device",
+    ];
+
+    fn validate(&self) -> Result<TtsConfig, ParamError> {
+        let engine = match self.engine.as_str() {
+            "piper" => EngineKind::Piper,
+            "espeak" => EngineKind::Espeak,
+            other => {
+                return Err(ParamError {
+                    name: "engine",
+                    msg: format!("must be \"piper\" or \"espeak\", got {other:?}"),
+                })
+            }
+        };
+        let voice = VoiceSettings {
+            length_scale: default_or(self.length_scale, 0.1..=5.0, "length_scale")?,
+            noise_scale: default_or(self.noise_scale, 0.0..=2.0, "noise_scale")?,
+            noise_w: default_or(self.noise_w, 0.0..=2.0, "noise_w")?,
+            speaker_id: i64::from(self.speaker_id),
+        };
+        in_range(self.sentence_silence, 0.0..=5.0, "sentence_silence")?;
         in_range(self.volume, 0.0..=4.0, "volume")?;
         check(
             self.output_sample_rate == 0 || (8_000..=48_000).contains(&self.output_sample_rate),
@@ -102,13 +156,20 @@ impl TtsParams {
                 )
             },
         )?;
-        check((10..=200).contains(&self.frame_ms), "frame_ms", || {
-            format!("must be 10..=200 ms, got {}", self.frame_ms)
-        })?;
+        in_range(self.frame_ms, 10..=200, "frame_ms")?;
         in_range(self.n_threads, 1..=64, "n_threads")?;
         check(self.speaker_id >= 0, "speaker_id", || {
             format!("must be >= 0, got {}", self.speaker_id)
         })?;
-        Ok(())
+        Ok(TtsConfig {
+            engine,
+            voice,
+            sentence_silence: self.sentence_silence,
+            volume: self.volume,
+            output_sample_rate: (self.output_sample_rate > 0)
+                .then_some(self.output_sample_rate as u32),
+            frame_ms: self.frame_ms as u32,
+            realtime: self.realtime,
+        })
     }
 }

@@ -67,14 +67,7 @@ impl Default for InferenceConfig {
     }
 }
 
-/// Synthesis settings; negative values mean "the voice's default".
-#[derive(Debug, Clone, Copy)]
-pub struct Settings {
-    pub length_scale: f32,
-    pub noise_scale: f32,
-    pub noise_w: f32,
-    pub speaker_id: i64,
-}
+pub use crate::params::VoiceSettings as Settings;
 
 pub struct PiperVoice {
     session: Session,
@@ -194,11 +187,10 @@ impl PiperVoice {
         }
         let ids = self.ids_of(&phonemes);
         let n = ids.len();
-        let pick = |v: f32, d: f32| if v >= 0.0 { v } else { d };
         let scales = vec![
-            pick(s.noise_scale, self.defaults.noise_scale),
-            pick(s.length_scale, self.defaults.length_scale),
-            pick(s.noise_w, self.defaults.noise_w),
+            s.noise_scale.unwrap_or(self.defaults.noise_scale),
+            s.length_scale.unwrap_or(self.defaults.length_scale),
+            s.noise_w.unwrap_or(self.defaults.noise_w),
         ];
         let err = |e: ort::Error| PiperError::Inference(e.to_string());
         let input = Tensor::from_array(([1usize, n], ids)).map_err(err)?;

@@ -77,6 +77,14 @@ impl History {
         }
     }
 
+    /// Changes how many exchanges are kept (the oldest beyond it are forgotten).
+    pub fn set_max_turns(&mut self, max_turns: usize) {
+        self.max_turns = max_turns;
+        while self.turns.len() > max_turns {
+            self.turns.pop_front();
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.turns.len()
     }

@@ -65,6 +65,19 @@ pub enum ConfigError {
     MaxUtterance(f32),
 }
 
+impl ConfigError {
+    /// The parameter at fault (its full name).
+    pub fn param(&self) -> &'static str {
+        match self {
+            ConfigError::Threshold(_) => "vad.threshold",
+            ConfigError::MinSilence(_) => "vad.min_silence_ms",
+            ConfigError::SpeechPad(_) => "vad.speech_pad_ms",
+            ConfigError::MinSpeech(_) => "vad.min_speech_ms",
+            ConfigError::MaxUtterance(_) => "vad.max_utterance_s",
+        }
+    }
+}
+
 impl EndpointConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !(self.threshold > 0.0 && self.threshold < 1.0) {
@@ -162,6 +175,11 @@ impl Segmenter {
 
     pub fn config(&self) -> &EndpointConfig {
         &self.cfg
+    }
+
+    /// New parameters; an utterance in progress continues under them.
+    pub fn set_config(&mut self, cfg: EndpointConfig) {
+        self.cfg = cfg;
     }
 
     /// True while inside an utterance.

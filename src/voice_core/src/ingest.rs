@@ -101,6 +101,11 @@ impl<D: SpeechDetector, T: Copy> Ingest<D, T> {
     pub fn in_speech(&self) -> bool {
         self.segmenter.in_speech()
     }
+
+    /// New endpointing parameters (a runtime parameter set).
+    pub fn set_config(&mut self, cfg: EndpointConfig) {
+        self.segmenter.set_config(cfg);
+    }
 }
 
 #[cfg(test)]

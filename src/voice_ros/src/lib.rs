@@ -9,4 +9,5 @@ pub mod diag;
 pub mod frames;
 pub mod log;
 pub mod node;
+pub mod params;
 pub mod stamp;

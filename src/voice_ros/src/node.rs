@@ -2,14 +2,13 @@
 //! a check for unknown names, QoS choices, signal handling and the spin loop.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use r2r::{QosProfile, RosParams};
+use r2r::QosProfile;
 
-/// Parameters every node accepts that are not in its own struct.
-const RESERVED_PARAMS: &[&str] = &["use_sim_time", "qos_overrides"];
+use crate::params::{Live, NodeParams};
 
 /// Creates the node (name and namespace can be remapped with --ros-args).
 pub fn create(name: &str) -> Result<r2r::Node> {
@@ -21,50 +20,6 @@ pub fn create(name: &str) -> Result<r2r::Node> {
 pub fn fq_name(node: &r2r::Node) -> String {
     node.fully_qualified_name()
         .unwrap_or_else(|_| node.logger().to_string())
-}
-
-/// Declared parameters of a node, kept in sync with `ros2 param set`.
-pub struct Params<P> {
-    pub shared: Arc<Mutex<P>>,
-    /// Names given on the command line or in a params file that the node does not know.
-    pub unknown: Vec<String>,
-}
-
-/// The names a parameter struct declares (dotted for nested structs).
-pub fn declared_names<P: RosParams + Default>() -> Vec<String> {
-    let mut map = indexmap::IndexMap::new();
-    let mut p = P::default();
-    // Registering into an empty map only inserts the defaults; it cannot fail
-    // on type grounds, and the names are all we want.
-    let _ = p.register_parameters("", None, &mut map);
-    map.keys().cloned().collect()
-}
-
-/// Registers `defaults` as the node's parameters, applying values from the
-/// command line / params file. Wrong types are an error naming the parameter.
-/// The returned future serves the parameter services; spawn it.
-pub fn declare_params<P>(
-    node: &mut r2r::Node,
-    defaults: P,
-) -> Result<(Params<P>, impl std::future::Future<Output = ()> + Send)>
-where
-    P: RosParams + Default + Send + 'static,
-{
-    let given: Vec<String> = node
-        .params
-        .lock()
-        .map(|m| m.keys().cloned().collect())
-        .unwrap_or_default();
-    let known = declared_names::<P>();
-    let unknown = given
-        .into_iter()
-        .filter(|g| !known.contains(g) && !RESERVED_PARAMS.iter().any(|r| g.starts_with(r)))
-        .collect();
-    let shared = Arc::new(Mutex::new(defaults));
-    let (handler, _events) = node
-        .make_derived_parameter_handler(shared.clone())
-        .map_err(|e| anyhow::anyhow!("invalid parameter: {e}"))?;
-    Ok((Params { shared, unknown }, handler))
 }
 
 /// Audio subscriptions: sensor-data QoS (best effort, shallow) by default, as
@@ -94,22 +49,16 @@ pub fn state_qos() -> QosProfile {
 /// Set by SIGINT / SIGTERM.
 pub fn shutdown_flag() -> Result<Arc<AtomicBool>> {
     let flag = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook_consts::SIGINT, signal_hook_consts::SIGTERM] {
+    use tokio::signal::unix::{signal, SignalKind};
+    for kind in [SignalKind::interrupt(), SignalKind::terminate()] {
         let f = flag.clone();
-        let mut stream =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(sig))
-                .context("cannot install signal handler")?;
+        let mut stream = signal(kind).context("cannot install signal handler")?;
         tokio::spawn(async move {
             stream.recv().await;
             f.store(true, Ordering::SeqCst);
         });
     }
     Ok(flag)
-}
-
-mod signal_hook_consts {
-    pub const SIGINT: i32 = 2;
-    pub const SIGTERM: i32 = 15;
 }
 
 /// Spins the node on the current thread until the flag is set.
@@ -122,11 +71,9 @@ pub fn spin_until(node: &mut r2r::Node, stop: &AtomicBool) {
 /// The declared parameters as JSON (`<node> --describe-params`): name ->
 /// type, default and description. The launch/config test checks every
 /// parameter named in launch files and profiles against this.
-pub fn describe_params<P: RosParams + Default>() -> String {
+pub fn describe_params<P: NodeParams>() -> String {
     use r2r::ParameterValue as V;
-    let mut map = indexmap::IndexMap::new();
-    let mut p = P::default();
-    let _ = p.register_parameters("", None, &mut map);
+    let map = crate::params::table::<P>();
     let mut out = serde_json::Map::new();
     for (name, param) in map {
         let (ty, default) = match &param.value {
@@ -137,8 +84,13 @@ pub fn describe_params<P: RosParams + Default>() -> String {
             other => ("other", serde_json::json!(format!("{other:?}"))),
         };
         out.insert(
-            name,
-            serde_json::json!({"type": ty, "default": default, "description": param.description}),
+            name.clone(),
+            serde_json::json!({
+                "type": ty,
+                "default": default,
+                "description": param.description,
+                "read_only": P::READ_ONLY.contains(&name.as_str()),
+            }),
         );
     }
     serde_json::Value::Object(out).to_string()
@@ -146,7 +98,7 @@ pub fn describe_params<P: RosParams + Default>() -> String {
 
 /// Handles the node's own command-line flags before ROS starts; returns
 /// true when the process should exit (a flag was served).
-pub fn serve_cli<P: RosParams + Default>(node_name: &str) -> bool {
+pub fn serve_cli<P: NodeParams>(node_name: &str) -> bool {
     let args: Vec<String> = std::env::args()
         .skip(1)
         .take_while(|a| a != "--ros-args")
@@ -173,7 +125,7 @@ pub type BenchMode = (&'static str, fn(&[String]) -> Result<()>);
 /// and exit code 1; a clean shutdown exits 0.
 pub fn main<P, F, Fut>(node_name: &str, bench: BenchMode, run: F) -> std::process::ExitCode
 where
-    P: RosParams + Default,
+    P: NodeParams,
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Result<()>>,
 {
@@ -211,26 +163,20 @@ where
     }
 }
 
-/// Node start-up shared by the executables: creates the node, registers the
-/// parameter struct (serving `ros2 param` from then on), warns once per
-/// unknown parameter and returns the node, its logger and the parameter values.
-pub fn start<P>(node_name: &str) -> Result<(r2r::Node, crate::log::Log, P)>
-where
-    P: RosParams + Default + Clone + Send + 'static,
-{
+/// Node start-up shared by the executables: creates the node, reads and
+/// validates its parameters (an invalid value stops the node with one line
+/// naming the parameter), serves the parameter services from then on (sets
+/// validated as at start, read-only ones refused), warns once per unknown
+/// parameter, and returns the node, its logger and the live parameters.
+pub fn start<P: NodeParams>(node_name: &str) -> Result<(r2r::Node, crate::log::Log, Live<P>)> {
     let mut node = create(node_name)?;
     let log = crate::log::Log::new(node.logger());
-    let (params, param_server) = declare_params(&mut node, P::default())?;
-    tokio::spawn(param_server);
+    let (params, server) = crate::params::declare::<P>(&mut node, &log)?;
+    tokio::spawn(server);
     for name in &params.unknown {
         log.warn(format!(
             "unknown parameter {name:?} ignored (not declared by {node_name})"
         ));
     }
-    let values = params
-        .shared
-        .lock()
-        .map_err(|_| anyhow::anyhow!("parameter lock poisoned"))?
-        .clone();
-    Ok((node, log, values))
+    Ok((node, log, params))
 }
