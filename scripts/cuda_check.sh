@@ -33,6 +33,7 @@ if [ -d "$CARGO_TARGET_DIR/release" ] && [ "$(cat "$stamp" 2>/dev/null)" != "$id
   cargo clean --release -p r2r -p r2r_msg_gen
 fi
 mkdir -p "$CARGO_TARGET_DIR" && echo "$idl_hash" > "$stamp"
+r2r_fresh_bindings "$CARGO_TARGET_DIR"
 cargo build --release --locked -p stt_node -p llm_node \
   --features stt_node/cuda,llm_node/cuda
 end=$(date +%s)

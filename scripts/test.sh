@@ -8,6 +8,7 @@ source "$(dirname "$0")/common.sh"
 bash "$VA_ROOT/scripts/setup.sh"
 source "$VA_ENV"
 cd "$VA_ROOT"
+r2r_fresh_bindings "$CARGO_TARGET_DIR"
 step "unit tests (cargo test --release --workspace)"
 cargo test --release --workspace --locked
 step "integration tests (pytest test/)"

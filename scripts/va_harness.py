@@ -14,6 +14,8 @@ import time
 import wave
 from pathlib import Path
 
+import collections
+
 import numpy as np
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
@@ -226,3 +228,161 @@ def wer(ref: str, hyp: str) -> float:
             cur = min(d[j] + 1, d[j - 1] + 1, prev + (r[i - 1] != hw[j - 1]))
             prev, d[j] = d[j], cur
     return d[len(hw)] / max(1, len(r))
+
+
+# ---- human-like test speakers ------------------------------------------------
+# Real people pause 0.4-1.0 s inside sentences, speak at different rates,
+# and rooms add noise. These helpers build such speech from two synthetic
+# voices (espeak-ng's formant voice and a Piper neural voice), clause by
+# clause, with chosen pauses and noise.
+
+def _to_16k(path: Path) -> np.ndarray:
+    out = path.with_suffix(".16k.wav")
+    subprocess.run(["sox", str(path), "-r", "16000", "-c", "1", "-b", "16", str(out)], check=True)
+    x, _ = read_wav(out)
+    return x[:, 0]
+
+
+def trim(x: np.ndarray, rate: int = 16000, floor_db: float = -45.0) -> np.ndarray:
+    """Cuts leading and trailing silence (so inserted pauses are the pauses heard)."""
+    win = rate // 100
+    n = len(x) // win
+    if n == 0:
+        return x
+    level = 20 * np.log10(np.sqrt(np.mean(x[:n * win].reshape(n, win) ** 2, axis=1)) + 1e-9)
+    loud = np.nonzero(level > floor_db)[0]
+    if len(loud) == 0:
+        return x[:0]
+    return x[max(0, loud[0] - 1) * win:min(len(x), (loud[-1] + 2) * win)]
+
+
+def clause_audio(clauses: list[str], out_dir: Path, voice: str = "espeak", wpm: int = 150,
+                 length_scale: float = 1.0) -> list[np.ndarray]:
+    """Each clause spoken alone at 16 kHz, silence trimmed. voice: "espeak" or "piper"."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tag = f"{voice}-{wpm}-{length_scale}-{abs(hash(tuple(clauses))) % 10**8}"
+    if voice == "espeak":
+        return [trim(read_wav(speak(c, out_dir / f"{tag}-{i}.wav", wpm=wpm))[0][:, 0]) for i, c in enumerate(clauses)]
+    base = out_dir / f"{tag}.wav"
+    subprocess.run([str(BIN / "tts_node"), "--speak", str(PIPER_VOICE), str(ONNXRUNTIME), str(length_scale), "0",
+                    str(base), *clauses], check=True, capture_output=True)
+    paths = [base] if len(clauses) == 1 else [base.with_suffix(f".{i}.wav") for i in range(len(clauses))]
+    return [trim(_to_16k(p)) for p in paths]
+
+
+def with_pauses(parts: list[np.ndarray], pauses: list[float], rate: int = 16000) -> np.ndarray:
+    """Clauses joined by the given pauses [s] (len(pauses) == len(parts) - 1)."""
+    out = [parts[0]]
+    for gap, p in zip(pauses, parts[1:]):
+        out += [np.zeros(int(gap * rate), np.float32), p]
+    return np.concatenate(out).astype(np.float32)
+
+
+def add_noise(x: np.ndarray, snr_db: float, seed: int = 0) -> np.ndarray:
+    """White-ish room noise at `snr_db` below the speech level (speech windows only)."""
+    rng = np.random.default_rng(seed)
+    speech = x[np.abs(x) > 1e-3]
+    p_signal = float(np.mean(speech ** 2)) if len(speech) else 1e-6
+    noise = rng.standard_normal(len(x)).astype(np.float32)
+    # a little low-pass: rooms hum more than they hiss
+    noise = np.convolve(noise, np.ones(4) / 4, mode="same")
+    noise *= np.sqrt(p_signal / 10 ** (snr_db / 10) / np.mean(noise ** 2))
+    return (x + noise).astype(np.float32)
+
+
+# ---- the whole loop ----------------------------------------------------------
+RATE = 16000
+FRAME = RATE // 50  # 20 ms
+
+
+def start_loop(ros, stt=None, tts=None, llm=None, stt_remaps=None, profile="cpu_small", with_tts=True,
+               log_level=None):
+    """The three nodes with a config profile and the embedded models (plus
+    overrides), the test's collectors on their topics, and a microphone
+    publisher matched to stt_node. Returns (mic publisher, collectors)."""
+    from rclpy.qos import qos_profile_sensor_data
+    from std_msgs.msg import Bool, String
+    from voice_agent.msg import AudioFrame, EndOfTurn, PartialTranscript, ReplyChunk, TurnStats, Utterance
+    prof = ["--params-file", str(ROOT / "config" / f"{profile}.yaml")]
+    if log_level:
+        prof += ["--log-level", log_level]
+    ros.start("stt_node", params={"model_path": WHISPER_MODEL, "vad.model_path": VAD_MODEL, **(stt or {})},
+              extra_args=prof, remaps=stt_remaps)
+    ros.start("llm_node", params={"model_path": LLM_MODEL, **(llm or {})}, extra_args=prof)
+    if with_tts:
+        ros.start("tts_node", params={"voice_path": PIPER_VOICE, "onnxruntime_path": ONNXRUNTIME, **(tts or {})},
+                  extra_args=prof)
+    t = {
+        "partials": ros.collect(PartialTranscript, "/transcript/partial"),
+        "eot": ros.collect(EndOfTurn, "/end_of_turn"),
+        "heard": ros.collect(Utterance, "/transcript"),
+        "chunks": ros.collect(ReplyChunk, "/reply/chunk"),
+        "replies": ros.collect(String, "/reply/text"),
+        "stats": ros.collect(TurnStats, "/turn_stats"),
+        "speaking": ros.collect(Bool, "/speaking", latched()),
+        "interrupts": ros.collect(String, "/interrupt"),
+    }
+    mic = ros.node.create_publisher(AudioFrame, "/audio", qos_profile_sensor_data)
+    ros.wait_matched(mic, timeout=60)
+    for topic in ("/transcript", "/reply/chunk") + (("/turn_stats",) if with_tts else ()):
+        ros.wait_publisher(topic, timeout=60)
+    return mic, t
+
+
+class Microphone:
+    """Publishes 20 ms frames at real-time pace: queued user speech plus, when
+    `echo` is on, the robot's own audio_out as a microphone would hear it."""
+
+    def __init__(self, ros, pub, echo=False):
+        self.ros, self.pub = ros, pub
+        self.speech = collections.deque()
+        self.echo = collections.deque()
+        self.t0 = None
+        self.sent = 0
+        if echo:
+            from voice_agent.msg import AudioFrame
+            ros.node.create_subscription(AudioFrame, "/audio_out", self._on_out, reliable(500))
+
+    def _on_out(self, f):
+        x = np.frombuffer(bytes(f.data), "<i2").astype(np.float32) / 32768
+        n = int(len(x) * RATE / f.sample_rate)
+        self.echo.extend(np.interp(np.linspace(0, len(x) - 1, n), np.arange(len(x)), x) * 0.5)
+
+    def say(self, x):
+        self.speech.extend(np.concatenate([x, np.zeros(RATE // 2, np.float32)]))
+
+    def run_for(self, seconds):
+        end = time.monotonic() + seconds
+        self.run(lambda: time.monotonic() >= end, seconds + 5, "")
+
+    def run(self, until, timeout, what):
+        from voice_agent.msg import AudioFrame
+        end = time.monotonic() + timeout
+        if self.t0 is None:
+            self.t0 = time.monotonic()
+        while not until():
+            if time.monotonic() > end:
+                self.ros.wait_for(until, 0.01, what)  # fails with the node logs
+            frame = np.zeros(FRAME, np.float32)
+            for i in range(FRAME):
+                if self.speech:
+                    frame[i] += self.speech.popleft()
+                if self.echo:
+                    frame[i] += self.echo.popleft()
+            m = AudioFrame(sample_rate=RATE, channels=1, encoding="S16LE",
+                           data=(np.clip(frame, -1, 1) * 32767).astype("<i2").tobytes())
+            m.header.stamp = self.ros.node.get_clock().now().to_msg()
+            self.pub.publish(m)
+            self.sent += FRAME
+            due = self.t0 + self.sent / RATE
+            while time.monotonic() < due:
+                self.ros.executor.spin_once(timeout_sec=max(0.0, min(0.005, due - time.monotonic())))
+
+
+def utterance(tmp_path, text, name):
+    x, _ = read_wav(speak(text, tmp_path / f"{name}.wav", rate=RATE))
+    return x[:, 0]
+
+
+def quiet(t):
+    return lambda: len(t["speaking"]) > 0 and not t["speaking"][-1].data

@@ -16,7 +16,7 @@ from std_msgs.msg import Empty, String
 from voice_agent.msg import Intent, ReplyChunk, Utterance
 
 from conftest import LLM_MODEL, ROOT, reliable, wer
-from test_loop import Microphone, start_loop, utterance
+from conftest import Microphone, start_loop, utterance
 
 PLACES = ROOT / "config" / "places" / "example.yaml"
 STANDIN = ROOT / "scripts" / "nav2_standin.py"

@@ -1,98 +1,7 @@
 """The whole voice loop with the cpu_small profile and the embedded models:
 microphone audio in, transcript, streamed reply, speech out, turn stats;
-half-duplex echo gating and barge-in."""
-import collections
-import time
-
-import numpy as np
-from rclpy.qos import qos_profile_sensor_data
-from std_msgs.msg import Bool, String
-from voice_agent.msg import AudioFrame, ReplyChunk, TurnStats, Utterance
-
-from conftest import (LLM_MODEL, ONNXRUNTIME, PIPER_VOICE, ROOT, VAD_MODEL, WHISPER_MODEL, latched, read_wav,
-                      reliable, speak, wer)
-
-PROFILE = ["--params-file", str(ROOT / "config" / "cpu_small.yaml")]
-RATE = 16000
-FRAME = RATE // 50  # 20 ms
-
-
-def start_loop(ros, stt=None, tts=None, llm=None, stt_remaps=None):
-    ros.start("stt_node", params={"model_path": WHISPER_MODEL, "vad.model_path": VAD_MODEL, **(stt or {})},
-              extra_args=PROFILE, remaps=stt_remaps)
-    ros.start("llm_node", params={"model_path": LLM_MODEL, **(llm or {})}, extra_args=PROFILE)
-    ros.start("tts_node", params={"voice_path": PIPER_VOICE, "onnxruntime_path": ONNXRUNTIME, **(tts or {})},
-              extra_args=PROFILE)
-    t = {
-        "heard": ros.collect(Utterance, "/transcript"),
-        "chunks": ros.collect(ReplyChunk, "/reply/chunk"),
-        "replies": ros.collect(String, "/reply/text"),
-        "stats": ros.collect(TurnStats, "/turn_stats"),
-        "speaking": ros.collect(Bool, "/speaking", latched()),
-        "interrupts": ros.collect(String, "/interrupt"),
-    }
-    mic = ros.node.create_publisher(AudioFrame, "/audio", qos_profile_sensor_data)
-    ros.wait_matched(mic, timeout=60)
-    for topic in ("/transcript", "/reply/chunk", "/turn_stats"):
-        ros.wait_publisher(topic, timeout=60)
-    return mic, t
-
-
-class Microphone:
-    """Publishes 20 ms frames at real-time pace: queued user speech plus, when
-    `echo` is on, the robot's own audio_out as a microphone would hear it."""
-
-    def __init__(self, ros, pub, echo=False):
-        self.ros, self.pub = ros, pub
-        self.speech = collections.deque()
-        self.echo = collections.deque()
-        self.t0 = None
-        self.sent = 0
-        if echo:
-            ros.node.create_subscription(AudioFrame, "/audio_out", self._on_out, reliable(500))
-
-    def _on_out(self, f):
-        x = np.frombuffer(bytes(f.data), "<i2").astype(np.float32) / 32768
-        n = int(len(x) * RATE / f.sample_rate)
-        self.echo.extend(np.interp(np.linspace(0, len(x) - 1, n), np.arange(len(x)), x) * 0.5)
-
-    def say(self, x):
-        self.speech.extend(np.concatenate([x, np.zeros(RATE // 2, np.float32)]))
-
-    def run_for(self, seconds):
-        end = time.monotonic() + seconds
-        self.run(lambda: time.monotonic() >= end, seconds + 5, "")
-
-    def run(self, until, timeout, what):
-        end = time.monotonic() + timeout
-        if self.t0 is None:
-            self.t0 = time.monotonic()
-        while not until():
-            if time.monotonic() > end:
-                self.ros.wait_for(until, 0.01, what)  # fails with the node logs
-            frame = np.zeros(FRAME, np.float32)
-            for i in range(FRAME):
-                if self.speech:
-                    frame[i] += self.speech.popleft()
-                if self.echo:
-                    frame[i] += self.echo.popleft()
-            m = AudioFrame(sample_rate=RATE, channels=1, encoding="S16LE",
-                           data=(np.clip(frame, -1, 1) * 32767).astype("<i2").tobytes())
-            m.header.stamp = self.ros.node.get_clock().now().to_msg()
-            self.pub.publish(m)
-            self.sent += FRAME
-            due = self.t0 + self.sent / RATE
-            while time.monotonic() < due:
-                self.ros.executor.spin_once(timeout_sec=max(0.0, min(0.005, due - time.monotonic())))
-
-
-def utterance(tmp_path, text, name):
-    x, _ = read_wav(speak(text, tmp_path / f"{name}.wav", rate=RATE))
-    return x[:, 0]
-
-
-def quiet(t):
-    return lambda: len(t["speaking"]) > 0 and not t["speaking"][-1].data
+the robot's own voice heard back (echo) and barge-in."""
+from conftest import Microphone, quiet, start_loop, utterance, wer
 
 
 def test_spoken_request_is_answered_with_turn_stats(ros, tmp_path):
@@ -116,8 +25,11 @@ def test_spoken_request_is_answered_with_turn_stats(ros, tmp_path):
 
 def run_echo(ros, tmp_path, gate):
     """A request whose spoken reply reaches the microphone (playback off: the
-    test mixes audio_out into the microphone signal)."""
-    remaps = None if gate else {"speaking": "/gate_unplugged"}
+    test mixes audio_out into the microphone signal). stt_node hears speech
+    while the robot speaks and tells its echo by the robot's own words; the
+    control unplugs what it knows of the robot (`speaking` and its words)."""
+    remaps = None if gate else {"speaking": "/unplugged/speaking", "reply/chunk": "/unplugged/chunk",
+                                "say": "/unplugged/say"}
     mic_pub, t = start_loop(ros, stt_remaps=remaps)
     mic = Microphone(ros, mic_pub, echo=True)
     mic.say(utterance(tmp_path, "Please tell me a short story about a robot.", "q"))
@@ -126,10 +38,21 @@ def run_echo(ros, tmp_path, gate):
 
 
 def test_echo_of_the_robot_is_not_a_turn(ros, tmp_path):
+    from diagnostic_msgs.msg import DiagnosticArray
+    diags = ros.collect(DiagnosticArray, "/diagnostics")
     mic, t = run_echo(ros, tmp_path, gate=True)
     mic.run(lambda: len(t["stats"]) >= 1 and quiet(t)(), 60, "the reply spoken")
     mic.run_for(4.0)  # the microphone keeps listening after the robot stopped
     assert len(t["heard"]) == 1, [u.text for u in t["heard"]]
+
+    def stt_value(key):
+        for d in reversed(diags):
+            for st in d.status:
+                if st.name.endswith("stt_node"):
+                    return int({v.key: v.value for v in st.values}.get(key, 0))
+        return 0
+    # heard and recognized as the robot's own words, not ignored
+    mic.run(lambda: stt_value("echo_rejected") >= 1, 5, "the echo counted as rejected")
 
 
 def test_echo_control_without_the_gate_is_heard(ros, tmp_path):

@@ -16,7 +16,10 @@ WER_MAX = 0.25  # normalized word error rate allowed per sentence (tiny.en on es
 
 
 def stt(ros, vad=True, **params):
-    p = {"model_path": WHISPER_MODEL, "n_threads": 2, "reliable_audio": True, "publish_normalized": True}
+    # stt_node alone: no llm_node judges the pauses, so silence alone ends a
+    # turn (vad.max_silence_ms; the conversation tests run the judge)
+    p = {"model_path": WHISPER_MODEL, "n_threads": 2, "reliable_audio": True, "publish_normalized": True,
+         "vad.max_silence_ms": 700}
     if vad:
         p["vad.model_path"] = VAD_MODEL
     p.update(params)
@@ -96,8 +99,25 @@ def test_energy_fallback_transcribes(ros, tmp_path):
     assert wer(SENTENCES[2], utts[0].text) <= WER_MAX
 
 
-def test_speaking_true_ignores_input(ros, tmp_path):
+def test_speech_while_speaking_is_heard_by_default(ros, tmp_path):
+    """No half-duplex drop by default: the user's words over the robot are a
+    turn, marked as heard while the robot spoke (its own words would be
+    recognized as echo: test_loop)."""
     node, pub, utts, _ = setup(ros)
+    speaking = ros.node.create_publisher(Bool, "/speaking", latched())
+    ros.wait_matched(speaking)
+    speaking.publish(Bool(data=True))
+    ros.spin_for(0.5)
+    x, _ = read_wav(speak(SENTENCES[0], tmp_path / "s.wav"))
+    publish_audio(ros, pub, np.concatenate([silence(0.5), x[:, 0], silence(1.5)]), 16000)
+    ros.wait_for(lambda: len(utts) >= 1, 30, "transcript of speech over the robot")
+    assert utts[0].while_robot_spoke and wer(SENTENCES[0], utts[0].text) <= WER_MAX
+
+
+def test_half_duplex_ignores_input_and_counts_it(ros, tmp_path):
+    from diagnostic_msgs.msg import DiagnosticArray
+    node, pub, utts, _ = setup(ros, **{"turn.hear_while_speaking": False})
+    diags = ros.collect(DiagnosticArray, "/diagnostics")
     speaking = ros.node.create_publisher(Bool, "/speaking", latched())
     ros.wait_matched(speaking)
     speaking.publish(Bool(data=True))
@@ -106,6 +126,15 @@ def test_speaking_true_ignores_input(ros, tmp_path):
     publish_audio(ros, pub, np.concatenate([silence(0.5), x[:, 0], silence(1.5)]), 16000)
     ros.spin_for(3.0)
     assert utts == []
+
+    def ignored_s():
+        for d in reversed(diags):
+            for st in d.status:
+                if st.name.endswith("stt_node"):
+                    return float({v.key: v.value for v in st.values}.get("ignored_while_speaking_s", 0))
+        return 0.0
+    # not silently: every ignored second is counted
+    ros.wait_for(lambda: ignored_s() > 2.0, 5, "ignored audio counted in diagnostics")
     # once the robot is quiet again, the same speech is a turn
     speaking.publish(Bool(data=False))
     ros.spin_for(0.6)

@@ -20,7 +20,7 @@ use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::LlamaBackendDeviceType;
-use r2r::voice_agent::msg::ReplyChunk;
+use r2r::voice_agent::msg::{EndOfTurn, ReplyChunk};
 use voice_core::chat::{History, Message};
 use voice_core::chunker::{Chunker, ChunkerConfig};
 use voice_core::compute;
@@ -100,8 +100,19 @@ pub struct TurnRequest {
     pub received: Instant,
 }
 
+/// A tentative end of the user's turn to judge (from `transcript/partial`).
+#[derive(Debug, Clone)]
+pub struct JudgeRequest {
+    pub turn_id: String,
+    pub revision: u32,
+    pub conversation_id: String,
+    pub text: String,
+}
+
 pub enum Command {
     Turn(TurnRequest),
+    /// Score a tentative end of turn, pre-filling the reply's prompt.
+    Judge(JudgeRequest),
     /// Stop generation: `None` = every conversation, else that one.
     Interrupt(Option<String>),
     /// Forget every conversation's history; the reply says what was cleared.
@@ -116,6 +127,18 @@ pub struct Stats {
     pub active: AtomicU64,
     pub dropped: AtomicU64,
     pub interrupted: AtomicU64,
+    /// Utterances joined to the turn they followed (busy_policy merge).
+    pub merged: AtomicU64,
+    /// Replies dropped before their first chunk because the user went on.
+    pub superseded: AtomicU64,
+    /// End-of-turn judgements made / refused (conversation busy, no free sequence).
+    pub judged: AtomicU64,
+    pub not_judged: AtomicU64,
+    /// Prompt tokens pre-filled while judging; of those, reused by the turn
+    /// that followed, and wasted (the turn's prompt differed).
+    pub prefilled_tokens: AtomicU64,
+    pub prefill_reused_tokens: AtomicU64,
+    pub prefill_wasted_tokens: AtomicU64,
     pub last_tokens_per_s: Mutex<f64>,
     pub last_prompt_tokens: AtomicU64,
     pub info: Mutex<String>,
@@ -128,6 +151,8 @@ struct Active {
     user_text: String,
     pending: Vec<LlamaToken>,
     prompt_evaluated: usize,
+    /// Prompt tokens found in the KV cache from an end-of-turn judgement.
+    prefilled: u32,
     sampler: TurnSampler,
     utf8: Utf8Stream,
     /// With intents: the spoken part of the constrained output.
@@ -166,6 +191,9 @@ struct Slot {
     cached: Vec<LlamaToken>,
     last_used: Instant,
     active: Option<Active>,
+    /// Prompt tokens pre-filled by an end-of-turn judgement (the cached
+    /// prompt up to them), until a turn uses or discards them.
+    prefilled: Option<usize>,
 }
 
 struct Conversation {
@@ -274,6 +302,7 @@ impl<'m> Engine<'m> {
                 cached: Vec::new(),
                 last_used: Instant::now(),
                 active: None,
+                prefilled: None,
             })
             .collect();
         let base_prompt = base_prompt(&cfg);
@@ -380,7 +409,38 @@ impl<'m> Engine<'m> {
                 engine.cfg.flash_attn,
             );
         }
+        let mut engine = engine;
+        engine.warm_up();
         Ok(engine)
+    }
+
+    /// Evaluates the system prompt of the default conversation ("") once at
+    /// start: the first decode allocates and pages in the model (seconds on
+    /// a cold small machine), and the default conversation's first turn then
+    /// finds its system prompt in the KV cache.
+    fn warm_up(&mut self) {
+        let messages = [
+            Message::new(voice_core::chat::Role::System, self.system_prompt()),
+            Message::new(voice_core::chat::Role::User, ""),
+        ];
+        let Some(prompt) = self.render(&messages) else {
+            return;
+        };
+        let tokens = self.tokenize(&prompt);
+        let n = tokens.len().min(self.ctx.n_batch() as usize);
+        let mut batch = LlamaBatch::new(n.max(1), 1);
+        for (i, &t) in tokens[..n].iter().enumerate() {
+            if batch.add(t, i as i32, &[0], i + 1 == n).is_err() {
+                return;
+            }
+        }
+        if n == 0 || self.ctx.decode(&mut batch).is_err() {
+            let _ = self.ctx.clear_kv_cache_seq(Some(0), None, None);
+            return;
+        }
+        let s = &mut self.slots[0];
+        s.conversation = Some(String::new());
+        s.cached = tokens[..n].to_vec();
     }
 
     /// The configured system prompt, the intent instructions and the robot's
@@ -486,6 +546,7 @@ impl<'m> Engine<'m> {
     fn handle(&mut self, c: Command) {
         match c {
             Command::Turn(req) => self.admit(req),
+            Command::Judge(req) => self.judge(req),
             Command::Interrupt(which) => {
                 let idx: Vec<usize> = (0..self.slots.len())
                     .filter(|&i| {
@@ -548,6 +609,7 @@ impl<'m> Engine<'m> {
             .any(|r| r.conversation_id == req.conversation_id);
         if busy_slot.is_some() || queued_already {
             match self.cfg.busy_policy {
+                BusyPolicy::Merge => return self.merge(busy_slot, req),
                 BusyPolicy::Drop => {
                     self.stats.dropped.fetch_add(1, Ordering::Relaxed);
                     self.log.warn(format!(
@@ -588,6 +650,60 @@ impl<'m> Engine<'m> {
             return;
         }
         self.waiting.push_back(req);
+    }
+
+    /// busy_policy merge: the new utterance joins the turn it follows. A
+    /// turn not yet started takes it in; a reply of which nothing was
+    /// published yet is dropped (closed with an empty final chunk) and the
+    /// joined text answered at once; a reply already under way finishes and
+    /// the text waits, joined with any other text waiting.
+    fn merge(&mut self, busy_slot: Option<usize>, req: TurnRequest) {
+        self.stats.merged.fetch_add(1, Ordering::Relaxed);
+        if let Some(w) = self
+            .waiting
+            .iter_mut()
+            .find(|r| r.conversation_id == req.conversation_id)
+        {
+            self.log.info(format!(
+                "turn {} joined to waiting turn {}",
+                req.turn_id, w.turn_id
+            ));
+            join(w, req);
+            return;
+        }
+        let begun = busy_slot.is_some_and(|i| {
+            self.slots[i]
+                .active
+                .as_ref()
+                .is_some_and(|a| a.chunk_index > 0)
+        });
+        if let (Some(i), false) = (busy_slot, begun) {
+            if let Some(a) = self.slots[i].active.take() {
+                self.stats.superseded.fetch_add(1, Ordering::Relaxed);
+                self.slots[i].last_used = Instant::now();
+                self.log.info(format!(
+                    "turn {} superseded by {} before any of its reply was published ({} tokens dropped)",
+                    a.req.turn_id, req.turn_id, a.generated
+                ));
+                self.sink.chunk(ReplyChunk {
+                    turn_id: a.req.turn_id.clone(),
+                    conversation_id: a.req.conversation_id.clone(),
+                    is_final: true,
+                    speech_end: a.req.speech_end.clone(),
+                    stt_ms: a.req.stt_ms,
+                    ..Default::default()
+                });
+                let mut joined = a.req;
+                join(&mut joined, req);
+                self.waiting.push_front(joined);
+                return;
+            }
+        }
+        let conv = self.conversation(&req.conversation_id);
+        match conv.queued.back_mut() {
+            Some(q) => join(q, req),
+            None => conv.queued.push_back(req),
+        }
     }
 
     fn conversation(&mut self, id: &str) -> &mut Conversation {
@@ -634,26 +750,9 @@ impl<'m> Engine<'m> {
                 i += 1;
                 continue;
             }
-            let free = self
-                .slots
-                .iter()
-                .position(|s| {
-                    s.active.is_none() && s.conversation.as_deref() == Some(conv.as_str())
-                })
-                .or_else(|| {
-                    self.slots
-                        .iter()
-                        .position(|s| s.active.is_none() && s.conversation.is_none())
-                })
-                .or_else(|| {
-                    self.slots
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, s)| s.active.is_none())
-                        .min_by_key(|(_, s)| s.last_used)
-                        .map(|(k, _)| k)
-                });
-            let Some(slot) = free else { break };
+            let Some(slot) = self.free_slot(&conv) else {
+                break;
+            };
             let Some(req) = self.waiting.remove(i) else {
                 break;
             };
@@ -661,22 +760,47 @@ impl<'m> Engine<'m> {
         }
     }
 
-    fn start(&mut self, slot: usize, req: TurnRequest) {
-        let user = voice_core::chat::sanitize(&req.text);
+    /// The sequence for a turn of `conv`: its own idle one (its KV cache
+    /// holds the conversation), else an unused one, else the least recently
+    /// used idle one. `None` when every sequence is generating.
+    fn free_slot(&self, conv: &str) -> Option<usize> {
+        self.slots
+            .iter()
+            .position(|s| s.active.is_none() && s.conversation.as_deref() == Some(conv))
+            .or_else(|| {
+                self.slots
+                    .iter()
+                    .position(|s| s.active.is_none() && s.conversation.is_none())
+            })
+            .or_else(|| {
+                self.slots
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| s.active.is_none())
+                    .min_by_key(|(_, s)| s.last_used)
+                    .map(|(k, _)| k)
+            })
+    }
+
+    /// The prompt of a turn: system prompt, history fitted to the context,
+    /// the user's text (truncated when it cannot fit), the chat template and,
+    /// with intents, the action prefill. Tokens and the user text kept.
+    fn prompt_for(
+        &mut self,
+        turn_id: &str,
+        conversation_id: &str,
+        text: &str,
+    ) -> Result<(Vec<LlamaToken>, String), String> {
+        let user = voice_core::chat::sanitize(text);
         let room = self.budget.saturating_sub(self.cfg.max_tokens as usize);
-        let history = self.conversation(&req.conversation_id).history.clone();
+        let history = self.conversation(conversation_id).history.clone();
         let system = self.system_prompt();
         let Some(fitted) = history.fit(&system, &user, room, |m| self.count(m)) else {
-            self.log.error(format!(
-                "turn {}: prompt cannot fit the context",
-                req.turn_id
-            ));
-            return;
+            return Err("prompt cannot fit the context".into());
         };
         if let Some(kept) = fitted.truncated_user {
             self.log.warn(format!(
-                "turn {}: input of {} chars truncated to {kept} chars to fit the context",
-                req.turn_id,
+                "turn {turn_id}: input of {} chars truncated to {kept} chars to fit the context",
                 user.chars().count()
             ));
         }
@@ -686,60 +810,119 @@ impl<'m> Engine<'m> {
             .map(|m| m.content.clone())
             .unwrap_or_default();
         let Some(prompt) = self.render(&fitted.messages) else {
-            self.log
-                .error(format!("turn {}: chat template failed", req.turn_id));
-            return;
+            return Err("chat template failed".into());
         };
-        let prefill = if self.cfg.intents.is_some() {
+        Ok((self.tokenize(&(prompt + self.prefill())), user_text))
+    }
+
+    /// With intents, the start of the action written into the prompt.
+    fn prefill(&self) -> &'static str {
+        if self.cfg.intents.is_some() {
             intent::PREFILL
         } else {
             ""
-        };
-        let tokens = self.tokenize(&(prompt + prefill));
+        }
+    }
+
+    /// Binds `slot` to the conversation and keeps the KV cache's common
+    /// prefix with `tokens` (at most `limit` tokens); returns how many.
+    fn reuse_prefix(
+        &mut self,
+        slot: usize,
+        conversation_id: &str,
+        tokens: &[LlamaToken],
+        limit: usize,
+    ) -> usize {
+        let s = &mut self.slots[slot];
+        if s.conversation.as_deref() != Some(conversation_id) {
+            s.cached.clear();
+            s.conversation = Some(conversation_id.to_string());
+            s.prefilled = None;
+        }
+        let keep = s
+            .cached
+            .iter()
+            .zip(tokens)
+            .take_while(|(a, b)| a == b)
+            .count()
+            .min(limit);
+        let _ = self
+            .ctx
+            .clear_kv_cache_seq(Some(s.seq as u32), Some(keep as u32), None);
+        s.cached.truncate(keep);
+        keep
+    }
+
+    /// A turn that cannot start: its final (empty) chunk closes it for
+    /// the nodes downstream, and the conversation's next turn moves up.
+    fn fail(&mut self, req: TurnRequest, why: &str) {
+        self.log
+            .error(format!("turn {}: {why}; not answered", req.turn_id));
+        let now = Instant::now();
+        self.sink.chunk(ReplyChunk {
+            turn_id: req.turn_id.clone(),
+            conversation_id: req.conversation_id.clone(),
+            is_final: true,
+            speech_end: req.speech_end.clone(),
+            stt_ms: req.stt_ms,
+            first_chunk_ms: ms(now - req.received),
+            ..Default::default()
+        });
+        if let Some(next) = self.conversation(&req.conversation_id).queued.pop_front() {
+            self.waiting.push_back(next);
+        }
+    }
+
+    fn start(&mut self, slot: usize, req: TurnRequest) {
+        let (tokens, user_text) =
+            match self.prompt_for(&req.turn_id, &req.conversation_id, &req.text) {
+                Ok(p) => p,
+                Err(why) => return self.fail(req, &why),
+            };
         let Some(sampler) = self.sampler() else {
-            self.log.error(format!(
-                "turn {}: the intent grammar could not be set up",
-                req.turn_id
-            ));
-            return;
+            return self.fail(req, "the intent grammar could not be set up");
         };
+        let prefill = self.prefill();
         let say = self.cfg.intents.as_ref().map(|_| {
             let mut say = SayStream::new();
             say.push(prefill);
             say
         });
-        let s = &mut self.slots[slot];
-        if s.conversation.as_deref() != Some(req.conversation_id.as_str()) {
-            s.cached.clear();
-            s.conversation = Some(req.conversation_id.clone());
-        }
-        let mut keep = s
-            .cached
-            .iter()
-            .zip(&tokens)
-            .take_while(|(a, b)| a == b)
-            .count();
         // at least one token must be decoded to get logits
-        keep = keep.min(tokens.len().saturating_sub(1));
-        let _ = self
-            .ctx
-            .clear_kv_cache_seq(Some(s.seq as u32), Some(keep as u32), None);
-        s.cached.truncate(keep);
+        let keep = self.reuse_prefix(
+            slot,
+            &req.conversation_id,
+            &tokens,
+            tokens.len().saturating_sub(1),
+        );
+        let s = &mut self.slots[slot];
+        let mut reused_prefill = 0;
+        if let Some(n) = s.prefilled.take() {
+            reused_prefill = keep.min(n);
+            self.stats
+                .prefill_reused_tokens
+                .fetch_add(reused_prefill as u64, Ordering::Relaxed);
+            self.stats
+                .prefill_wasted_tokens
+                .fetch_add(n.saturating_sub(keep) as u64, Ordering::Relaxed);
+        }
         let pending = tokens[keep..].to_vec();
         self.stats
             .last_prompt_tokens
             .store(pending.len() as u64, Ordering::Relaxed);
         self.log.debug(format!(
-            "turn {} on seq {}: prompt {} tokens, {} reused from the KV cache, {} to evaluate",
+            "turn {} on seq {}: prompt {} tokens, {} reused from the KV cache ({} pre-filled at the pause), {} to evaluate",
             req.turn_id,
             s.seq,
             tokens.len(),
             keep,
+            reused_prefill,
             pending.len()
         ));
         s.active = Some(Active {
             user_text,
             prompt_evaluated: pending.len(),
+            prefilled: reused_prefill as u32,
             pending,
             sampler,
             utf8: Utf8Stream::new(),
@@ -755,6 +938,118 @@ impl<'m> Engine<'m> {
             logits_at: None,
             req,
         });
+    }
+
+    /// Scores a tentative end of turn: the model's probability that the
+    /// user's message ends here, read at the template's end-of-turn token,
+    /// while the reply's prompt is evaluated into the conversation's KV
+    /// sequence (the turn that follows starts from it). Not judged (-1) when
+    /// the conversation is being answered or no sequence is free.
+    fn judge(&mut self, req: JudgeRequest) {
+        let t0 = Instant::now();
+        let busy = self.slots.iter().any(|s| {
+            s.active
+                .as_ref()
+                .is_some_and(|a| a.req.conversation_id == req.conversation_id)
+        }) || self
+            .waiting
+            .iter()
+            .any(|r| r.conversation_id == req.conversation_id);
+        let slot = if busy {
+            None
+        } else {
+            self.free_slot(&req.conversation_id)
+        };
+        let scored = match slot {
+            Some(slot) => self.prefill_and_score(slot, &req),
+            None => Err("conversation busy or no free sequence".to_string()),
+        };
+        let (p, prefilled) = match scored {
+            Ok(v) => {
+                self.stats.judged.fetch_add(1, Ordering::Relaxed);
+                v
+            }
+            Err(why) => {
+                self.stats.not_judged.fetch_add(1, Ordering::Relaxed);
+                self.log
+                    .debug(format!("turn {} not judged: {why}", req.turn_id));
+                (-1.0, 0)
+            }
+        };
+        let compute_ms = ms(t0.elapsed());
+        self.log.info(format!(
+            "turn {} (revision {}): end-of-turn probability {p:.4} for {:?} ({compute_ms:.0} ms, {prefilled} prompt tokens pre-filled)",
+            req.turn_id, req.revision, req.text
+        ));
+        self.sink.end_of_turn(EndOfTurn {
+            turn_id: req.turn_id,
+            revision: req.revision,
+            probability: p,
+            compute_ms,
+            prefilled_tokens: prefilled as u32,
+            ..Default::default()
+        });
+    }
+
+    fn prefill_and_score(
+        &mut self,
+        slot: usize,
+        req: &JudgeRequest,
+    ) -> Result<(f32, usize), String> {
+        let (tokens, _) = self.prompt_for(&req.turn_id, &req.conversation_id, &req.text)?;
+        let end = crate::eot::user_end(self.model, &tokens)
+            .ok_or("no end-of-turn token in the prompt")?;
+        // the logits at the last token of the user's text are needed, and
+        // the last prompt token stays for the turn to decode
+        let keep = self.reuse_prefix(slot, &req.conversation_id, &tokens, end - 1);
+        let upto = tokens.len() - 1;
+        let seq = self.slots[slot].seq;
+        let n_batch = self.ctx.n_batch() as usize;
+        let mut p = None;
+        let mut pos = keep;
+        while pos < upto {
+            let take = (upto - pos).min(n_batch);
+            let mut batch = LlamaBatch::new(n_batch, 1);
+            let mut at = None;
+            for (k, &tok) in tokens[pos..pos + take].iter().enumerate() {
+                let want = pos + k == end - 1;
+                batch
+                    .add(tok, (pos + k) as i32, &[seq], want)
+                    .map_err(|e| e.to_string())?;
+                if want {
+                    at = Some(batch.n_tokens() - 1);
+                }
+            }
+            if let Err(e) = self.ctx.decode(&mut batch) {
+                let _ = self
+                    .ctx
+                    .clear_kv_cache_seq(Some(seq as u32), Some(pos as u32), None);
+                self.slots[slot].cached.truncate(pos);
+                return Err(format!("decode failed: {e}"));
+            }
+            if let Some(i) = at {
+                let logits = self.ctx.get_logits_ith(i);
+                p = Some(voice_core::turn::token_probability(
+                    logits,
+                    tokens[end].0 as usize,
+                ));
+            }
+            self.slots[slot]
+                .cached
+                .extend_from_slice(&tokens[pos..pos + take]);
+            pos += take;
+        }
+        let evaluated = upto - keep;
+        let s = &mut self.slots[slot];
+        s.last_used = Instant::now();
+        s.prefilled = Some(upto);
+        self.stats
+            .prefilled_tokens
+            .fetch_add(evaluated as u64, Ordering::Relaxed);
+        Ok((
+            p.ok_or("the user's text ends before the cached prefix")?,
+            evaluated,
+        ))
     }
 
     /// The turn's sampler: the configured chain, with intents constrained by
@@ -915,6 +1210,7 @@ impl<'m> Engine<'m> {
             first_token_ms: a.first_token.map_or(0.0, |t| ms(t - a.req.received)),
             first_chunk_ms: ms(first_chunk - a.req.received),
             prompt_tokens: a.prompt_evaluated as u32,
+            prefilled_tokens: a.prefilled,
             generated_tokens: a.generated,
             tokens_per_s: tps as f32,
             ..Default::default()
@@ -1056,6 +1352,16 @@ impl Engine<'_> {
         };
         (extra, goal)
     }
+}
+
+/// `new` joins `into`: the texts in order, the newest turn id and timing
+/// (the end of speech the reply answers is the newest).
+fn join(into: &mut TurnRequest, new: TurnRequest) {
+    into.text = format!("{} {}", into.text.trim_end(), new.text.trim_start());
+    into.turn_id = new.turn_id;
+    into.speech_end = new.speech_end;
+    into.stt_ms = new.stt_ms;
+    into.received = new.received;
 }
 
 /// The configured system prompt plus, with intents, their instructions (the

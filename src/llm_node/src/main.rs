@@ -11,6 +11,7 @@ mod actions;
 mod bench;
 mod context;
 mod engine;
+mod eot;
 mod params;
 mod publish;
 mod sampling;
@@ -25,12 +26,12 @@ use anyhow::{Context as _, Result};
 use futures::StreamExt;
 use r2r::std_msgs::msg::String as StringMsg;
 use r2r::std_srvs::srv::Trigger;
-use r2r::voice_agent::msg::{ReplyChunk, Utterance};
+use r2r::voice_agent::msg::{EndOfTurn, PartialTranscript, ReplyChunk, Utterance};
 use voice_core::queue::{offer, Offered};
 use voice_ros::diag::Report;
 use voice_ros::{log::Log, node};
 
-use crate::engine::{Command, Engine, Stats, TurnRequest};
+use crate::engine::{Command, Engine, JudgeRequest, Stats, TurnRequest};
 use crate::params::LlmParams;
 
 const NODE_NAME: &str = "llm_node";
@@ -40,7 +41,11 @@ const COMMAND_QUEUE: usize = 64;
 const INTERRUPT_ALL: &[&str] = &["", "*", "barge_in"];
 
 fn main() -> ExitCode {
-    node::main::<LlmParams, _, _>(NODE_NAME, ("--bench-bare", bench::run), run)
+    node::main::<LlmParams, _, _>(
+        NODE_NAME,
+        &[("--bench-bare", bench::run), ("--bench-eot", eot::bench)],
+        run,
+    )
 }
 
 /// Sends a command without ever blocking the executor; a full queue drops
@@ -63,10 +68,13 @@ async fn run() -> Result<()> {
     let sink = publish::Sink {
         chunk: node.create_publisher::<ReplyChunk>("reply/chunk", node::event_qos())?,
         text: node.create_publisher::<StringMsg>("reply/text", node::event_qos())?,
+        end_of_turn: node.create_publisher::<EndOfTurn>("end_of_turn", node::event_qos())?,
         actions,
         log: log.clone(),
     };
     let mut utterances = node.subscribe::<Utterance>("transcript", node::event_qos())?;
+    let mut partials =
+        node.subscribe::<PartialTranscript>("transcript/partial", node::event_qos())?;
     let mut prompts = node.subscribe::<StringMsg>("prompt", node::event_qos())?;
     let mut interrupts = node.subscribe::<StringMsg>("interrupt", node::event_qos())?;
     let mut reset =
@@ -150,6 +158,23 @@ async fn run() -> Result<()> {
         });
     }
     {
+        // a pause in the user's speech: judge whether the turn ends there
+        let (tx, log, stats) = (tx.clone(), log.clone(), stats.clone());
+        tokio::spawn(async move {
+            while let Some(p) = partials.next().await {
+                if p.tentative_end && !p.is_final {
+                    let req = JudgeRequest {
+                        turn_id: p.turn_id,
+                        revision: p.revision,
+                        conversation_id: p.conversation_id,
+                        text: p.text,
+                    };
+                    send(&tx, Command::Judge(req), &log, &stats);
+                }
+            }
+        });
+    }
+    {
         let (tx, log, stats, counter) =
             (tx.clone(), log.clone(), stats.clone(), turn_counter.clone());
         tokio::spawn(async move {
@@ -216,6 +241,25 @@ async fn run() -> Result<()> {
                         stats.last_prompt_tokens.load(Ordering::Relaxed),
                     )
                     .kv("dropped", stats.dropped.load(Ordering::Relaxed))
+                    .kv("merged", stats.merged.load(Ordering::Relaxed))
+                    .kv("superseded", stats.superseded.load(Ordering::Relaxed))
+                    .kv("end_of_turn_judged", stats.judged.load(Ordering::Relaxed))
+                    .kv(
+                        "end_of_turn_not_judged",
+                        stats.not_judged.load(Ordering::Relaxed),
+                    )
+                    .kv(
+                        "prefilled_tokens",
+                        stats.prefilled_tokens.load(Ordering::Relaxed),
+                    )
+                    .kv(
+                        "prefill_reused_tokens",
+                        stats.prefill_reused_tokens.load(Ordering::Relaxed),
+                    )
+                    .kv(
+                        "prefill_wasted_tokens",
+                        stats.prefill_wasted_tokens.load(Ordering::Relaxed),
+                    )
                     .kv("interrupted", stats.interrupted.load(Ordering::Relaxed))
                     .kv(
                         "robot_state",

@@ -49,7 +49,7 @@ pub struct LlmParams {
     pub system_prompt: String,
     /// Past exchanges kept per conversation (trimmed further to fit the context).
     pub history_turns: i32,
-    /// A new utterance in a conversation still being answered: "queue", "interrupt" or "drop".
+    /// A new utterance in a conversation still being answered: "merge" (joined to the turn it follows), "queue", "interrupt" or "drop".
     pub busy_policy: String,
     /// YAML file of named places (name, aliases, frame_id, x, y, yaw); set to turn on
     /// the intent layer (navigate_to / stop / answer by constrained decoding). "" = off.
@@ -96,7 +96,7 @@ impl Default for LlmParams {
                 "You are a helpful robot assistant. Answer in one or two short spoken sentences."
                     .into(),
             history_turns: 8,
-            busy_policy: "queue".into(),
+            busy_policy: "merge".into(),
             places_file: String::new(),
             goal_topic: "goal_pose".into(),
             stop_topic: "stop".into(),
@@ -113,6 +113,11 @@ impl Default for LlmParams {
 /// What to do with a new utterance while its conversation is being answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BusyPolicy {
+    /// Join it to the turn it follows: a reply not yet begun is dropped and
+    /// the joined text answered at once; else the text waits (joined with
+    /// any other waiting text) and is answered next. Bounded lag however
+    /// long people talk.
+    Merge,
     /// Answer it after the current reply (bounded queue per conversation).
     Queue,
     /// Stop the current reply and answer the new utterance.
@@ -277,13 +282,16 @@ impl NodeParams for LlmParams {
         in_range(self.seed, 0..=u32::MAX as i64, "seed")?;
         in_range(self.history_turns, 0..=1000, "history_turns")?;
         let busy_policy = match self.busy_policy.as_str() {
+            "merge" => BusyPolicy::Merge,
             "queue" => BusyPolicy::Queue,
             "interrupt" => BusyPolicy::Interrupt,
             "drop" => BusyPolicy::Drop,
             other => {
                 return Err(ParamError {
                     name: "busy_policy",
-                    msg: format!("must be \"queue\", \"interrupt\" or \"drop\", got {other:?}"),
+                    msg: format!(
+                        "must be \"merge\", \"queue\", \"interrupt\" or \"drop\", got {other:?}"
+                    ),
                 })
             }
         };

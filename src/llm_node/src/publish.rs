@@ -2,12 +2,13 @@
 //! intents the action topics.
 
 use r2r::std_msgs::msg::String as StringMsg;
-use r2r::voice_agent::msg::ReplyChunk;
+use r2r::voice_agent::msg::{EndOfTurn, ReplyChunk};
 
 /// The engine thread's publishers (r2r publishers are Send: the thread owns them).
 pub struct Sink {
     pub chunk: r2r::Publisher<ReplyChunk>,
     pub text: r2r::Publisher<StringMsg>,
+    pub end_of_turn: r2r::Publisher<EndOfTurn>,
     /// With intents: where goals, stops and intents go.
     pub actions: Option<crate::actions::ActionSink>,
     pub log: voice_ros::log::Log,
@@ -19,6 +20,14 @@ impl Sink {
         m.header.stamp = voice_ros::stamp::now();
         if let Err(e) = self.chunk.publish(&m) {
             self.log.warn(format!("reply/chunk publish failed: {e}"));
+        }
+    }
+
+    /// Publishes an end-of-turn judgement, stamped now.
+    pub fn end_of_turn(&self, mut m: EndOfTurn) {
+        m.header.stamp = voice_ros::stamp::now();
+        if let Err(e) = self.end_of_turn.publish(&m) {
+            self.log.warn(format!("end_of_turn publish failed: {e}"));
         }
     }
 

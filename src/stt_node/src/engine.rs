@@ -12,7 +12,7 @@ use whisper_rs::{
     WhisperVadContext, WhisperVadContextParams,
 };
 
-use crate::params::{DecodeConfig, Strategy, SttParams};
+use crate::params::{AudioCtx, DecodeConfig, Strategy, SttParams};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -44,6 +44,8 @@ pub struct Transcriber {
     n_threads: i32,
     decode: DecodeConfig,
     pub model_name: String,
+    /// The first inference at start [ms].
+    pub warm_up_ms: f64,
 }
 
 impl Transcriber {
@@ -65,13 +67,20 @@ impl Transcriber {
             .file_name()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
-        Ok(Self {
+        let mut t = Self {
             _ctx: ctx,
             state,
             n_threads: p.n_threads,
             decode,
             model_name,
-        })
+            warm_up_ms: 0.0,
+        };
+        // the first inference allocates and pages in the model: pay that
+        // at start, not on the user's first turn
+        let t0 = Instant::now();
+        t.transcribe(&warm_up_audio())?;
+        t.warm_up_ms = t0.elapsed().as_secs_f64() * 1e3;
+        Ok(t)
     }
 
     /// New decoding settings (a runtime parameter set), used from the next utterance.
@@ -81,7 +90,19 @@ impl Transcriber {
 
     /// Transcribes 16 kHz mono audio. Segments Whisper itself marks as
     /// no-speech are left out.
+    /// Transcribes a hypothesis while the user speaks: one decode, no
+    /// temperature fallback (a clip cut mid-word can fail Whisper's
+    /// confidence checks and be decoded up to six times: seconds instead of
+    /// ~0.2 s). The final transcript keeps the fallback.
+    pub fn transcribe_partial(&mut self, audio: &[f32]) -> Result<Transcript, EngineError> {
+        self.run(audio, false)
+    }
+
     pub fn transcribe(&mut self, audio: &[f32]) -> Result<Transcript, EngineError> {
+        self.run(audio, true)
+    }
+
+    fn run(&mut self, audio: &[f32], fallback: bool) -> Result<Transcript, EngineError> {
         let t0 = Instant::now();
         let d = &self.decode;
         let strategy = match d.strategy {
@@ -102,6 +123,9 @@ impl Transcriber {
         fp.set_print_timestamps(false);
         fp.set_suppress_blank(true);
         fp.set_no_speech_thold(d.no_speech_threshold);
+        if !fallback {
+            fp.set_temperature_inc(0.0);
+        }
         match &d.language {
             None => {
                 fp.set_language(None);
@@ -121,6 +145,14 @@ impl Transcriber {
         } else {
             audio
         };
+        let frames = match d.audio_ctx {
+            AudioCtx::Full => None,
+            AudioCtx::Frames(n) => Some(n),
+            AudioCtx::Sized => Some(sized_audio_ctx(input.len())),
+        };
+        if let Some(n) = frames {
+            fp.set_audio_ctx(n);
+        }
         self.state.full(fp, input)?;
         let mut text = String::new();
         for seg in self.state.as_iter() {
@@ -142,6 +174,36 @@ impl Transcriber {
             compute_ms: t0.elapsed().as_secs_f64() * 1e3,
         })
     }
+}
+
+/// Two seconds of voice-like sound (a buzzing vowel with syllable-rate
+/// loudness changes), so the warm-up runs the decoder too, not only the
+/// encoder on silence.
+fn warm_up_audio() -> Vec<f32> {
+    (0..2 * voice_core::PIPELINE_RATE as usize)
+        .map(|i| {
+            let t = i as f32 / voice_core::PIPELINE_RATE as f32;
+            let syllables = 0.5 + 0.5 * (2.0 * std::f32::consts::PI * 4.0 * t).sin();
+            let voice = (1..8)
+                .map(|h| (2.0 * std::f32::consts::PI * 140.0 * h as f32 * t).sin() / h as f32)
+                .sum::<f32>();
+            0.1 * syllables * voice
+        })
+        .collect()
+}
+
+/// Encoder frames per second of audio (Whisper: 1500 for 30 s).
+const CTX_PER_S: f64 = 50.0;
+/// Frames added beyond the audio; the window is also rounded up to a
+/// multiple of this, so similar lengths share one encoder graph size.
+const CTX_MARGIN: i32 = 64;
+
+/// The encoder window for `samples` of 16 kHz audio: the audio plus a
+/// margin, rounded up, at most the full 30 s window.
+pub fn sized_audio_ctx(samples: usize) -> i32 {
+    let frames = (samples as f64 / f64::from(voice_core::PIPELINE_RATE) * CTX_PER_S).ceil() as i32;
+    let n = (frames + 2 * CTX_MARGIN - 1) / CTX_MARGIN * CTX_MARGIN;
+    n.min(1500)
 }
 
 /// Left context handed to Silero with each new batch [windows]: the LSTM

@@ -1,190 +1,84 @@
-//! The two worker threads of stt_node and the state they share.
+//! The listener thread of stt_node: frames -> 16 kHz -> VAD -> utterances,
+//! partial transcripts while the user speaks, and the end of each turn.
+//!
+//! A pause of `vad.min_silence_ms` is a *tentative* end: its transcript goes
+//! out on `transcript/partial` with `tentative_end`, llm_node answers on
+//! `end_of_turn` with the probability that the user is done (computing it
+//! pre-fills the reply's prompt). The turn ends once the silence reaches
+//! what that probability asks for (`voice_core::turn::required_silence_ms`),
+//! at the latest after `vad.max_silence_ms`. Speech before that resumes the
+//! same utterance: a sentence with pauses stays one turn.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
-use std::sync::Mutex;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant, SystemTime};
 
-use r2r::diagnostic_msgs::msg::DiagnosticArray;
 use r2r::std_msgs::msg::String as StringMsg;
-use r2r::voice_agent::msg::{AudioFrame, Utterance};
+use r2r::voice_agent::msg::AudioFrame;
 use voice_core::endpoint::{Event, Segment};
 use voice_core::ingest::Ingest;
-use voice_core::queue::{offer, Offered};
-use voice_core::transcript;
-use voice_ros::diag::{Level, Report};
-use voice_ros::log::{Log, Throttle};
-use voice_ros::{frames, stamp};
+use voice_core::turn::required_silence_ms;
+use voice_ros::frames;
 
-use crate::engine::{Detector, Transcriber};
+use crate::engine::Detector;
 use crate::params::SttConfig;
+use crate::shared::{Publishers, Shared, TurnMeta, Updates, Work};
 
-/// Accepted runtime parameter sets.
-pub type Updates = tokio::sync::watch::Receiver<std::sync::Arc<SttConfig>>;
-
-/// Incoming frames waiting for the listener (at 20 ms frames: 10 s).
-pub const FRAME_QUEUE: usize = 500;
-/// Speech segments waiting for Whisper.
-pub const SEGMENT_QUEUE: usize = 8;
-/// How often a warning about dropped input may be logged.
-const WARN_PERIOD: Duration = Duration::from_secs(5);
 /// Poll period of the worker threads for the stop flag.
-const POLL: Duration = Duration::from_millis(100);
+pub const POLL: Duration = Duration::from_millis(100);
 
-/// The node's publishers; each worker thread owns a clone (r2r publishers are Send, not Sync).
-#[derive(Clone)]
-pub struct Publishers {
-    pub utterance: r2r::Publisher<Utterance>,
-    pub text: r2r::Publisher<StringMsg>,
-    pub interrupt: r2r::Publisher<StringMsg>,
-    pub normalized: Option<r2r::Publisher<AudioFrame>>,
+/// Silence up to this still counts as speaking, for partials [ms] (two VAD windows).
+const SPEAKING_MS: u32 = 64;
+
+/// An end-of-turn answer from llm_node: turn id, revision, probability.
+pub type Answer = (String, u32, f32);
+
+/// The utterance being heard.
+struct Utt {
+    n: u64,
+    start: SystemTime,
+    /// Pauses (tentative ends) so far.
+    pauses: u32,
+    /// The judged score of the current pause.
+    score: Option<f32>,
+    /// Audio (16 kHz samples) heard since the last partial.
+    since_partial: usize,
+    while_robot_spoke: bool,
 }
 
-/// A segment handed to Whisper, with the wall-clock times of its speech.
-pub struct Job {
-    segment: Segment,
-    speech_start: SystemTime,
+struct Listener<'a> {
+    shared: &'a Shared,
+    pubs: Publishers,
+    cfg: std::sync::Arc<SttConfig>,
+    ingest: Ingest<Detector, SystemTime>,
+    utt: Option<Utt>,
+    next_utt: u64,
+    /// Arrival of the newest speech sample of the utterance.
     speech_end: SystemTime,
-    /// When the endpoint (or max-length cut) was detected.
-    detected: Instant,
+    /// Barge-in already sent while the robot is audible.
+    barged: bool,
 }
 
-/// Counters and state shared by the subscription tasks and worker threads.
-pub struct Shared {
-    pub log: Log,
-    pub stop: AtomicBool,
-    pub frames_in: AtomicU64,
-    pub frames_dropped: AtomicU64,
-    pub segments_dropped: AtomicU64,
-    pub utterances: AtomicU64,
-    pub rejected_non_speech: AtomicU64,
-    pub ignored_while_speaking: AtomicU64,
-    pub interrupts: AtomicU64,
-    speaking: AtomicBool,
-    speaking_ended: Mutex<Option<Instant>>,
-    audio_s: Mutex<f64>,
-    compute_s: Mutex<f64>,
-    throttle: Mutex<Throttle>,
-    last_error: Mutex<String>,
-}
-
-impl Shared {
-    pub fn new(log: Log) -> Self {
-        Self {
-            log,
-            stop: AtomicBool::new(false),
-            frames_in: AtomicU64::new(0),
-            frames_dropped: AtomicU64::new(0),
-            segments_dropped: AtomicU64::new(0),
-            utterances: AtomicU64::new(0),
-            rejected_non_speech: AtomicU64::new(0),
-            ignored_while_speaking: AtomicU64::new(0),
-            interrupts: AtomicU64::new(0),
-            speaking: AtomicBool::new(false),
-            speaking_ended: Mutex::new(None),
-            audio_s: Mutex::new(0.0),
-            compute_s: Mutex::new(0.0),
-            throttle: Mutex::new(Throttle::new(WARN_PERIOD)),
-            last_error: Mutex::new(String::new()),
-        }
-    }
-
-    /// Counts a dropped frame and warns, throttled.
-    pub fn drop_frame(&self, why: &str) {
-        self.frames_dropped.fetch_add(1, Ordering::Relaxed);
-        self.warn_throttled(why);
-    }
-
-    fn warn_throttled(&self, why: &str) {
-        if let Ok(mut last) = self.last_error.lock() {
-            *last = why.chars().take(200).collect();
-        }
-        let ready = self.throttle.lock().ok().and_then(|mut t| t.ready());
-        if let Some(suppressed) = ready {
-            let more = if suppressed > 0 {
-                format!(" ({suppressed} similar suppressed)")
-            } else {
-                String::new()
-            };
-            self.log.warn(format!("dropped audio frame: {why}{more}"));
-        }
-    }
-
-    pub fn set_speaking(&self, on: bool) {
-        let was = self.speaking.swap(on, Ordering::SeqCst);
-        if was && !on {
-            if let Ok(mut t) = self.speaking_ended.lock() {
-                *t = Some(Instant::now());
-            }
-        }
-    }
-
-    pub fn speaking(&self) -> bool {
-        self.speaking.load(Ordering::SeqCst)
-    }
-
-    /// True while the robot speaks or within the echo guard after it stopped.
-    fn robot_audible(&self, echo_guard: Duration) -> bool {
-        self.speaking()
-            || self
-                .speaking_ended
-                .lock()
-                .ok()
-                .and_then(|t| *t)
-                .is_some_and(|t| t.elapsed() < echo_guard)
-    }
-
-    pub fn report(&self, name: &str, hardware: &str, compute: &str) -> DiagnosticArray {
-        let audio = self.audio_s.lock().map(|v| *v).unwrap_or(0.0);
-        let compute_s = self.compute_s.lock().map(|v| *v).unwrap_or(0.0);
-        let rtf = if audio > 0.0 { compute_s / audio } else { 0.0 };
-        let dropped = self.frames_dropped.load(Ordering::Relaxed);
-        let mut r = Report::new(name, hardware);
-        if dropped > 0 {
-            let last = self
-                .last_error
-                .lock()
-                .map(|s| s.clone())
-                .unwrap_or_default();
-            r = r.level(Level::Warn, format!("dropped frames; last: {last}"));
-        }
-        r.kv("model", hardware)
-            .kv("compute", compute)
-            .kv("frames_in", self.frames_in.load(Ordering::Relaxed))
-            .kv("frames_dropped", dropped)
-            .kv(
-                "segments_dropped",
-                self.segments_dropped.load(Ordering::Relaxed),
-            )
-            .kv("utterances", self.utterances.load(Ordering::Relaxed))
-            .kv(
-                "rejected_non_speech",
-                self.rejected_non_speech.load(Ordering::Relaxed),
-            )
-            .kv(
-                "ignored_while_speaking",
-                self.ignored_while_speaking.load(Ordering::Relaxed),
-            )
-            .kv("interrupts", self.interrupts.load(Ordering::Relaxed))
-            .kv("speaking", self.speaking())
-            .kv("mean_real_time_factor", format!("{rtf:.3}"))
-            .into_array()
-    }
-}
-
-/// Listener thread: frames -> 16 kHz -> VAD -> segments for Whisper.
+/// Listener thread.
 pub fn listen(
     frames: Receiver<AudioFrame>,
-    segments: SyncSender<Job>,
+    answers: Receiver<Answer>,
     detector: Detector,
     mut updates: Updates,
     shared: &Shared,
     pubs: Publishers,
 ) {
-    let mut cfg = updates.borrow_and_update().clone();
-    let mut ingest: Ingest<Detector, SystemTime> = Ingest::new(detector, cfg.endpoint.clone());
-    let mut interrupted_this_turn = false;
-    let mut speech_start = SystemTime::now();
+    let cfg = updates.borrow_and_update().clone();
+    let mut l = Listener {
+        shared,
+        pubs,
+        ingest: Ingest::new(detector, cfg.endpoint.clone()),
+        cfg,
+        utt: None,
+        next_utt: 1,
+        speech_end: SystemTime::now(),
+        barged: false,
+    };
     while !shared.stop.load(Ordering::SeqCst) {
         let msg = match frames.recv_timeout(POLL) {
             Ok(m) => m,
@@ -192,36 +86,54 @@ pub fn listen(
             Err(RecvTimeoutError::Disconnected) => break,
         };
         if updates.has_changed().unwrap_or(false) {
-            cfg = updates.borrow_and_update().clone();
-            ingest.set_config(cfg.endpoint.clone());
+            l.cfg = updates.borrow_and_update().clone();
+            l.ingest.set_config(l.cfg.endpoint.clone());
         }
+        l.frame(&msg);
+        while let Ok(a) = answers.try_recv() {
+            l.answer(a);
+        }
+        l.maybe_end_turn();
+    }
+}
+
+impl Listener<'_> {
+    fn frame(&mut self, msg: &AudioFrame) {
+        let shared = self.shared;
         let arrived = SystemTime::now();
-        let frame = match frames::decode(&msg, cfg.max_frame_s) {
+        let frame = match frames::decode(msg, self.cfg.max_frame_s) {
             Ok(f) => f,
             Err(e) => {
-                shared.drop_frame(&e.to_string());
-                continue;
+                shared.drop_frame(&format!("dropped audio frame: {e}"));
+                return;
             }
         };
-        let audible = shared.robot_audible(cfg.echo_guard);
+        let audible = shared.robot_audible(self.cfg.echo_guard);
         if !audible {
-            interrupted_this_turn = false;
+            self.barged = false;
         }
-        // Half-duplex: ignore input while the robot is audible, unless barge-in.
-        let listen = !audible || cfg.barge_in;
-        if !listen && ingest.in_speech() {
-            shared
-                .ignored_while_speaking
-                .fetch_add(1, Ordering::Relaxed);
-        }
-        let out = match ingest.push(frame.sample_rate, &frame.samples, arrived, listen) {
+        // Half-duplex only when asked for: by default speech over the robot
+        // is heard (and echo-checked), never silently dropped.
+        let listen = !audible || self.cfg.barge_in || self.cfg.hear_while_speaking;
+        let out = match self
+            .ingest
+            .push(frame.sample_rate, &frame.samples, arrived, listen)
+        {
             Ok(o) => o,
             Err(e) => {
-                shared.drop_frame(&e.to_string());
-                continue;
+                shared.drop_frame(&format!("dropped audio frame: {e}"));
+                return;
             }
         };
-        if let (Some(publ), false) = (&pubs.normalized, out.normalized.is_empty()) {
+        if !listen {
+            shared
+                .samples_ignored_while_speaking
+                .fetch_add(out.normalized.len() as u64, Ordering::Relaxed);
+            if self.utt.take().is_some() {
+                *shared.tentative.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            }
+        }
+        if let (Some(publ), false) = (&self.pubs.normalized, out.normalized.is_empty()) {
             let mut f = frames::mono_s16(
                 &out.normalized,
                 voice_core::PIPELINE_RATE,
@@ -231,131 +143,193 @@ pub fn listen(
             f.header.stamp = msg.header.stamp.clone();
             let _ = publ.publish(&f);
         }
+        if let Some(u) = self.utt.as_mut() {
+            u.since_partial += out.normalized.len();
+            u.while_robot_spoke |= audible;
+        }
         for (event, when) in out.events {
+            let when = when.unwrap_or(arrived);
             match event {
-                Event::SpeechStart { .. } => {
-                    speech_start = when.unwrap_or(arrived);
-                    if audible && cfg.barge_in && !interrupted_this_turn {
-                        interrupted_this_turn = true;
-                        shared.interrupts.fetch_add(1, Ordering::Relaxed);
-                        shared
-                            .log
-                            .info("barge-in: user speech while speaking, publishing interrupt");
-                        let _ = pubs.interrupt.publish(&StringMsg {
-                            data: "barge_in".into(),
-                        });
+                Event::SpeechStart { .. } => self.speech_start(when, audible),
+                Event::Resume { .. } => {
+                    if let Some(u) = self.utt.as_mut() {
+                        u.score = None;
+                        shared.resumed.fetch_add(1, Ordering::Relaxed);
                     }
+                    *shared.tentative.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 }
-                Event::Segment(segment) => {
-                    let job = Job {
-                        segment,
-                        speech_start,
-                        speech_end: when.unwrap_or(arrived),
-                        detected: Instant::now(),
-                    };
-                    match offer(&segments, job, &shared.segments_dropped) {
-                        Offered::Queued => {}
-                        Offered::Dropped(_) => shared.warn_throttled(
-                            "speech segment dropped: Whisper is behind (queue full)",
-                        ),
-                        Offered::Closed => return,
+                Event::Pause(seg) => {
+                    self.speech_end = when;
+                    self.pause(seg, audible);
+                }
+                Event::Segment(seg) if seg.is_last => {
+                    self.speech_end = when;
+                    self.end(seg, None);
+                }
+                Event::Segment(seg) => {
+                    // a long utterance cut at vad.max_utterance_s
+                    let utt = self.utt.as_ref().map_or(0, |u| u.n);
+                    if !shared.work.push(Work::Piece {
+                        utt,
+                        audio: seg.audio,
+                    }) {
+                        shared.segments_dropped.fetch_add(1, Ordering::Relaxed);
+                        shared
+                            .warn_throttled("speech piece dropped: Whisper is behind (queue full)");
                     }
                 }
             }
+        }
+        self.maybe_partial(audible);
+    }
+
+    fn speech_start(&mut self, when: SystemTime, audible: bool) {
+        let n = self.next_utt;
+        self.next_utt += 1;
+        self.utt = Some(Utt {
+            n,
+            start: when,
+            pauses: 0,
+            score: None,
+            since_partial: 0,
+            while_robot_spoke: audible,
+        });
+        if audible && self.cfg.barge_in && !self.barged {
+            self.barged = true;
+            self.shared.interrupts.fetch_add(1, Ordering::Relaxed);
+            self.shared
+                .log
+                .info("barge-in: user speech while speaking, publishing interrupt");
+            let _ = self.pubs.interrupt.publish(&StringMsg {
+                data: "barge_in".into(),
+            });
         }
     }
-}
 
-/// Whisper thread: segments -> text; pieces of one utterance are joined and
-/// published as one turn when its last piece is done.
-pub fn transcribe(
-    jobs: Receiver<Job>,
-    mut engine: Transcriber,
-    mut updates: Updates,
-    shared: &Shared,
-    pubs: Publishers,
-) {
-    let mut cfg = updates.borrow_and_update().clone();
-    let run_id = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis() % 1_000_000_000)
-        .unwrap_or(0);
-    let mut text = String::new();
-    let mut audio_s = 0.0f32;
-    let mut compute_ms = 0.0f64;
-    let mut first_start: Option<SystemTime> = None;
-    let mut language = cfg.decode.language.clone().unwrap_or_default();
-    while !shared.stop.load(Ordering::SeqCst) {
-        let job = match jobs.recv_timeout(POLL) {
-            Ok(j) => j,
-            Err(RecvTimeoutError::Timeout) => continue,
-            Err(RecvTimeoutError::Disconnected) => break,
-        };
-        if updates.has_changed().unwrap_or(false) {
-            cfg = updates.borrow_and_update().clone();
-            engine.set_decode(cfg.decode.clone());
+    /// A partial transcript every `turn.partial_interval_ms` of speech (not
+    /// while the robot is audible: that may be its own voice), and only
+    /// while the user is audibly speaking: a silence may be the start of a
+    /// pause, whose tentative end must not wait behind a partial.
+    fn maybe_partial(&mut self, audible: bool) {
+        let interval =
+            self.cfg.partial_interval_ms as usize * voice_core::PIPELINE_RATE as usize / 1000;
+        let Some(u) = self.utt.as_mut() else { return };
+        if interval == 0
+            || audible
+            || u.since_partial < interval
+            || self.ingest.in_pause()
+            || self.ingest.silence_ms() > SPEAKING_MS
+        {
+            return;
         }
-        let start = *first_start.get_or_insert(job.speech_start);
-        match engine.transcribe(&job.segment.audio) {
-            Ok(t) => {
-                if let Some(clean) = transcript::clean(&t.text) {
-                    if !text.is_empty() {
-                        text.push(' ');
-                    }
-                    text.push_str(&clean);
-                }
-                language = t.language;
-                audio_s += job.segment.duration_s();
-                compute_ms += t.compute_ms;
-                if let (Ok(mut a), Ok(mut c)) = (shared.audio_s.lock(), shared.compute_s.lock()) {
-                    *a += f64::from(job.segment.duration_s());
-                    *c += t.compute_ms / 1e3;
-                }
-            }
-            Err(e) => shared
-                .log
-                .error(format!("transcription failed, segment skipped: {e}")),
+        u.since_partial = 0;
+        let audio = self.ingest.current_audio();
+        if audio.is_empty() {
+            return;
         }
-        if !job.segment.is_last {
-            continue;
+        self.shared.work.offer_partial(Work::Partial {
+            utt: u.n,
+            audio,
+            pause: None,
+            newest: Instant::now(),
+        });
+    }
+
+    /// A tentative end: its transcript is judged (unless the robot is audible).
+    fn pause(&mut self, seg: Segment, audible: bool) {
+        let Some(u) = self.utt.as_mut() else { return };
+        u.pauses += 1;
+        u.score = None;
+        u.since_partial = 0;
+        self.shared.tentative_ends.fetch_add(1, Ordering::Relaxed);
+        if audible && !self.cfg.barge_in {
+            return; // ends by silence alone; may be the robot's own voice
         }
-        let final_text = std::mem::take(&mut text);
-        first_start = None;
-        let (dur, comp) = (
-            std::mem::take(&mut audio_s),
-            std::mem::take(&mut compute_ms),
+        self.shared.work.offer_partial(Work::Partial {
+            utt: u.n,
+            audio: seg.audio,
+            pause: Some(u.pauses),
+            newest: Instant::now(),
+        });
+    }
+
+    /// An end-of-turn answer: kept when it is for the pause going on now.
+    fn answer(&mut self, (turn, revision, p): Answer) {
+        let Some(u) = self.utt.as_mut() else { return };
+        let t = *self
+            .shared
+            .tentative
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let current = t.is_some_and(|t| {
+            t.utt == u.n && t.pause == u.pauses && t.revision == revision && !t.open
+        });
+        if current && turn == self.shared.turn_id(u.n) && self.ingest.in_pause() && p >= 0.0 {
+            u.score = Some(p);
+            self.shared.note_score(p);
+        }
+    }
+
+    /// Ends the turn at the current pause once the silence is what its
+    /// score asks for.
+    fn maybe_end_turn(&mut self) {
+        let Some(u) = self.utt.as_ref() else { return };
+        let Some(score) = u.score else { return };
+        if !self.ingest.in_pause() {
+            return;
+        }
+        let e = &self.cfg.endpoint;
+        let need = required_silence_ms(
+            Some(score),
+            self.cfg.end_threshold,
+            e.min_silence_ms,
+            e.max_silence_ms,
         );
-        if final_text.is_empty() {
-            shared.rejected_non_speech.fetch_add(1, Ordering::Relaxed);
-            shared
-                .log
-                .debug("segment had no speech-like transcript; not a turn");
-            continue;
+        if self.ingest.silence_ms() < need {
+            return;
         }
-        let n = shared.utterances.fetch_add(1, Ordering::Relaxed) + 1;
-        let mut u = Utterance {
-            turn_id: format!("{run_id}-{n}"),
-            conversation_id: cfg.conversation_id.clone(),
-            text: final_text.clone(),
-            language: language.clone(),
-            audio_duration_s: dur,
-            stt_compute_ms: comp as f32,
-            speech_start: stamp::from_system(start),
-            speech_end: stamp::from_system(job.speech_end),
-            ..Default::default()
+        if let Some(seg) = self.ingest.finish_now() {
+            self.end(seg, Some(score));
+        } else {
+            self.utt = None;
+        }
+    }
+
+    /// The utterance ended: its last piece goes to Whisper as the final.
+    fn end(&mut self, seg: Segment, score: Option<f32>) {
+        let Some(u) = self.utt.take() else { return };
+        *self
+            .shared
+            .tentative
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = None;
+        let counter = if score.is_some() {
+            &self.shared.ended_by_score
+        } else {
+            &self.shared.ended_by_silence
         };
-        u.header.stamp = stamp::now();
-        u.end_of_speech_to_transcript_ms = stamp::ms_between(&u.speech_end, &u.header.stamp) as f32;
-        shared.log.info(format!(
-            "turn {}: {:?} ({:.2} s audio, whisper {:.0} ms, speech end -> transcript {:.0} ms, endpoint -> transcript {:.0} ms)",
-            u.turn_id,
-            final_text,
-            dur,
-            comp,
-            u.end_of_speech_to_transcript_ms,
-            job.detected.elapsed().as_secs_f64() * 1e3
-        ));
-        let _ = pubs.utterance.publish(&u);
-        let _ = pubs.text.publish(&StringMsg { data: final_text });
+        counter.fetch_add(1, Ordering::Relaxed);
+        let wait_ms = self
+            .speech_end
+            .elapsed()
+            .map_or(0.0, |d| d.as_secs_f32() * 1e3);
+        let meta = TurnMeta {
+            speech_start: u.start,
+            speech_end: self.speech_end,
+            decided: Instant::now(),
+            score,
+            wait_ms,
+            while_robot_spoke: u.while_robot_spoke,
+        };
+        if !self.shared.work.push(Work::Final {
+            utt: u.n,
+            audio: seg.audio,
+            pause: (u.pauses > 0).then_some(u.pauses),
+            meta,
+        }) {
+            self.shared.segments_dropped.fetch_add(1, Ordering::Relaxed);
+            self.shared
+                .warn_throttled("utterance dropped: Whisper is behind (queue full)");
+        }
     }
 }

@@ -1,14 +1,19 @@
 //! stt_node: speech on `audio` becomes transcripts on `transcript`.
 //!
 //! Wiring: audio subscription -> bounded frame queue -> listener thread
-//! (decode, resample, VAD endpointing, half-duplex gating) -> bounded segment
-//! queue -> Whisper thread -> `transcript` + `transcript/text`.
+//! (decode, resample, VAD, tentative ends, end of turn) -> work queue ->
+//! Whisper thread -> `transcript/partial` while the user speaks, then
+//! `transcript` + `transcript/text`. `end_of_turn` (llm_node's judgement of
+//! a pause) goes back to the listener; `reply/chunk` and `say` tell it the
+//! robot's own words (its echo is not a turn).
 
 mod bench;
 mod devices;
 mod engine;
 mod listener;
 mod params;
+mod shared;
+mod whisper;
 
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
@@ -18,19 +23,21 @@ use std::time::Duration;
 use anyhow::Result;
 use futures::StreamExt;
 use r2r::std_msgs::msg::{Bool, String as StringMsg};
-use r2r::voice_agent::msg::{AudioFrame, Utterance};
+use r2r::voice_agent::msg::{AudioFrame, EndOfTurn, PartialTranscript, ReplyChunk, Utterance};
 use voice_core::compute;
 use voice_ros::node;
 
 use crate::engine::{Detector, SileroDetector, Transcriber};
-use crate::listener::{Shared, FRAME_QUEUE, SEGMENT_QUEUE};
 use crate::params::SttParams;
+use crate::shared::{Shared, FRAME_QUEUE};
 
 const NODE_NAME: &str = "stt_node";
+/// End-of-turn answers waiting for the listener.
+const ANSWER_QUEUE: usize = 16;
 
 fn main() -> ExitCode {
     whisper_rs::install_logging_hooks();
-    node::main::<SttParams, _, _>(NODE_NAME, ("--bench-direct", bench::run), run)
+    node::main::<SttParams, _, _>(NODE_NAME, &[("--bench-direct", bench::run)], run)
 }
 
 async fn run() -> Result<()> {
@@ -50,8 +57,8 @@ async fn run() -> Result<()> {
         Detector::Energy(_) => "energy",
     };
     log.info(format!(
-        "loaded Whisper {} (language {}, {} threads, {}), VAD {vad_name}",
-        transcriber.model_name, p.language, p.n_threads, p.strategy,
+        "loaded Whisper {} (language {}, {} threads, {}; first inference {:.0} ms), VAD {vad_name}",
+        transcriber.model_name, p.language, p.n_threads, p.strategy, transcriber.warm_up_ms,
     ));
     let gpu_build = cfg!(feature = "cuda");
     let devices = devices::list();
@@ -77,9 +84,15 @@ async fn run() -> Result<()> {
     let fq = node::fq_name(&node);
     let audio_sub = node.subscribe::<AudioFrame>("audio", node::audio_qos(p.reliable_audio, 50))?;
     let speaking_sub = node.subscribe::<Bool>("speaking", node::state_qos())?;
-    let pubs = listener::Publishers {
+    let eot_sub = node.subscribe::<EndOfTurn>("end_of_turn", node::event_qos())?;
+    // what the robot says, for telling its echo from the user's words
+    let chunk_sub = node.subscribe::<ReplyChunk>("reply/chunk", node::event_qos())?;
+    let say_sub = node.subscribe::<StringMsg>("say", node::event_qos())?;
+    let pubs = shared::Publishers {
         utterance: node.create_publisher::<Utterance>("transcript", node::event_qos())?,
         text: node.create_publisher::<StringMsg>("transcript/text", node::event_qos())?,
+        partial: node
+            .create_publisher::<PartialTranscript>("transcript/partial", node::event_qos())?,
         interrupt: node.create_publisher::<StringMsg>("interrupt", node::event_qos())?,
         normalized: if p.publish_normalized {
             Some(node.create_publisher::<AudioFrame>("~/audio_16k", node::audio_qos(true, 100))?)
@@ -94,20 +107,54 @@ async fn run() -> Result<()> {
 
     let shared = Arc::new(Shared::new(log.clone()));
     let (frame_tx, frame_rx) = std::sync::mpsc::sync_channel::<AudioFrame>(FRAME_QUEUE);
-    let (seg_tx, seg_rx) = std::sync::mpsc::sync_channel(SEGMENT_QUEUE);
+    let (answer_tx, answer_rx) = std::sync::mpsc::sync_channel::<listener::Answer>(ANSWER_QUEUE);
 
     let listener = {
         let (shared, pubs, updates) = (shared.clone(), pubs.clone(), params.updates.clone());
         std::thread::Builder::new()
             .name("stt-listen".into())
-            .spawn(move || listener::listen(frame_rx, seg_tx, detector, updates, &shared, pubs))?
+            .spawn(move || {
+                listener::listen(frame_rx, answer_rx, detector, updates, &shared, pubs)
+            })?
     };
     let transcriber_thread = {
         let (shared, updates) = (shared.clone(), params.updates.clone());
         std::thread::Builder::new()
             .name("stt-whisper".into())
-            .spawn(move || listener::transcribe(seg_rx, transcriber, updates, &shared, pubs))?
+            .spawn(move || whisper::transcribe(transcriber, updates, &shared, pubs))?
     };
+    {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let mut sub = eot_sub;
+            while let Some(m) = sub.next().await {
+                if answer_tx
+                    .try_send((m.turn_id, m.revision, m.probability))
+                    .is_err()
+                {
+                    shared.warn_throttled("end-of-turn answer dropped (listener behind)");
+                }
+            }
+        });
+    }
+    {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let mut sub = chunk_sub;
+            while let Some(c) = sub.next().await {
+                shared.robot_said(&c.text);
+            }
+        });
+    }
+    {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let mut sub = say_sub;
+            while let Some(m) = sub.next().await {
+                shared.robot_said(&m.data);
+            }
+        });
+    }
 
     // audio in -> bounded queue (full: drop and count, never block the executor)
     {
@@ -117,7 +164,7 @@ async fn run() -> Result<()> {
             while let Some(frame) = sub.next().await {
                 shared.frames_in.fetch_add(1, Ordering::Relaxed);
                 if frame_tx.try_send(frame).is_err() {
-                    shared.drop_frame("frame queue full (listener behind)");
+                    shared.drop_frame("dropped audio frame: frame queue full (listener behind)");
                 }
             }
         });

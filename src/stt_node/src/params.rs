@@ -24,6 +24,9 @@ pub struct SttParams {
     pub initial_prompt: String,
     /// Segments whose no-speech probability is above this are discarded (0..1).
     pub no_speech_threshold: f32,
+    /// Whisper encoder window [frames of 20 ms]: 0 = sized to each utterance
+    /// (cost follows the audio's length), -1 = the full 30 s window (1500).
+    pub audio_ctx: i32,
     /// Run Whisper on the GPU (needs a CUDA build).
     pub use_gpu: bool,
     /// Flash attention in Whisper (GPU builds).
@@ -36,12 +39,38 @@ pub struct SttParams {
     pub max_frame_s: f64,
     /// Publish the 16 kHz mono audio on ~/audio_16k (debugging, tests).
     pub publish_normalized: bool,
-    /// Barge-in: speech while `speaking` is true publishes `interrupt` instead of being ignored.
+    /// Barge-in: speech while `speaking` is true publishes `interrupt` (the robot stops, the speech is the next turn).
     pub barge_in: bool,
-    /// After `speaking` goes false, keep ignoring input this long (speaker echo tail) [ms].
+    /// After `speaking` goes false, the robot counts as audible this long (speaker echo tail) [ms].
     pub echo_guard_ms: i32,
     /// Voice activity detection.
     pub vad: VadParams,
+    /// Turn taking: partial transcripts, end of turn, speech over the robot.
+    pub turn: TurnParams,
+}
+
+/// `turn.*`: when a turn ends, and what is heard while the robot speaks.
+#[derive(RosParams, Debug, Clone)]
+pub struct TurnParams {
+    /// End-of-turn probability (llm_node's judgement at a pause) at or above which the turn ends after vad.min_silence_ms; lower scores wait longer, up to vad.max_silence_ms (0..1).
+    pub end_threshold: f32,
+    /// A partial transcript on transcript/partial every this much speech [ms]; 0 = only at pauses.
+    pub partial_interval_ms: i32,
+    /// Transcribe speech heard while the robot speaks (echo-checked against its own words) instead of ignoring it.
+    pub hear_while_speaking: bool,
+    /// Speech heard while the robot spoke whose words are at least this fraction the robot's own recent words is its echo, not a turn (0..1].
+    pub echo_text_match: f32,
+}
+
+impl Default for TurnParams {
+    fn default() -> Self {
+        Self {
+            end_threshold: 0.2,
+            partial_interval_ms: 1000,
+            hear_while_speaking: true,
+            echo_text_match: 0.6,
+        }
+    }
 }
 
 /// `vad.*`: endpointing.
@@ -51,8 +80,10 @@ pub struct VadParams {
     pub model_path: String,
     /// Speech probability threshold (0..1).
     pub threshold: f32,
-    /// Silence that ends an utterance [ms].
+    /// Silence that makes a tentative end of the turn, judged from the words [ms].
     pub min_silence_ms: i32,
+    /// Silence that ends the turn whatever the words say [ms]; <= min_silence_ms = silence alone decides.
+    pub max_silence_ms: i32,
     /// Audio kept before and after speech [ms].
     pub speech_pad_ms: i32,
     /// Shorter speech is ignored [ms].
@@ -71,6 +102,7 @@ impl Default for SttParams {
             beam_size: 5,
             initial_prompt: String::new(),
             no_speech_threshold: 0.6,
+            audio_ctx: 0,
             use_gpu: false,
             flash_attn: false,
             conversation_id: String::new(),
@@ -80,6 +112,7 @@ impl Default for SttParams {
             barge_in: false,
             echo_guard_ms: 300,
             vad: VadParams::default(),
+            turn: TurnParams::default(),
         }
     }
 }
@@ -91,6 +124,7 @@ impl Default for VadParams {
             model_path: String::new(),
             threshold: d.threshold,
             min_silence_ms: d.min_silence_ms as i32,
+            max_silence_ms: d.max_silence_ms as i32,
             speech_pad_ms: d.speech_pad_ms as i32,
             min_speech_ms: d.min_speech_ms as i32,
             max_utterance_s: d.max_utterance_s,
@@ -113,6 +147,18 @@ pub struct DecodeConfig {
     pub strategy: Strategy,
     pub initial_prompt: String,
     pub no_speech_threshold: f32,
+    pub audio_ctx: AudioCtx,
+}
+
+/// Whisper's encoder window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AudioCtx {
+    /// Sized to the audio (plus a margin): cost follows the utterance length.
+    Sized,
+    /// Whisper's full 30 s window, whatever the audio.
+    Full,
+    /// A fixed number of 20 ms frames.
+    Frames(i32),
 }
 
 /// stt_node's validated settings.
@@ -124,6 +170,10 @@ pub struct SttConfig {
     pub max_frame_s: f64,
     pub barge_in: bool,
     pub echo_guard: std::time::Duration,
+    pub end_threshold: f32,
+    pub partial_interval_ms: u32,
+    pub hear_while_speaking: bool,
+    pub echo_text_match: f32,
 }
 
 impl NodeParams for SttParams {
@@ -159,6 +209,12 @@ impl NodeParams for SttParams {
         };
         in_range(self.beam_size, 1..=16, "beam_size")?;
         in_range(self.no_speech_threshold, 0.0..=1.0, "no_speech_threshold")?;
+        in_range(self.audio_ctx, -1..=1500, "audio_ctx")?;
+        let audio_ctx = match self.audio_ctx {
+            0 => AudioCtx::Sized,
+            -1 => AudioCtx::Full,
+            n => AudioCtx::Frames(n),
+        };
         check(
             self.language == "auto" || whisper_rs::get_lang_id(&self.language).is_some(),
             "language",
@@ -184,6 +240,7 @@ impl NodeParams for SttParams {
         let endpoint = EndpointConfig {
             threshold: self.vad.threshold,
             min_silence_ms: non_neg("vad.min_silence_ms", self.vad.min_silence_ms)?,
+            max_silence_ms: non_neg("vad.max_silence_ms", self.vad.max_silence_ms)?,
             speech_pad_ms: non_neg("vad.speech_pad_ms", self.vad.speech_pad_ms)?,
             min_speech_ms: non_neg("vad.min_speech_ms", self.vad.min_speech_ms)?,
             max_utterance_s: self.vad.max_utterance_s,
@@ -192,18 +249,34 @@ impl NodeParams for SttParams {
             name: e.param(),
             msg: e.to_string(),
         })?;
+        in_range(self.turn.end_threshold, 0.0..=1.0, "turn.end_threshold")?;
+        in_range(
+            self.turn.partial_interval_ms,
+            0..=10_000,
+            "turn.partial_interval_ms",
+        )?;
+        check(
+            self.turn.echo_text_match > 0.0 && self.turn.echo_text_match <= 1.0,
+            "turn.echo_text_match",
+            || format!("must be in (0, 1], got {}", self.turn.echo_text_match),
+        )?;
         Ok(SttConfig {
             decode: DecodeConfig {
                 language: (self.language != "auto").then(|| self.language.clone()),
                 strategy,
                 initial_prompt: self.initial_prompt.clone(),
                 no_speech_threshold: self.no_speech_threshold,
+                audio_ctx,
             },
             endpoint,
             conversation_id: self.conversation_id.clone(),
             max_frame_s: self.max_frame_s,
             barge_in: self.barge_in,
             echo_guard: std::time::Duration::from_millis(self.echo_guard_ms as u64),
+            end_threshold: self.turn.end_threshold,
+            partial_interval_ms: self.turn.partial_interval_ms as u32,
+            hear_while_speaking: self.turn.hear_while_speaking,
+            echo_text_match: self.turn.echo_text_match,
         })
     }
 }

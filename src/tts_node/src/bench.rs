@@ -48,3 +48,45 @@ pub fn run(args: &[String]) -> Result<()> {
     );
     Ok(())
 }
+
+/// `tts_node --speak VOICE ONNXRUNTIME LENGTH_SCALE SPEAKER OUT_WAV TEXT...`:
+/// Piper speech of each TEXT to OUT_WAV (16-bit mono at the voice's rate),
+/// one file per text with a numeric suffix when there are several (test
+/// speakers for the conversation tests and benchmarks).
+pub fn speak(args: &[String]) -> Result<()> {
+    let usage = "usage: tts_node --speak VOICE ONNXRUNTIME LENGTH_SCALE SPEAKER OUT_WAV TEXT...";
+    let p = TtsParams {
+        engine: "piper".into(),
+        voice_path: args.first().context(usage)?.clone(),
+        onnxruntime_path: args.get(1).context(usage)?.clone(),
+        length_scale: args.get(2).context(usage)?.parse()?,
+        speaker_id: args.get(3).context(usage)?.parse()?,
+        ..Default::default()
+    };
+    let out = std::path::PathBuf::from(args.get(4).context(usage)?);
+    let texts = args.get(5..).filter(|t| !t.is_empty()).context(usage)?;
+    let cfg = voice_ros::params::NodeParams::validate(&p)?;
+    let mut engine = Engine::load(&p, &cfg)?;
+    let cancel = AtomicBool::new(false);
+    for (i, text) in texts.iter().enumerate() {
+        let audio = engine.synthesize(&normalize(text), &cancel)?;
+        let path = if texts.len() == 1 {
+            out.clone()
+        } else {
+            out.with_extension(format!("{i}.wav"))
+        };
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: engine.sample_rate(),
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut w = hound::WavWriter::create(&path, spec)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        for s in audio {
+            w.write_sample((s.clamp(-1.0, 1.0) * 32767.0) as i16)?;
+        }
+        w.finalize()?;
+    }
+    Ok(())
+}

@@ -50,7 +50,11 @@ fn main() -> ExitCode {
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
     }
-    node::main::<TtsParams, _, _>(NODE_NAME, ("--bench-direct", bench::run), run)
+    node::main::<TtsParams, _, _>(
+        NODE_NAME,
+        &[("--bench-direct", bench::run), ("--speak", bench::speak)],
+        run,
+    )
 }
 
 /// Queues text for synthesis without blocking; a full queue drops it and says so.
@@ -166,7 +170,7 @@ async fn run() -> Result<()> {
         let ctl = ctl.clone();
         tokio::spawn(async move {
             while let Some(u) = transcripts.next().await {
-                ctl.remember_stt(&u.turn_id, u.stt_compute_ms);
+                ctl.remember_stt(&u);
             }
         });
     }

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use r2r::std_msgs::msg::Bool;
-use r2r::voice_agent::msg::{AudioFrame, ReplyChunk, TurnStats};
+use r2r::voice_agent::msg::{AudioFrame, ReplyChunk, TurnStats, Utterance};
 use voice_core::chunker::{Chunker, ChunkerConfig};
 use voice_core::normalize::normalize;
 use voice_core::resample::resample_clip;
@@ -96,7 +96,7 @@ pub struct Control {
     /// Turns being spoken (for cancelling their late chunks).
     current_turns: Mutex<VecDeque<String>>,
     cancelled: Mutex<VecDeque<String>>,
-    stt_compute: Mutex<VecDeque<(String, f32)>>,
+    stt: Mutex<VecDeque<(String, SttFigures)>>,
 }
 
 impl Control {
@@ -113,7 +113,7 @@ impl Control {
             audio_compute: Mutex::new((0.0, 0.0)),
             current_turns: Mutex::new(VecDeque::new()),
             cancelled: Mutex::new(VecDeque::new()),
-            stt_compute: Mutex::new(VecDeque::new()),
+            stt: Mutex::new(VecDeque::new()),
         }
     }
 
@@ -151,21 +151,30 @@ impl Control {
         }
     }
 
-    pub fn remember_stt(&self, turn: &str, compute_ms: f32) {
-        if let Ok(mut m) = self.stt_compute.lock() {
+    /// Keeps a transcript's figures for the turn's stats.
+    pub fn remember_stt(&self, u: &Utterance) {
+        if let Ok(mut m) = self.stt.lock() {
             if m.len() >= TURN_MEMORY {
                 m.pop_front();
             }
-            m.push_back((turn.to_string(), compute_ms));
+            m.push_back((
+                u.turn_id.clone(),
+                SttFigures {
+                    compute_ms: u.stt_compute_ms,
+                    end_of_turn_score: u.end_of_turn_score,
+                    end_of_turn_wait_ms: u.end_of_turn_wait_ms,
+                    partial_lag_ms: u.partial_lag_ms,
+                },
+            ));
         }
     }
 
-    fn stt_compute_of(&self, turn: &str) -> f32 {
-        self.stt_compute
+    fn stt_of(&self, turn: &str) -> SttFigures {
+        self.stt
             .lock()
             .ok()
             .and_then(|m| m.iter().find(|(t, _)| t == turn).map(|(_, v)| *v))
-            .unwrap_or(0.0)
+            .unwrap_or_default()
     }
 
     pub fn audio_s(&self) -> f64 {
@@ -177,6 +186,26 @@ impl Control {
             .lock()
             .map(|v| if v.0 > 0.0 { v.1 / v.0 } else { 0.0 })
             .unwrap_or(0.0)
+    }
+}
+
+/// A transcript's figures that go into its turn's stats.
+#[derive(Debug, Clone, Copy)]
+struct SttFigures {
+    compute_ms: f32,
+    end_of_turn_score: f32,
+    end_of_turn_wait_ms: f32,
+    partial_lag_ms: f32,
+}
+
+impl Default for SttFigures {
+    fn default() -> Self {
+        Self {
+            compute_ms: 0.0,
+            end_of_turn_score: -1.0,
+            end_of_turn_wait_ms: 0.0,
+            partial_lag_ms: 0.0,
+        }
     }
 }
 
@@ -433,11 +462,16 @@ fn publish_stats(turn: &str, t: &mut TurnTrack, pubs: &Publishers, ctl: &Control
     } else {
         stamp::ms_between(&first.speech_end, &audio_stamp) as f32
     };
+    let stt = ctl.stt_of(turn);
     let mut s = TurnStats {
         turn_id: turn.into(),
         conversation_id: first.conversation_id.clone(),
         stt_ms: first.stt_ms,
-        stt_compute_ms: ctl.stt_compute_of(turn),
+        stt_compute_ms: stt.compute_ms,
+        end_of_turn_score: stt.end_of_turn_score,
+        end_of_turn_wait_ms: stt.end_of_turn_wait_ms,
+        partial_lag_ms: stt.partial_lag_ms,
+        prefilled_tokens: first.prefilled_tokens,
         llm_first_token_ms: first.first_token_ms,
         llm_first_chunk_ms: first.first_chunk_ms,
         tokens_per_s: last.tokens_per_s,
@@ -449,8 +483,8 @@ fn publish_stats(turn: &str, t: &mut TurnTrack, pubs: &Publishers, ctl: &Control
     };
     s.header.stamp = audio_stamp;
     ctl.log.info(format!(
-        "turn {turn}: end of speech -> first audio {:.0} ms (stt {:.0}, llm first chunk {:.0}, tts first audio {:.0}; {:.1} tok/s)",
-        s.end_of_speech_to_first_audio_ms, s.stt_ms, s.llm_first_chunk_ms, s.tts_first_audio_ms, s.tokens_per_s
+        "turn {turn}: end of speech -> first audio {:.0} ms (end of turn after {:.0} ms of silence, score {:.3}; stt {:.0}, llm first chunk {:.0} ({} prompt tokens pre-filled), tts first audio {:.0}; {:.1} tok/s)",
+        s.end_of_speech_to_first_audio_ms, s.end_of_turn_wait_ms, s.end_of_turn_score, s.stt_ms, s.llm_first_chunk_ms, s.prefilled_tokens, s.tts_first_audio_ms, s.tokens_per_s
     ));
     let _ = pubs.stats.publish(&s);
 }

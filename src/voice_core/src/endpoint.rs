@@ -28,8 +28,12 @@ pub trait SpeechDetector {
 pub struct EndpointConfig {
     /// Probability at or above which a window is speech.
     pub threshold: f32,
-    /// Silence that ends an utterance [ms].
+    /// Silence that makes a *tentative* end of the utterance [ms]: the
+    /// transcript so far is judged, and the turn may end here.
     pub min_silence_ms: u32,
+    /// Silence that ends the utterance whatever the judge says [ms]. At or
+    /// below `min_silence_ms` every pause of `min_silence_ms` ends it.
+    pub max_silence_ms: u32,
     /// Audio kept before the first and after the last speech window [ms].
     pub speech_pad_ms: u32,
     /// Shorter speech is dropped as noise [ms].
@@ -42,7 +46,8 @@ impl Default for EndpointConfig {
     fn default() -> Self {
         Self {
             threshold: 0.5,
-            min_silence_ms: 500,
+            min_silence_ms: 250,
+            max_silence_ms: 1200,
             speech_pad_ms: 300,
             min_speech_ms: 250,
             max_utterance_s: 15.0,
@@ -57,6 +62,8 @@ pub enum ConfigError {
     Threshold(f32),
     #[error("vad.min_silence_ms must be 32..=10000, got {0}")]
     MinSilence(u32),
+    #[error("vad.max_silence_ms must be 0..=20000, got {0}")]
+    MaxSilence(u32),
     #[error("vad.speech_pad_ms must be <= 2000, got {0}")]
     SpeechPad(u32),
     #[error("vad.min_speech_ms must be <= 10000, got {0}")]
@@ -71,6 +78,7 @@ impl ConfigError {
         match self {
             ConfigError::Threshold(_) => "vad.threshold",
             ConfigError::MinSilence(_) => "vad.min_silence_ms",
+            ConfigError::MaxSilence(_) => "vad.max_silence_ms",
             ConfigError::SpeechPad(_) => "vad.speech_pad_ms",
             ConfigError::MinSpeech(_) => "vad.min_speech_ms",
             ConfigError::MaxUtterance(_) => "vad.max_utterance_s",
@@ -85,6 +93,9 @@ impl EndpointConfig {
         }
         if !(32..=10_000).contains(&self.min_silence_ms) {
             return Err(ConfigError::MinSilence(self.min_silence_ms));
+        }
+        if self.max_silence_ms > 20_000 {
+            return Err(ConfigError::MaxSilence(self.max_silence_ms));
         }
         if self.speech_pad_ms > 2_000 {
             return Err(ConfigError::SpeechPad(self.speech_pad_ms));
@@ -104,6 +115,12 @@ impl EndpointConfig {
 pub enum Event {
     /// Speech began; `at` is the stream sample index of the first speech window.
     SpeechStart { at: u64 },
+    /// The speaker paused for `min_silence_ms` inside an utterance: a
+    /// tentative end. `audio` is the current piece up to the end of speech
+    /// plus padding (what a final segment would hold if the turn ended now).
+    Pause(Segment),
+    /// Speech went on after a [`Event::Pause`]: that tentative end is void.
+    Resume { at: u64 },
     /// A piece of speech to transcribe.
     Segment(Segment),
 }
@@ -153,6 +170,8 @@ pub struct Segmenter {
     speech_samples: u64,
     /// Whether this utterance already delivered a piece (max-length cut).
     delivered_piece: bool,
+    /// A tentative end was announced for the current pause.
+    paused: bool,
 }
 
 fn ms_to_samples(ms: u32) -> u64 {
@@ -170,7 +189,44 @@ impl Segmenter {
             last_speech: 0,
             speech_samples: 0,
             delivered_piece: false,
+            paused: false,
         }
+    }
+
+    /// Silence since the last speech window [samples] (0 when idle).
+    pub fn silence(&self) -> u64 {
+        match self.state {
+            State::Speech => self.pos - self.last_speech,
+            State::Idle => 0,
+        }
+    }
+
+    /// The current piece of the utterance so far (empty when idle).
+    pub fn current_audio(&self) -> Vec<f32> {
+        match self.state {
+            State::Speech => self.buf.iter().copied().collect(),
+            State::Idle => Vec::new(),
+        }
+    }
+
+    /// True while inside an utterance after a tentative end ([`Event::Pause`]).
+    pub fn in_pause(&self) -> bool {
+        self.state == State::Speech && self.paused
+    }
+
+    /// Ends the utterance now (the judge decided the turn is over): the
+    /// final segment, or `None` when not in an utterance or it was too
+    /// short to be speech.
+    pub fn finish_now(&mut self) -> Option<Segment> {
+        if self.state != State::Speech {
+            return None;
+        }
+        let mut events = Vec::new();
+        self.finish_utterance(&mut events);
+        events.into_iter().find_map(|e| match e {
+            Event::Segment(s) => Some(s),
+            _ => None,
+        })
     }
 
     pub fn config(&self) -> &EndpointConfig {
@@ -200,6 +256,7 @@ impl Segmenter {
         self.buf_start = self.pos;
         self.speech_samples = 0;
         self.delivered_piece = false;
+        self.paused = false;
     }
 
     /// Pushes whole windows (`audio.len() == probs.len() * WINDOW`).
@@ -227,6 +284,7 @@ impl Segmenter {
                     self.speech_samples = WINDOW as u64;
                     self.last_speech = self.pos;
                     self.delivered_piece = false;
+                    self.paused = false;
                     events.push(Event::SpeechStart { at: win_start });
                 } else {
                     // keep only the pre-roll
@@ -238,20 +296,51 @@ impl Segmenter {
                 }
             }
             State::Speech => {
-                if p >= neg_threshold {
+                // after a tentative end, speech must be clear again (not the
+                // hysteresis level) to resume the utterance
+                let level = if self.paused {
+                    self.cfg.threshold
+                } else {
+                    neg_threshold
+                };
+                if p >= level {
                     self.last_speech = self.pos;
                     self.speech_samples += WINDOW as u64;
+                    if std::mem::take(&mut self.paused) {
+                        events.push(Event::Resume { at: win_start });
+                    }
                 }
                 let silence = self.pos - self.last_speech;
-                if silence >= ms_to_samples(self.cfg.min_silence_ms) {
+                let tentative = ms_to_samples(self.cfg.min_silence_ms);
+                let hard = ms_to_samples(self.cfg.max_silence_ms).max(tentative);
+                if silence >= hard {
                     self.finish_utterance(events);
                     return;
+                }
+                let long_enough = self.speech_samples >= ms_to_samples(self.cfg.min_speech_ms)
+                    || self.delivered_piece;
+                if silence >= tentative && !self.paused && long_enough {
+                    self.paused = true;
+                    events.push(Event::Pause(self.snapshot(false)));
                 }
                 let max = (self.cfg.max_utterance_s * PIPELINE_RATE as f32) as usize;
                 if self.buf.len() >= max {
                     self.cut_piece(events);
                 }
             }
+        }
+    }
+
+    /// The current piece up to the end of speech plus padding.
+    fn snapshot(&self, is_last: bool) -> Segment {
+        let pad = ms_to_samples(self.cfg.speech_pad_ms);
+        let end = (self.last_speech + pad).min(self.pos).max(self.buf_start);
+        let len = (end - self.buf_start) as usize;
+        Segment {
+            audio: self.buf.iter().take(len).copied().collect(),
+            start: self.buf_start,
+            speech_end: self.last_speech,
+            is_last,
         }
     }
 
@@ -281,6 +370,7 @@ impl Segmenter {
         self.state = State::Idle;
         self.speech_samples = 0;
         self.delivered_piece = false;
+        self.paused = false;
     }
 
     fn cut_piece(&mut self, events: &mut Vec<Event>) {
@@ -288,6 +378,7 @@ impl Segmenter {
         let start = self.buf_start;
         self.buf_start = self.pos;
         self.delivered_piece = true;
+        self.paused = false;
         events.push(Event::Segment(Segment {
             audio,
             start,
@@ -386,6 +477,7 @@ mod tests {
         EndpointConfig {
             threshold: 0.5,
             min_silence_ms: 300,
+            max_silence_ms: 0,
             speech_pad_ms: 96,
             min_speech_ms: 200,
             max_utterance_s: 3.0,
@@ -498,6 +590,70 @@ mod tests {
         assert!(seg.in_speech());
         seg.abort();
         assert!(segments(&run(&mut seg, &[0.0; 20])).is_empty());
+    }
+
+    #[test]
+    fn a_pause_is_tentative_and_speech_resumes_the_utterance() {
+        let mut seg = Segmenter::new(EndpointConfig {
+            max_silence_ms: 900,
+            ..cfg()
+        });
+        let mut probs = vec![0.0; 5];
+        probs.extend(vec![0.9; 20]); // speech
+        probs.extend(vec![0.0; 15]); // 480 ms pause: tentative end at 300 ms
+        probs.extend(vec![0.9; 20]); // more speech: the same utterance
+        probs.extend(vec![0.0; 35]); // 1120 ms: the hard end at 900 ms
+        let ev = run(&mut seg, &probs);
+        let kinds: Vec<&str> = ev
+            .iter()
+            .map(|e| match e {
+                Event::SpeechStart { .. } => "start",
+                Event::Pause(_) => "pause",
+                Event::Resume { .. } => "resume",
+                Event::Segment(_) => "segment",
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            ["start", "pause", "resume", "pause", "segment"],
+            "{kinds:?}"
+        );
+        // the tentative snapshot held the speech so far; the segment holds both parts
+        let first_pause = ev
+            .iter()
+            .find_map(|e| match e {
+                Event::Pause(s) => Some(s.audio.len()),
+                _ => None,
+            })
+            .unwrap();
+        let s = segments(&ev)[0];
+        assert!(s.is_last && s.audio.len() > first_pause + 20 * WINDOW);
+    }
+
+    #[test]
+    fn finish_now_ends_the_utterance_at_a_pause() {
+        let mut seg = Segmenter::new(EndpointConfig {
+            max_silence_ms: 2000,
+            ..cfg()
+        });
+        let mut probs = vec![0.9; 20];
+        probs.extend(vec![0.0; 12]);
+        let ev = run(&mut seg, &probs);
+        let pause = ev
+            .iter()
+            .find_map(|e| match e {
+                Event::Pause(s) => Some(s.clone()),
+                _ => None,
+            })
+            .expect("a tentative end");
+        assert!(seg.in_pause());
+        let s = seg.finish_now().expect("the final segment");
+        assert!(s.is_last && !seg.in_speech());
+        assert_eq!(s.audio, pause.audio);
+        assert!(seg.finish_now().is_none());
+        // the next speech is a new utterance
+        let ev = run(&mut seg, &[0.9; 10]);
+        assert!(matches!(ev[0], Event::SpeechStart { .. }));
     }
 
     #[test]

@@ -80,8 +80,8 @@ impl<D: SpeechDetector, T: Copy> Ingest<D, T> {
                     .map_err(IngestError::Detector)?;
                 for ev in self.segmenter.push(&block, &probs) {
                     let key = match &ev {
-                        Event::SpeechStart { at } => *at,
-                        Event::Segment(s) => s.speech_end.saturating_sub(1),
+                        Event::SpeechStart { at } | Event::Resume { at } => *at,
+                        Event::Segment(s) | Event::Pause(s) => s.speech_end.saturating_sub(1),
                     };
                     events.push((ev, self.clock.arrival_of(key)));
                 }
@@ -100,6 +100,27 @@ impl<D: SpeechDetector, T: Copy> Ingest<D, T> {
 
     pub fn in_speech(&self) -> bool {
         self.segmenter.in_speech()
+    }
+
+    /// Ends the utterance at its tentative end (the judge decided the turn
+    /// is over); the final segment, see [`Segmenter::finish_now`].
+    pub fn finish_now(&mut self) -> Option<crate::endpoint::Segment> {
+        self.segmenter.finish_now()
+    }
+
+    /// The current piece of the utterance so far (for partial transcripts).
+    pub fn current_audio(&self) -> Vec<f32> {
+        self.segmenter.current_audio()
+    }
+
+    /// Inside an utterance, after a tentative end and no speech since.
+    pub fn in_pause(&self) -> bool {
+        self.segmenter.in_pause()
+    }
+
+    /// Silence since the last speech [ms] (0 when idle).
+    pub fn silence_ms(&self) -> u32 {
+        (self.segmenter.silence() * 1000 / u64::from(PIPELINE_RATE)) as u32
     }
 
     /// New endpointing parameters (a runtime parameter set).
@@ -135,7 +156,13 @@ mod tests {
 
     #[test]
     fn tone_bursts_at_48k_become_two_segments() {
-        let mut ing = Ingest::new(EnergyDetector::default(), EndpointConfig::default());
+        // silence alone ends utterances here (no tentative ends)
+        let cfg = EndpointConfig {
+            min_silence_ms: 500,
+            max_silence_ms: 0,
+            ..EndpointConfig::default()
+        };
+        let mut ing = Ingest::new(EnergyDetector::default(), cfg);
         let mut x = vec![0.0; 48_000];
         x.extend(tone(48_000, 1.0, 0.3));
         x.extend(vec![0.0; 48_000]);

@@ -17,11 +17,13 @@ pub mod intent;
 pub mod model_file;
 pub mod normalize;
 pub mod params;
+pub mod partial;
 pub mod places;
 pub mod queue;
 pub mod resample;
 pub mod robot_state;
 pub mod transcript;
+pub mod turn;
 pub mod utf8;
 
 /// Sample rate every engine-facing stage works at (Whisper, Silero VAD) [Hz].

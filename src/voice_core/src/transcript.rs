@@ -80,6 +80,17 @@ pub fn word_error_rate(reference: &str, hypothesis: &str) -> f64 {
     prev[h.len()] as f64 / r.len() as f64
 }
 
+/// Fraction of `heard`'s words (normalized) that occur in `spoken`: how much
+/// of a transcript is the robot's own recent speech heard back.
+pub fn overlap(heard: &str, spoken: &std::collections::HashSet<String>) -> f32 {
+    let words = normalize_words(heard);
+    if words.is_empty() {
+        return 0.0;
+    }
+    let found = words.iter().filter(|w| spoken.contains(*w)).count();
+    found as f32 / words.len() as f32
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -120,10 +120,10 @@ pub fn serve_cli<P: NodeParams>(node_name: &str) -> bool {
 pub type BenchMode = (&'static str, fn(&[String]) -> Result<()>);
 
 /// The `main` every node executable shares: serves `--describe-params` and
-/// `--help`, the node's bench mode when its flag is first, else runs `run`
+/// `--help`, the node's bench modes when their flag is first, else runs `run`
 /// on a two-worker tokio runtime. An error becomes one line in the ROS log
 /// and exit code 1; a clean shutdown exits 0.
-pub fn main<P, F, Fut>(node_name: &str, bench: BenchMode, run: F) -> std::process::ExitCode
+pub fn main<P, F, Fut>(node_name: &str, benches: &[BenchMode], run: F) -> std::process::ExitCode
 where
     P: NodeParams,
     F: FnOnce() -> Fut,
@@ -134,7 +134,10 @@ where
         return ExitCode::SUCCESS;
     }
     let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some(bench.0) {
+    if let Some(bench) = benches
+        .iter()
+        .find(|b| args.get(1).map(String::as_str) == Some(b.0))
+    {
         return match (bench.1)(&args[2..]) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

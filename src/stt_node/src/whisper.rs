@@ -1,0 +1,334 @@
+//! The Whisper thread of stt_node: pieces, partial hypotheses and final
+//! utterances -> `transcript/partial`, `transcript`, `transcript/text`.
+//!
+//! The encoder window is sized to each clip (`audio_ctx`), so a partial
+//! of two seconds costs what two seconds cost, not a 30 s window. At a
+//! tentative end the hypothesis is kept: when the turn then ends at that
+//! pause (no speech since), the final turn reuses it instead of decoding the
+//! same audio again.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use r2r::std_msgs::msg::String as StringMsg;
+use r2r::voice_agent::msg::{PartialTranscript, Utterance};
+use voice_core::partial::Agreement;
+use voice_core::transcript;
+use voice_ros::stamp;
+
+use crate::engine::Transcriber;
+use crate::listener::POLL;
+use crate::shared::{Publishers, Shared, Tentative, TurnMeta, Updates, Work};
+
+/// One utterance's transcription state.
+#[derive(Default)]
+struct UttText {
+    utt: u64,
+    /// Text of the pieces before the current one.
+    pieces: String,
+    agreement: Agreement,
+    revision: u32,
+    partials: u32,
+    lag_ms_sum: f64,
+    /// The hypothesis of the last tentative end: its pause, text of the
+    /// current piece, its compute [ms].
+    tentative: Option<(u32, String, f64)>,
+    /// Audio of the pieces before the current one [s].
+    pieces_audio_s: f32,
+    /// Whisper compute of the utterance, partials included [ms].
+    compute_ms: f64,
+    /// Compute of the last decode [ms].
+    last_ms: f64,
+    language: String,
+}
+
+impl UttText {
+    fn joined(&self, piece: &str) -> String {
+        match (self.pieces.is_empty(), piece.is_empty()) {
+            (true, _) => piece.to_string(),
+            (false, true) => self.pieces.clone(),
+            (false, false) => format!("{} {piece}", self.pieces),
+        }
+    }
+}
+
+pub fn transcribe(
+    mut engine: Transcriber,
+    mut updates: Updates,
+    shared: &Shared,
+    pubs: Publishers,
+) {
+    let mut cfg = updates.borrow_and_update().clone();
+    let mut cur = UttText::default();
+    // utterances whose turn was published: late partials of them are moot
+    let mut finished: u64 = 0;
+    while !shared.stop.load(Ordering::SeqCst) {
+        let Some(work) = shared.work.pop(POLL) else {
+            continue;
+        };
+        if updates.has_changed().unwrap_or(false) {
+            cfg = updates.borrow_and_update().clone();
+            engine.set_decode(cfg.decode.clone());
+        }
+        let utt = match &work {
+            Work::Piece { utt, .. } | Work::Partial { utt, .. } | Work::Final { utt, .. } => *utt,
+        };
+        if utt <= finished {
+            continue;
+        }
+        if cur.utt != utt {
+            cur = UttText {
+                utt,
+                language: cfg.decode.language.clone().unwrap_or_default(),
+                ..Default::default()
+            };
+        }
+        match work {
+            Work::Piece { audio, .. } => {
+                if let Some(text) = run(&mut engine, &audio, shared, &mut cur, true) {
+                    cur.pieces = cur.joined(&text);
+                }
+                cur.pieces_audio_s += audio.len() as f32 / voice_core::PIPELINE_RATE as f32;
+                cur.tentative = None;
+            }
+            Work::Partial {
+                audio,
+                pause,
+                newest,
+                ..
+            } => {
+                let Some(text) = run(&mut engine, &audio, shared, &mut cur, false) else {
+                    continue;
+                };
+                let full = cur.joined(&text);
+                let open = voice_core::turn::open_ending(&full);
+                if let Some(p) = pause {
+                    cur.tentative = Some((p, text, cur.last_ms));
+                }
+                let revision = publish_partial(
+                    &pubs,
+                    shared,
+                    &mut cur,
+                    &full,
+                    PartialKind::Hypothesis {
+                        tentative: pause.is_some() && !open,
+                        audio_s: audio.len() as f32 / voice_core::PIPELINE_RATE as f32,
+                        lag: newest.elapsed(),
+                    },
+                    &cfg.conversation_id,
+                );
+                if let Some(pause) = pause {
+                    *shared.tentative.lock().unwrap_or_else(|e| e.into_inner()) = Some(Tentative {
+                        utt,
+                        pause,
+                        revision,
+                        open,
+                    });
+                }
+            }
+            Work::Final {
+                audio, pause, meta, ..
+            } => {
+                finished = utt;
+                let (text, final_ms) = match cur.tentative.take() {
+                    // the turn ended in the pause that was transcribed: the
+                    // same speech (plus silence), the same text
+                    Some((p, text, ms)) if Some(p) == pause => (Some(text), ms),
+                    _ => {
+                        let text = run(&mut engine, &audio, shared, &mut cur, true);
+                        (text, cur.last_ms)
+                    }
+                };
+                let full = cur.joined(text.as_deref().unwrap_or(""));
+                let audio_s =
+                    cur.pieces_audio_s + audio.len() as f32 / voice_core::PIPELINE_RATE as f32;
+                finish(
+                    &pubs,
+                    shared,
+                    &mut cur,
+                    full,
+                    meta,
+                    &cfg,
+                    (audio_s, final_ms),
+                );
+            }
+        }
+    }
+}
+
+/// Transcribes `audio`; the cleaned text, `None` on failure. Counts compute.
+fn run(
+    engine: &mut Transcriber,
+    audio: &[f32],
+    shared: &Shared,
+    cur: &mut UttText,
+    last: bool,
+) -> Option<String> {
+    let result = if last {
+        engine.transcribe(audio)
+    } else {
+        engine.transcribe_partial(audio)
+    };
+    match result {
+        Ok(t) => {
+            let audio_s = audio.len() as f64 / f64::from(voice_core::PIPELINE_RATE);
+            shared.note_compute(audio_s, t.compute_ms / 1e3);
+            cur.compute_ms += t.compute_ms;
+            cur.last_ms = t.compute_ms;
+            if !t.language.is_empty() {
+                cur.language = t.language;
+            }
+            Some(transcript::clean(&t.text).unwrap_or_default())
+        }
+        Err(e) => {
+            shared
+                .log
+                .error(format!("transcription failed, audio skipped: {e}"));
+            None
+        }
+    }
+}
+
+enum PartialKind {
+    Hypothesis {
+        tentative: bool,
+        audio_s: f32,
+        lag: Duration,
+    },
+    Final,
+}
+
+/// Publishes a revision of the utterance's hypothesis; returns its number.
+fn publish_partial(
+    pubs: &Publishers,
+    shared: &Shared,
+    cur: &mut UttText,
+    full: &str,
+    kind: PartialKind,
+    conversation_id: &str,
+) -> u32 {
+    let p = cur.agreement.push(full);
+    cur.revision += 1;
+    let mut m = PartialTranscript {
+        turn_id: shared.turn_id(cur.utt),
+        conversation_id: conversation_id.into(),
+        revision: cur.revision,
+        text: full.into(),
+        stable: p.stable,
+        unstable: p.unstable,
+        ..Default::default()
+    };
+    match kind {
+        PartialKind::Hypothesis {
+            tentative,
+            audio_s,
+            lag,
+        } => {
+            m.tentative_end = tentative;
+            m.audio_duration_s = audio_s;
+            m.compute_ms = cur.compute_ms as f32;
+            m.lag_ms = lag.as_secs_f32() * 1e3;
+            cur.partials += 1;
+            cur.lag_ms_sum += f64::from(m.lag_ms);
+            shared.partials.fetch_add(1, Ordering::Relaxed);
+        }
+        PartialKind::Final => m.is_final = true,
+    }
+    m.header.stamp = stamp::now();
+    shared.log.debug(format!(
+        "partial {} r{} ({:.0} ms of Whisper){}: {:?} + {:?}",
+        m.turn_id,
+        m.revision,
+        cur.last_ms,
+        if m.tentative_end {
+            " (tentative end)"
+        } else {
+            ""
+        },
+        m.stable,
+        m.unstable
+    ));
+    let _ = pubs.partial.publish(&m);
+    cur.revision
+}
+
+/// Publishes the turn (unless nothing speech-like was heard, or it was the
+/// robot's own voice heard back).
+fn finish(
+    pubs: &Publishers,
+    shared: &Shared,
+    cur: &mut UttText,
+    text: String,
+    meta: TurnMeta,
+    cfg: &crate::params::SttConfig,
+    (audio_s, final_ms): (f32, f64),
+) {
+    let turn_id = shared.turn_id(cur.utt);
+    if text.is_empty() {
+        shared.rejected_non_speech.fetch_add(1, Ordering::Relaxed);
+        shared
+            .log
+            .debug("utterance had no speech-like transcript; not a turn");
+        return;
+    }
+    if meta.while_robot_spoke {
+        let echo = transcript::overlap(&text, &shared.robot_words());
+        if echo >= cfg.echo_text_match {
+            shared.echo_rejected.fetch_add(1, Ordering::Relaxed);
+            shared.log.info(format!(
+                "utterance {text:?} heard while the robot spoke is {:.0}% its own words: echo, not a turn",
+                echo * 100.0
+            ));
+            return;
+        }
+        shared.heard_while_speaking.fetch_add(1, Ordering::Relaxed);
+    }
+    publish_partial(
+        pubs,
+        shared,
+        cur,
+        &text,
+        PartialKind::Final,
+        &cfg.conversation_id,
+    );
+    shared.utterances.fetch_add(1, Ordering::Relaxed);
+    let mut u = Utterance {
+        turn_id: turn_id.clone(),
+        conversation_id: cfg.conversation_id.clone(),
+        text: text.clone(),
+        language: cur.language.clone(),
+        audio_duration_s: audio_s,
+        // the decode the turn waited for (the partials ran while the user spoke)
+        stt_compute_ms: final_ms as f32,
+        speech_start: stamp::from_system(meta.speech_start),
+        speech_end: stamp::from_system(meta.speech_end),
+        end_of_turn_score: meta.score.unwrap_or(-1.0),
+        end_of_turn_wait_ms: meta.wait_ms,
+        partials: cur.partials,
+        partial_lag_ms: if cur.partials > 0 {
+            (cur.lag_ms_sum / f64::from(cur.partials)) as f32
+        } else {
+            0.0
+        },
+        while_robot_spoke: meta.while_robot_spoke,
+        ..Default::default()
+    };
+    u.header.stamp = stamp::now();
+    u.end_of_speech_to_transcript_ms = stamp::ms_between(&u.speech_end, &u.header.stamp) as f32;
+    let ended = match meta.score {
+        Some(p) => format!("end-of-turn score {p:.4}"),
+        None => "silence".to_string(),
+    };
+    shared.log.info(format!(
+        "turn {turn_id}: {text:?} ({:.2} s audio, whisper {:.0} ms after the speech ({:.0} ms in all), {} partials; ended by {ended} after {:.0} ms of silence; speech end -> transcript {:.0} ms, decided -> transcript {:.0} ms)",
+        audio_s,
+        final_ms,
+        cur.compute_ms,
+        cur.partials,
+        meta.wait_ms,
+        u.end_of_speech_to_transcript_ms,
+        meta.decided.elapsed().as_secs_f64() * 1e3
+    ));
+    let _ = pubs.utterance.publish(&u);
+    let _ = pubs.text.publish(&StringMsg { data: text });
+}

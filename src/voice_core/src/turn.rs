@@ -1,0 +1,165 @@
+//! End of turn: when has the user finished speaking?
+//!
+//! Silence alone cannot tell: people pause 0.4-1 s inside sentences. A short
+//! silence makes a *tentative* end; the words decide whether to end the turn
+//! there or wait for more, up to a hard maximum. The score is the language
+//! model's own probability that the user's message ends here, read from the
+//! chat template's end-of-turn token right after the transcript (the method
+//! behind LiveKit's turn detector); llm_node computes it while it pre-fills
+//! the reply's prompt, stt_node decides with it.
+
+/// Probability of `token` under `logits` (softmax, numerically stable).
+/// Returns 0 for an out-of-range token or non-finite logits.
+pub fn token_probability(logits: &[f32], token: usize) -> f32 {
+    let Some(&x) = logits.get(token) else {
+        return 0.0;
+    };
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if !max.is_finite() || !x.is_finite() {
+        return 0.0;
+    }
+    let sum: f64 = logits.iter().map(|&l| f64::from(l - max).exp()).sum();
+    (f64::from(x - max).exp() / sum) as f32
+}
+
+/// What to do at a tentative end of turn.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Decision {
+    /// The user is done: end the turn now.
+    End,
+    /// Probably more to come: wait for speech until the hard maximum silence.
+    Wait,
+}
+
+/// `score` (end-of-turn probability, or `None` when no judge answered)
+/// against `threshold`.
+pub fn decide(score: Option<f32>, threshold: f32) -> Decision {
+    match score {
+        Some(p) if p >= threshold => Decision::End,
+        _ => Decision::Wait,
+    }
+}
+
+/// Decades below the threshold over which the required silence grows from
+/// the tentative to the maximum silence. One: with SmolLM2-135M complete
+/// requests score 0.2-0.8 and clause fragments ("When you get to the lab.",
+/// "And so, my fellow Americans.") 0.001-0.08, so a fragment a few times
+/// below the threshold already waits most of the way.
+const SCORE_DECADES: f32 = 1.0;
+
+/// The silence to wait for before ending the turn [ms], from the judge's
+/// score: at or above `threshold` the tentative silence (`min_ms`) is
+/// enough; below it the wait grows with how unlikely an end is (log scale,
+/// over one decade) up to `max_ms`; no score waits `max_ms`.
+pub fn required_silence_ms(score: Option<f32>, threshold: f32, min_ms: u32, max_ms: u32) -> u32 {
+    let max_ms = max_ms.max(min_ms);
+    let Some(p) = score.filter(|p| p.is_finite()) else {
+        return max_ms;
+    };
+    if p >= threshold {
+        return min_ms;
+    }
+    let decades = if p <= 0.0 {
+        SCORE_DECADES
+    } else {
+        (threshold / p).log10().clamp(0.0, SCORE_DECADES)
+    };
+    min_ms + ((max_ms - min_ms) as f32 * decades / SCORE_DECADES).round() as u32
+}
+
+/// Words that open a phrase: a transcript ending in one of them without
+/// terminal punctuation is unfinished ("go to the", "turn left and").
+/// Verbs, pronouns and prepositions that can end a sentence ("it is",
+/// "I can", "what is it for?") are not here.
+const OPEN_WORDS: &[&str] = &[
+    "a", "an", "the", "and", "or", "but", "because", "if", "than", "my", "your", "his", "her",
+    "our", "their", "its", "um", "uh", "er",
+];
+
+/// Whether the transcript's ending says the user is not done: a trailing
+/// comma, colon, semicolon, dash or ellipsis, or no terminal punctuation
+/// after a word that opens a phrase ("the", "and", "my"). Such a pause is
+/// not judged: the turn waits for more speech (up to the maximum silence).
+pub fn open_ending(text: &str) -> bool {
+    let t = text.trim_end();
+    if t.ends_with([',', ';', ':', '-', '\u{2026}']) || t.ends_with("...") {
+        return true;
+    }
+    if t.ends_with(['.', '?', '!']) {
+        return false;
+    }
+    let last = t
+        .rsplit(char::is_whitespace)
+        .next()
+        .unwrap_or("")
+        .trim_matches(|c: char| !c.is_alphanumeric() && c != '\'')
+        .to_lowercase();
+    OPEN_WORDS.contains(&last.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn required_silence_follows_the_score_on_a_log_scale() {
+        assert_eq!(required_silence_ms(Some(0.5), 0.1, 300, 1200), 300);
+        assert_eq!(required_silence_ms(None, 0.1, 300, 1200), 1200);
+        assert_eq!(required_silence_ms(Some(0.0), 0.1, 300, 1200), 1200);
+        assert_eq!(
+            required_silence_ms(Some(0.1 / 10f32.sqrt()), 0.1, 300, 1200),
+            750
+        );
+        assert_eq!(required_silence_ms(Some(0.01), 0.1, 300, 1200), 1200);
+        assert_eq!(required_silence_ms(Some(1e-9), 0.1, 300, 1200), 1200);
+        assert_eq!(required_silence_ms(Some(f32::NAN), 0.1, 300, 1200), 1200);
+        // a maximum below the tentative silence is the tentative silence
+        assert_eq!(required_silence_ms(None, 0.1, 300, 0), 300);
+    }
+
+    #[test]
+    fn open_endings() {
+        for t in [
+            "And so, my fellow Americans,",
+            "Go to the",
+            "I was wondering...",
+            "well\u{2026}",
+            "Turn left and",
+            "Bring me my",
+        ] {
+            assert!(open_ending(t), "{t}");
+        }
+        for t in [
+            "Go to the kitchen.",
+            "What time is it?",
+            "Tell me how warm it is.",
+            "Where is it from?",
+            "Stop!",
+            "",
+            "Hello there",
+            "Go to the.",
+        ] {
+            assert!(!open_ending(t), "{t}");
+        }
+    }
+
+    #[test]
+    fn probability_is_a_softmax_entry() {
+        let p = token_probability(&[0.0, 0.0, 0.0, 0.0], 2);
+        assert!((p - 0.25).abs() < 1e-6);
+        let p = token_probability(&[10.0, 0.0], 0);
+        assert!(p > 0.999);
+        assert_eq!(token_probability(&[1.0], 5), 0.0);
+        assert_eq!(token_probability(&[f32::NAN, 1.0], 0), 0.0);
+        // large logits do not overflow
+        let p = token_probability(&[1000.0, 999.0], 1);
+        assert!((p - 0.2689).abs() < 1e-3, "{p}");
+    }
+
+    #[test]
+    fn decision_needs_a_score_above_the_threshold() {
+        assert_eq!(decide(Some(0.9), 0.5), Decision::End);
+        assert_eq!(decide(Some(0.2), 0.5), Decision::Wait);
+        assert_eq!(decide(None, 0.5), Decision::Wait);
+    }
+}

@@ -1,0 +1,197 @@
+"""Talking with a person: sentences with pauses inside them (two voices,
+several rates, room noise), partial transcripts while the user speaks, the
+end of the turn judged from the words, speech over the robot, and long
+continuous speech. Real nodes over topics, embedded models."""
+import time
+
+import numpy as np
+import pytest
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseStamped
+from std_msgs.msg import String
+from voice_agent.msg import EndOfTurn, PartialTranscript, ReplyChunk, Utterance
+
+from conftest import (LLM_MODEL, ROOT, Microphone, add_noise, clause_audio, quiet, reliable, start_loop,
+                      utterance, wer, with_pauses)
+
+# one sentence each, cut where people pause: at commas, between clauses
+SENTENCES = [
+    ["When you get to the lab,", "tell me how warm it is."],
+    ["Please go to the kitchen,", "and bring me a glass of water."],
+    ["I was wondering,", "do you know where the charging dock is?"],
+]
+PAUSES = [0.7, 0.9, 0.6]  # inside each sentence [s]
+BETWEEN = 2.5  # between sentences [s]
+
+SPEAKERS = {
+    "espeak-140wpm": dict(voice="espeak", wpm=140),
+    "piper-slow-noisy": dict(voice="piper", length_scale=1.2, snr_db=20),
+    "espeak-175wpm-noisy": dict(voice="espeak", wpm=175, snr_db=15),
+}
+
+
+def speech_of(tmp_path, clauses, pauses, speaker, seed=0):
+    opts = dict(SPEAKERS[speaker])
+    snr = opts.pop("snr_db", None)
+    x = with_pauses(clause_audio(clauses, tmp_path / "voices", **opts), pauses)
+    return add_noise(x, snr, seed) if snr else x
+
+
+def turns_of(t):
+    return [u for u in t["heard"]]
+
+
+@pytest.mark.parametrize("speaker", list(SPEAKERS))
+def test_sentences_with_inner_pauses_are_one_turn_each(ros, tmp_path, speaker):
+    mic_pub, t = start_loop(ros, with_tts=False)
+    mic = Microphone(ros, mic_pub)
+    for i, (clauses, pause) in enumerate(zip(SENTENCES, PAUSES)):
+        mic.say(speech_of(tmp_path, clauses, [pause] * (len(clauses) - 1), speaker, seed=i))
+        mic.say(np.zeros(int(BETWEEN * 16000), np.float32))
+    mic.run(lambda: not mic.speech, 120, "all speech played")
+    mic.run(lambda: len(t["heard"]) >= len(SENTENCES), 30, "every sentence transcribed")
+    mic.run_for(1.5)
+    heard = turns_of(t)
+    assert len(heard) == len(SENTENCES), [u.text for u in heard]
+    for clauses, u in zip(SENTENCES, heard):
+        ref = " ".join(clauses)
+        assert wer(ref, u.text) <= 0.3, (ref, u.text)
+        # ended by the words or by silence, never inside the sentence's pause
+        assert u.end_of_turn_wait_ms >= 250, u
+    # the judge answered for the pauses; its scores went out
+    assert len(t["eot"]) >= len(SENTENCES)
+    assert any(u.end_of_turn_score >= 0 for u in heard)
+
+    # partial transcripts: during speech, revisions counting up, the
+    # committed prefix never changing, the last one the final text
+    for u in heard:
+        mine = [p for p in t["partials"] if p.turn_id == u.turn_id]
+        assert len(mine) >= 2, [p.text for p in mine]
+        assert [p.revision for p in mine] == sorted(p.revision for p in mine)
+        for a, b in zip(mine, mine[1:]):
+            assert b.stable.startswith(a.stable), (a.stable, b.stable)
+        assert mine[-1].is_final and mine[-1].text == u.text
+        assert not any(p.is_final for p in mine[:-1])
+        first = mine[0].header.stamp.sec + mine[0].header.stamp.nanosec * 1e-9
+        end = u.speech_end.sec + u.speech_end.nanosec * 1e-9
+        assert first < end, "no partial before the end of speech"
+
+
+def test_two_sentences_with_a_clear_pause_are_two_turns(ros, tmp_path):
+    mic_pub, t = start_loop(ros, with_tts=False)
+    mic = Microphone(ros, mic_pub)
+    a = clause_audio(["What color is the sky on a clear day?"], tmp_path, voice="espeak")[0]
+    b = clause_audio(["Please tell me a joke about robots."], tmp_path, voice="espeak")[0]
+    mic.say(with_pauses([a, b], [1.6]))
+    mic.run(lambda: len(t["heard"]) >= 2, 60, "two turns")
+    mic.run_for(1.5)
+    assert [wer(r, u.text) <= 0.3 for r, u in zip(
+        ["What color is the sky on a clear day?", "Please tell me a joke about robots."], t["heard"])] == [True, True]
+    assert len(t["heard"]) == 2
+
+
+def test_words_over_the_robot_are_answered_afterwards(ros, tmp_path):
+    """barge_in off: speech while the robot talks is kept (not the half-duplex
+    drop) and answered after the reply being spoken."""
+    mic_pub, t = start_loop(ros, llm={"max_tokens": 60})
+    mic = Microphone(ros, mic_pub)
+    mic.say(utterance(tmp_path, "Please tell me a short story about a robot.", "story"))
+    mic.run(lambda: any(m.data for m in t["speaking"]), 60, "the robot speaking")
+    question = "What color is the sky on a clear day?"
+    mic.say(utterance(tmp_path, question, "sky"))
+    mic.run(lambda: len(t["heard"]) >= 2, 40, "the words spoken over the robot")
+    over = t["heard"][1]
+    assert over.while_robot_spoke and wer(question, over.text) <= 0.3, over
+    mic.run(lambda: any(s.turn_id == over.turn_id for s in t["stats"]) and quiet(t)(), 90,
+            "those words answered and spoken")
+    story = [c for c in t["chunks"] if c.turn_id == t["heard"][0].turn_id]
+    assert any(c.text.strip() for c in story), "the first reply was not spoken"
+    assert len(t["interrupts"]) == 0
+
+
+def test_two_minutes_of_talk_never_fall_behind(ros, tmp_path):
+    """Continuous speech for two minutes (sentences with short pauses inside
+    and between): replies never queue up behind each other."""
+    mic_pub, t = start_loop(ros, llm={"max_tokens": 32})
+    mic = Microphone(ros, mic_pub)
+    lines = [
+        ["The weather was nice this morning,", "so we went for a walk."],
+        ["After lunch", "we tested the new arm."],
+        ["Can you remind me", "what time the meeting starts?"],
+        ["The battery lasted", "for almost three hours today."],
+        ["Tell me", "something funny about robots."],
+        ["I think the kitchen", "needs to be cleaned again."],
+    ]
+    parts = [clause_audio(c, tmp_path / "voices", voice="espeak", wpm=160) for c in lines]
+    rng = np.random.default_rng(7)
+    start = time.monotonic()
+    k = 0
+    while time.monotonic() - start < 120:
+        clauses = parts[k % len(parts)]
+        mic.say(with_pauses(clauses, list(rng.uniform(0.3, 0.7, len(clauses) - 1))))
+        mic.say(np.zeros(int(rng.uniform(0.6, 1.2) * 16000), np.float32))
+        mic.run(lambda: not mic.speech, 60, "speech played")
+        k += 1
+    mic.run_for(10.0)
+    lags = [s.end_of_speech_to_first_audio_ms for s in t["stats"] if s.end_of_speech_to_first_audio_ms > 0]
+    assert len(t["heard"]) >= 8, [u.text for u in t["heard"]]
+    assert len(lags) >= 4, lags
+    p95 = float(np.percentile(lags, 95))
+    assert p95 < 8000, sorted(lags)
+    # nothing answered late: the last replies are as fresh as the first
+    assert max(lags[-3:]) < 8000, lags
+
+
+def test_a_prefill_for_a_pause_never_reaches_outputs(ros):
+    """A tentative end is judged and its prompt pre-filled; the user went on
+    and the turn's text differs: nothing of the pre-filled text is spoken,
+    published or sent to Nav2; the wasted tokens are counted. The same text
+    confirmed reuses the pre-filled prompt."""
+    places = str(ROOT / "config" / "places" / "example.yaml")
+    llm = ros.start("llm_node", params={"model_path": LLM_MODEL, "n_threads": 2, "ctx_size": 4096, "parallel": 2,
+                                        "temperature": 0.0, "use_mlock": False, "max_tokens": 48,
+                                        "places_file": places})
+    eots = ros.collect(EndOfTurn, "/end_of_turn")
+    chunks = ros.collect(ReplyChunk, "/reply/chunk")
+    texts = ros.collect(String, "/reply/text")
+    goals = ros.collect(PoseStamped, "/goal_pose")
+    diags = ros.collect(DiagnosticArray, "/diagnostics")
+    partial = ros.node.create_publisher(PartialTranscript, "/transcript/partial", reliable())
+    final = ros.node.create_publisher(Utterance, "/transcript", reliable())
+    ros.wait_matched(partial)
+    ros.wait_matched(final)
+    ros.wait_publisher("/end_of_turn")
+
+    partial.publish(PartialTranscript(turn_id="t1", revision=3, text="Go to the kitchen.", tentative_end=True))
+    ros.wait_for(lambda: len(eots) >= 1, 30, "end-of-turn judgement")
+    e = eots[0]
+    assert e.turn_id == "t1" and e.revision == 3 and 0 <= e.probability <= 1 and e.prefilled_tokens > 10
+    ros.spin_for(1.0)
+    assert chunks == [] and texts == [] and goals == [], "a judgement produced output"
+
+    # the user went on: the turn is about the lab
+    final.publish(Utterance(turn_id="t1", text="Go to the lab."))
+    ros.wait_for(lambda: len(texts) >= 1, 60, "the reply")
+    ros.spin_for(0.5)
+    assert "kitchen" not in texts[0].data.lower(), texts[0].data
+    assert all("kitchen" not in c.text.lower() for c in chunks)
+    assert all(abs(g.pose.position.x - 4.2) > 1e-6 for g in goals), "a goal went to the kitchen"
+
+    def diag(key):
+        for d in reversed(diags):
+            for st in d.status:
+                if st.name.endswith("llm_node"):
+                    return int({v.key: v.value for v in st.values}.get(key, 0))
+        return 0
+    ros.wait_for(lambda: diag("prefill_wasted_tokens") > 0, 5, "wasted prefill counted")
+
+    # confirmed as pre-filled: the prompt was already in the KV cache
+    partial.publish(PartialTranscript(turn_id="t2", conversation_id="c2", revision=1,
+                                      text="What is your battery level?", tentative_end=True))
+    ros.wait_for(lambda: len(eots) >= 2, 30, "second judgement")
+    final.publish(Utterance(turn_id="t2", conversation_id="c2", text="What is your battery level?"))
+    ros.wait_for(lambda: any(c.turn_id == "t2" and c.is_final for c in chunks), 60, "second reply")
+    first = next(c for c in chunks if c.turn_id == "t2")
+    assert first.prefilled_tokens >= eots[1].prefilled_tokens - 1 > 0, (first.prefilled_tokens, eots[1])
+    assert first.prompt_tokens <= 3, first.prompt_tokens
+    assert llm.alive()
