@@ -68,6 +68,8 @@ enum Ended {
     Interrupted,
     InterruptedByNewUtterance,
     Reset,
+    /// The user went on: a later turn continues and replaces this one.
+    Replaced,
     DecodeError,
     /// The grammar allowed no token (never for a valid grammar).
     GrammarDeadEnd,
@@ -81,6 +83,7 @@ impl std::fmt::Display for Ended {
             Ended::Interrupted => "interrupted",
             Ended::InterruptedByNewUtterance => "interrupted by a new utterance",
             Ended::Reset => "reset",
+            Ended::Replaced => "replaced by its continuation",
             Ended::DecodeError => "decode error",
             Ended::GrammarDeadEnd => "grammar allows no token",
         })
@@ -98,6 +101,9 @@ pub struct TurnRequest {
     /// Speech end -> transcript [ms], copied into every chunk.
     pub stt_ms: f32,
     pub received: Instant,
+    /// A turn this one continues (its text included): that turn's reply is
+    /// dropped or stopped and its exchange left out of the history.
+    pub replaces: Option<String>,
 }
 
 /// A tentative end of the user's turn to judge (from `transcript/partial`).
@@ -221,6 +227,9 @@ pub struct Engine<'m> {
     log: voice_ros::log::Log,
     /// Accepted runtime parameter sets (`ros2 param set`), applied before the next turn.
     updates: tokio::sync::watch::Receiver<Arc<LlmConfig>>,
+    /// Recently finished turns (turn id, conversation, user text), for
+    /// replacing one by its continuation.
+    recent: VecDeque<(String, String, String)>,
 }
 
 /// Loads the backend and model (once per process).
@@ -321,6 +330,7 @@ impl<'m> Engine<'m> {
             stats,
             log,
             updates,
+            recent: VecDeque::new(),
         };
         if engine.cfg.intents.is_some() {
             // refused grammars surface at start, not on the first turn
@@ -545,7 +555,12 @@ impl<'m> Engine<'m> {
 
     fn handle(&mut self, c: Command) {
         match c {
-            Command::Turn(req) => self.admit(req),
+            Command::Turn(req) => {
+                if let Some(old) = req.replaces.clone() {
+                    self.replace(&old, &req.conversation_id);
+                }
+                self.admit(req)
+            }
             Command::Judge(req) => self.judge(req),
             Command::Interrupt(which) => {
                 let idx: Vec<usize> = (0..self.slots.len())
@@ -652,6 +667,63 @@ impl<'m> Engine<'m> {
         self.waiting.push_back(req);
     }
 
+    /// Closes a turn with an empty final chunk (nothing more of it is said).
+    fn close_silently(&self, req: &TurnRequest) {
+        self.sink.chunk(ReplyChunk {
+            turn_id: req.turn_id.clone(),
+            conversation_id: req.conversation_id.clone(),
+            is_final: true,
+            speech_end: req.speech_end.clone(),
+            stt_ms: req.stt_ms,
+            ..Default::default()
+        });
+    }
+
+    /// A turn the user went on with ("Go to the kitchen." ... "and bring me
+    /// water"): its continuation carries both texts and is answered instead.
+    /// The old turn's reply is dropped if nothing of it was published,
+    /// else stopped (tts_node told through `interrupt`); a finished one's
+    /// exchange leaves the history; a waiting one is dropped.
+    fn replace(&mut self, old: &str, conversation_id: &str) {
+        self.waiting.retain(|r| r.turn_id != old);
+        if let Some(c) = self.conversations.get_mut(conversation_id) {
+            c.queued.retain(|r| r.turn_id != old);
+        }
+        let active = self
+            .slots
+            .iter()
+            .position(|s| s.active.as_ref().is_some_and(|a| a.req.turn_id == old));
+        if let Some(i) = active {
+            let begun = self.slots[i]
+                .active
+                .as_ref()
+                .is_some_and(|a| a.chunk_index > 0);
+            self.finish(i, Ended::Replaced);
+            if begun {
+                self.sink.stop_speech(old);
+            }
+            self.log
+                .info(format!("turn {old} replaced by its continuation"));
+            return;
+        }
+        if let Some(k) = self.recent.iter().position(|(t, _, _)| t == old) {
+            let (_, conv, user) = self.recent.remove(k).unwrap_or_default();
+            let forgot = self
+                .conversations
+                .get_mut(&conv)
+                .is_some_and(|c| c.history.forget_last(&user));
+            self.sink.stop_speech(old);
+            self.log.info(format!(
+                "turn {old} replaced by its continuation (its reply stopped{})",
+                if forgot {
+                    ", its exchange forgotten"
+                } else {
+                    ""
+                }
+            ));
+        }
+    }
+
     /// busy_policy merge: the new utterance joins the turn it follows. A
     /// turn not yet started takes it in; a reply of which nothing was
     /// published yet is dropped (closed with an empty final chunk) and the
@@ -685,14 +757,7 @@ impl<'m> Engine<'m> {
                     "turn {} superseded by {} before any of its reply was published ({} tokens dropped)",
                     a.req.turn_id, req.turn_id, a.generated
                 ));
-                self.sink.chunk(ReplyChunk {
-                    turn_id: a.req.turn_id.clone(),
-                    conversation_id: a.req.conversation_id.clone(),
-                    is_final: true,
-                    speech_end: a.req.speech_end.clone(),
-                    stt_ms: a.req.stt_ms,
-                    ..Default::default()
-                });
+                self.close_silently(&a.req);
                 let mut joined = a.req;
                 join(&mut joined, req);
                 self.waiting.push_front(joined);
@@ -1220,6 +1285,15 @@ impl<'m> Engine<'m> {
 
     /// Ends the sequence's turn: final chunk, whole reply, history.
     fn finish(&mut self, i: usize, why: Ended) {
+        if why == Ended::Replaced {
+            // its continuation is answered with the whole text instead:
+            // nothing more of this reply goes out, nothing enters the history
+            if let Some(a) = self.slots[i].active.take() {
+                self.slots[i].last_used = Instant::now();
+                self.close_silently(&a.req);
+            }
+            return;
+        }
         let Some(a) = self.slots[i].active.as_mut() else {
             return;
         };
@@ -1288,10 +1362,14 @@ impl<'m> Engine<'m> {
             tps,
             a.reply
         ));
+        let conv_id = a.req.conversation_id.clone();
         // the history keeps what the model wrote (with intents, its JSON), so
         // it sees its own format in later turns
         self.sink.reply(spoken_reply.as_deref().unwrap_or(&a.reply));
-        let conv_id = a.req.conversation_id.clone();
+        push_bounded(
+            &mut self.recent,
+            (a.req.turn_id.clone(), conv_id.clone(), a.user_text.clone()),
+        );
         let conv = self.conversation(&conv_id);
         conv.history.push(a.user_text, a.reply.trim().to_string());
         if let Some(next) = conv.queued.pop_front() {
@@ -1352,6 +1430,16 @@ impl Engine<'_> {
         };
         (extra, goal)
     }
+}
+
+/// Finished turns remembered for replacement.
+const RECENT_TURNS: usize = 16;
+
+fn push_bounded<T>(q: &mut VecDeque<T>, v: T) {
+    if q.len() >= RECENT_TURNS {
+        q.pop_front();
+    }
+    q.push_back(v);
 }
 
 /// `new` joins `into`: the texts in order, the newest turn id and timing

@@ -69,6 +69,7 @@ async fn run() -> Result<()> {
         chunk: node.create_publisher::<ReplyChunk>("reply/chunk", node::event_qos())?,
         text: node.create_publisher::<StringMsg>("reply/text", node::event_qos())?,
         end_of_turn: node.create_publisher::<EndOfTurn>("end_of_turn", node::event_qos())?,
+        interrupt: node.create_publisher::<StringMsg>("interrupt", node::event_qos())?,
         actions,
         log: log.clone(),
     };
@@ -152,6 +153,7 @@ async fn run() -> Result<()> {
                     speech_end: u.speech_end,
                     stt_ms: u.end_of_speech_to_transcript_ms,
                     received: Instant::now(),
+                    replaces: (!u.replaces.is_empty()).then_some(u.replaces),
                 };
                 send(&tx, Command::Turn(req), &log, &stats);
             }
@@ -187,6 +189,7 @@ async fn run() -> Result<()> {
                     speech_end: Default::default(),
                     stt_ms: 0.0,
                     received: Instant::now(),
+                    replaces: None,
                 };
                 send(&tx, Command::Turn(req), &log, &stats);
             }

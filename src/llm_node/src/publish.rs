@@ -9,6 +9,8 @@ pub struct Sink {
     pub chunk: r2r::Publisher<ReplyChunk>,
     pub text: r2r::Publisher<StringMsg>,
     pub end_of_turn: r2r::Publisher<EndOfTurn>,
+    /// `interrupt`, to stop the speech of a replaced turn's reply.
+    pub interrupt: r2r::Publisher<StringMsg>,
     /// With intents: where goals, stops and intents go.
     pub actions: Option<crate::actions::ActionSink>,
     pub log: voice_ros::log::Log,
@@ -28,6 +30,18 @@ impl Sink {
         m.header.stamp = voice_ros::stamp::now();
         if let Err(e) = self.end_of_turn.publish(&m) {
             self.log.warn(format!("end_of_turn publish failed: {e}"));
+        }
+    }
+
+    /// Stops tts_node speaking (the reply of `turn` was replaced). The
+    /// message names the turn; llm_node's own interrupt handler matches it
+    /// to no conversation, so only speech stops.
+    pub fn stop_speech(&self, turn: &str) {
+        let m = StringMsg {
+            data: format!("replaced:{turn}"),
+        };
+        if let Err(e) = self.interrupt.publish(&m) {
+            self.log.warn(format!("interrupt publish failed: {e}"));
         }
     }
 

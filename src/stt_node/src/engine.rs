@@ -125,6 +125,12 @@ impl Transcriber {
         fp.set_no_speech_thold(d.no_speech_threshold);
         if !fallback {
             fp.set_temperature_inc(0.0);
+            // without the fallback nothing stops a repetition loop ("when you
+            // get to the lab. When you get to the lab. ..."): bound the tokens
+            // by the audio's length (speech is 3-4 tokens a second)
+            let secs = audio.len() as f32 / voice_core::PIPELINE_RATE as f32;
+            fp.set_single_segment(true);
+            fp.set_max_tokens((secs * PARTIAL_TOKENS_PER_S) as i32 + 8);
         }
         match &d.language {
             None => {
@@ -191,6 +197,9 @@ fn warm_up_audio() -> Vec<f32> {
         })
         .collect()
 }
+
+/// Most tokens a partial hypothesis may have per second of audio.
+const PARTIAL_TOKENS_PER_S: f32 = 8.0;
 
 /// Encoder frames per second of audio (Whisper: 1500 for 30 s).
 const CTX_PER_S: f64 = 50.0;

@@ -60,6 +60,8 @@ pub struct TurnParams {
     pub hear_while_speaking: bool,
     /// Speech heard while the robot spoke whose words are at least this fraction the robot's own recent words is its echo, not a turn (0..1].
     pub echo_text_match: f32,
+    /// An utterance starting this soon after the previous turn's speech with "and", "but", "so", ... continues it: published joined, replacing it [ms]; 0 = off.
+    pub continuation_ms: i32,
 }
 
 impl Default for TurnParams {
@@ -69,6 +71,7 @@ impl Default for TurnParams {
             partial_interval_ms: 1000,
             hear_while_speaking: true,
             echo_text_match: 0.6,
+            continuation_ms: 2000,
         }
     }
 }
@@ -174,6 +177,7 @@ pub struct SttConfig {
     pub partial_interval_ms: u32,
     pub hear_while_speaking: bool,
     pub echo_text_match: f32,
+    pub continuation: std::time::Duration,
 }
 
 impl NodeParams for SttParams {
@@ -260,6 +264,11 @@ impl NodeParams for SttParams {
             "turn.echo_text_match",
             || format!("must be in (0, 1], got {}", self.turn.echo_text_match),
         )?;
+        in_range(
+            self.turn.continuation_ms,
+            0..=10_000,
+            "turn.continuation_ms",
+        )?;
         Ok(SttConfig {
             decode: DecodeConfig {
                 language: (self.language != "auto").then(|| self.language.clone()),
@@ -277,6 +286,7 @@ impl NodeParams for SttParams {
             partial_interval_ms: self.turn.partial_interval_ms as u32,
             hear_while_speaking: self.turn.hear_while_speaking,
             echo_text_match: self.turn.echo_text_match,
+            continuation: std::time::Duration::from_millis(self.turn.continuation_ms as u64),
         })
     }
 }

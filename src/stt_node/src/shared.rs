@@ -168,6 +168,8 @@ pub struct Shared {
     /// Turns ended by the judge's score / by silence alone.
     pub ended_by_score: AtomicU64,
     pub ended_by_silence: AtomicU64,
+    /// Turns that continued (and replaced) the one before.
+    pub continued: AtomicU64,
     pub tentative: Mutex<Option<Tentative>>,
     last_score: Mutex<Option<f32>>,
     speaking: AtomicBool,
@@ -203,6 +205,7 @@ impl Shared {
             resumed: AtomicU64::new(0),
             ended_by_score: AtomicU64::new(0),
             ended_by_silence: AtomicU64::new(0),
+            continued: AtomicU64::new(0),
             tentative: Mutex::new(None),
             last_score: Mutex::new(None),
             speaking: AtomicBool::new(false),
@@ -342,6 +345,7 @@ impl Shared {
             .kv("tentative_ends_resumed", n(&self.resumed))
             .kv("turns_ended_by_score", n(&self.ended_by_score))
             .kv("turns_ended_by_silence", n(&self.ended_by_silence))
+            .kv("turns_continued", n(&self.continued))
             .kv("last_end_of_turn_score", score)
             .kv("heard_while_speaking", n(&self.heard_while_speaking))
             .kv("echo_rejected", n(&self.echo_rejected))

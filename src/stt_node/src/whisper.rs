@@ -20,6 +20,13 @@ use crate::engine::Transcriber;
 use crate::listener::POLL;
 use crate::shared::{Publishers, Shared, Tentative, TurnMeta, Updates, Work};
 
+/// The last published turn, for joining a continuation to it.
+pub struct LastTurn {
+    turn_id: String,
+    text: String,
+    speech_end: std::time::SystemTime,
+}
+
 /// One utterance's transcription state.
 #[derive(Default)]
 struct UttText {
@@ -59,6 +66,7 @@ pub fn transcribe(
     pubs: Publishers,
 ) {
     let mut cfg = updates.borrow_and_update().clone();
+    let mut last: Option<LastTurn> = None;
     let mut cur = UttText::default();
     // utterances whose turn was published: late partials of them are moot
     let mut finished: u64 = 0;
@@ -101,7 +109,9 @@ pub fn transcribe(
                     continue;
                 };
                 let full = cur.joined(&text);
-                let open = voice_core::turn::open_ending(&full);
+                // an unfinished clause, or Whisper looping on a short clip:
+                // not worth judging, the turn waits for more speech
+                let open = voice_core::turn::open_ending(&full) || transcript::repeats(&full);
                 if let Some(p) = pause {
                     cur.tentative = Some((p, text, cur.last_ms));
                 }
@@ -142,15 +152,8 @@ pub fn transcribe(
                 let full = cur.joined(text.as_deref().unwrap_or(""));
                 let audio_s =
                     cur.pieces_audio_s + audio.len() as f32 / voice_core::PIPELINE_RATE as f32;
-                finish(
-                    &pubs,
-                    shared,
-                    &mut cur,
-                    full,
-                    meta,
-                    &cfg,
-                    (audio_s, final_ms),
-                );
+                let turn = (full, meta, (audio_s, final_ms));
+                last = finish(&pubs, shared, &mut cur, turn, &cfg, last.take());
             }
         }
     }
@@ -258,18 +261,17 @@ fn finish(
     pubs: &Publishers,
     shared: &Shared,
     cur: &mut UttText,
-    text: String,
-    meta: TurnMeta,
+    (text, meta, (audio_s, final_ms)): (String, TurnMeta, (f32, f64)),
     cfg: &crate::params::SttConfig,
-    (audio_s, final_ms): (f32, f64),
-) {
+    last: Option<LastTurn>,
+) -> Option<LastTurn> {
     let turn_id = shared.turn_id(cur.utt);
     if text.is_empty() {
         shared.rejected_non_speech.fetch_add(1, Ordering::Relaxed);
         shared
             .log
             .debug("utterance had no speech-like transcript; not a turn");
-        return;
+        return last;
     }
     if meta.while_robot_spoke {
         let echo = transcript::overlap(&text, &shared.robot_words());
@@ -279,10 +281,25 @@ fn finish(
                 "utterance {text:?} heard while the robot spoke is {:.0}% its own words: echo, not a turn",
                 echo * 100.0
             ));
-            return;
+            return last;
         }
         shared.heard_while_speaking.fetch_add(1, Ordering::Relaxed);
     }
+    // "... and bring me water" right after "Go to the kitchen.": one request
+    let (text, replaces) = match last {
+        Some(l)
+            if !cfg.continuation.is_zero()
+                && voice_core::turn::continues(&text)
+                && meta
+                    .speech_start
+                    .duration_since(l.speech_end)
+                    .is_ok_and(|gap| gap <= cfg.continuation) =>
+        {
+            shared.continued.fetch_add(1, Ordering::Relaxed);
+            (format!("{} {text}", l.text), l.turn_id)
+        }
+        _ => (text, String::new()),
+    };
     publish_partial(
         pubs,
         shared,
@@ -311,14 +328,18 @@ fn finish(
             0.0
         },
         while_robot_spoke: meta.while_robot_spoke,
+        replaces: replaces.clone(),
         ..Default::default()
     };
     u.header.stamp = stamp::now();
     u.end_of_speech_to_transcript_ms = stamp::ms_between(&u.speech_end, &u.header.stamp) as f32;
-    let ended = match meta.score {
+    let mut ended = match meta.score {
         Some(p) => format!("end-of-turn score {p:.4}"),
         None => "silence".to_string(),
     };
+    if !replaces.is_empty() {
+        ended += &format!("; continues and replaces turn {replaces}");
+    }
     shared.log.info(format!(
         "turn {turn_id}: {text:?} ({:.2} s audio, whisper {:.0} ms after the speech ({:.0} ms in all), {} partials; ended by {ended} after {:.0} ms of silence; speech end -> transcript {:.0} ms, decided -> transcript {:.0} ms)",
         audio_s,
@@ -330,5 +351,10 @@ fn finish(
         meta.decided.elapsed().as_secs_f64() * 1e3
     ));
     let _ = pubs.utterance.publish(&u);
-    let _ = pubs.text.publish(&StringMsg { data: text });
+    let _ = pubs.text.publish(&StringMsg { data: text.clone() });
+    Some(LastTurn {
+        turn_id,
+        text,
+        speech_end: meta.speech_end,
+    })
 }

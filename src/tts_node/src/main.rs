@@ -130,6 +130,7 @@ async fn run() -> Result<()> {
         tokio::spawn(async move {
             while let Some(c) = chunks.next().await {
                 if !ctl.is_cancelled_turn(&c.turn_id) {
+                    ctl.note_reply(&c);
                     enqueue(&tx, TextJob::from_chunk(c, ctl.epoch()), &ctl, &log);
                 }
             }
@@ -187,7 +188,11 @@ async fn run() -> Result<()> {
                     .kv("audio_s", format!("{:.2}", ctl.audio_s()))
                     .kv("real_time_factor", format!("{:.3}", ctl.rtf()))
                     .kv("interrupts", ctl.interrupts.load(Ordering::Relaxed))
-                    .kv("dropped", ctl.dropped.load(Ordering::Relaxed));
+                    .kv("dropped", ctl.dropped.load(Ordering::Relaxed))
+                    .kv(
+                        "superseded_sentences",
+                        ctl.superseded.load(Ordering::Relaxed),
+                    );
                 let _ = diag_pub.publish(&r.into_array());
             }
         });

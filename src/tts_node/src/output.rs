@@ -97,6 +97,11 @@ pub struct Control {
     current_turns: Mutex<VecDeque<String>>,
     cancelled: Mutex<VecDeque<String>>,
     stt: Mutex<VecDeque<(String, SttFigures)>>,
+    /// Newest reply turn per conversation.
+    latest: Mutex<VecDeque<(String, String)>>,
+    /// Sentences of older replies dropped unspoken because a newer reply of
+    /// the same conversation came.
+    pub superseded: AtomicU64,
 }
 
 impl Control {
@@ -114,6 +119,8 @@ impl Control {
             current_turns: Mutex::new(VecDeque::new()),
             cancelled: Mutex::new(VecDeque::new()),
             stt: Mutex::new(VecDeque::new()),
+            latest: Mutex::new(VecDeque::new()),
+            superseded: AtomicU64::new(0),
         }
     }
 
@@ -135,6 +142,38 @@ impl Control {
         self.log.info(format!(
             "interrupt ({reason:?}): speech stopped, queue cleared"
         ));
+    }
+
+    /// Notes the newest reply turn of its conversation (from its first chunk).
+    pub fn note_reply(&self, c: &ReplyChunk) {
+        if let Ok(mut l) = self.latest.lock() {
+            if l.iter().any(|(_, t)| t == &c.turn_id) {
+                return;
+            }
+            l.retain(|(conv, _)| conv != &c.conversation_id);
+            if l.len() >= TURN_MEMORY {
+                l.pop_front();
+            }
+            l.push_back((c.conversation_id.clone(), c.turn_id.clone()));
+        }
+    }
+
+    /// Whether a newer reply of the same conversation came: this one's
+    /// unspoken text is stale (the user went on talking) and is dropped.
+    fn superseded(&self, meta: Option<&ReplyChunk>) -> bool {
+        let Some(m) = meta else { return false };
+        let newer = self.latest.lock().is_ok_and(|l| {
+            l.iter()
+                .any(|(conv, t)| conv == &m.conversation_id && t != &m.turn_id)
+        });
+        if newer {
+            self.superseded.fetch_add(1, Ordering::Relaxed);
+            self.log.debug(format!(
+                "turn {}: unspoken text dropped, a newer reply came",
+                m.turn_id
+            ));
+        }
+        newer
     }
 
     pub fn is_cancelled_turn(&self, turn: &str) -> bool {
@@ -264,7 +303,10 @@ pub fn synthesize(
             continue;
         }
         for (k, sentence) in sentences.into_iter().enumerate() {
-            if job.epoch < ctl.epoch() || ctl.stop.load(Ordering::SeqCst) {
+            if job.epoch < ctl.epoch()
+                || ctl.stop.load(Ordering::SeqCst)
+                || ctl.superseded(job.meta.as_ref())
+            {
                 break;
             }
             let text = normalize(&sentence);
@@ -370,7 +412,7 @@ pub fn output(
             }
             Err(RecvTimeoutError::Disconnected) => break,
         };
-        if job.epoch < ctl.epoch() {
+        if job.epoch < ctl.epoch() || ctl.superseded(job.meta.as_ref()) {
             continue;
         }
         if updates.has_changed().unwrap_or(false) {

@@ -97,6 +97,16 @@ impl History {
         self.turns.clear();
     }
 
+    /// Forgets the last exchange if its user text is `user` (a turn the user
+    /// went on with: it is answered again, joined with what followed).
+    pub fn forget_last(&mut self, user: &str) -> bool {
+        if self.turns.back().is_some_and(|(u, _)| u == user) {
+            self.turns.pop_back();
+            return true;
+        }
+        false
+    }
+
     /// Records a finished exchange, forgetting the oldest beyond `max_turns`.
     pub fn push(&mut self, user: String, assistant: String) {
         if self.max_turns == 0 {

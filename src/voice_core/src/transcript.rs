@@ -80,6 +80,14 @@ pub fn word_error_rate(reference: &str, hypothesis: &str) -> f64 {
     prev[h.len()] as f64 / r.len() as f64
 }
 
+/// Whether the text repeats a phrase of three or more words back to back
+/// ("when you get to the lab. When you get to the lab."): Whisper's
+/// repetition loop, a sign the hypothesis is not to be trusted.
+pub fn repeats(text: &str) -> bool {
+    let w = normalize_words(text);
+    (3..=w.len() / 2).any(|k| (0..=w.len() - 2 * k).any(|i| w[i..i + k] == w[i + k..i + 2 * k]))
+}
+
 /// Fraction of `heard`'s words (normalized) that occur in `spoken`: how much
 /// of a transcript is the robot's own recent speech heard back.
 pub fn overlap(heard: &str, spoken: &std::collections::HashSet<String>) -> f32 {
@@ -121,6 +129,15 @@ mod tests {
         );
         assert_eq!(clean("Thank you.").as_deref(), Some("Thank you."));
         assert_eq!(clean("a\u{0}b").as_deref(), Some("a b"));
+    }
+
+    #[test]
+    fn repetition_loops() {
+        assert!(repeats("when you get to the lab. When you get to the lab."));
+        assert!(repeats("I think I think I think that I think that"));
+        assert!(!repeats("Go to the kitchen and then go to the lab."));
+        assert!(!repeats("no no no"));
+        assert!(!repeats(""));
     }
 
     #[test]

@@ -97,6 +97,21 @@ pub fn open_ending(text: &str) -> bool {
     OPEN_WORDS.contains(&last.as_str())
 }
 
+/// Words that begin a continuation of what the user said before.
+const CONTINUATION_WORDS: &[&str] = &["and", "but", "or", "so", "because", "then", "also", "plus"];
+
+/// Whether `text` continues the previous utterance ("and bring me ...",
+/// "but not the kitchen"): its first word joins it to what came before.
+pub fn continues(text: &str) -> bool {
+    let first = text
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .trim_matches(|c: char| !c.is_alphanumeric())
+        .to_lowercase();
+    CONTINUATION_WORDS.contains(&first.as_str())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,6 +130,16 @@ mod tests {
         assert_eq!(required_silence_ms(Some(f32::NAN), 0.1, 300, 1200), 1200);
         // a maximum below the tentative silence is the tentative silence
         assert_eq!(required_silence_ms(None, 0.1, 300, 0), 300);
+    }
+
+    #[test]
+    fn continuations() {
+        assert!(continues("and bring me a glass of water."));
+        assert!(continues("And, then go home"));
+        assert!(continues("but not the kitchen"));
+        assert!(!continues("Bring me a glass of water."));
+        assert!(!continues("Andrew is here."));
+        assert!(!continues(""));
     }
 
     #[test]
