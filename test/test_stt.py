@@ -222,3 +222,33 @@ def test_bad_frames_are_dropped_counted_and_survived(ros, tmp_path):
     publish_audio(ros, pub, np.concatenate([silence(0.5), x[:, 0], silence(1.5)]), 16000)
     ros.wait_for(lambda: len(utts) >= 1, 30, "transcript after bad input")
     assert wer(SENTENCES[1], utts[0].text) <= WER_MAX
+
+
+def test_wake_words_follow_up_window(ros, tmp_path):
+    """With wake words, only speech that addresses the robot is a turn, and a
+    follow-up soon after needs none; the rest is counted, not a turn."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    node, pub, utts, _ = setup(ros, **{"turn.wake_words": "robot, hey robot", "turn.follow_up_s": 3.0})
+    diags = ros.collect(DiagnosticArray, "/diagnostics")
+
+    def say(text, name, after=1.0):
+        x, _ = read_wav(speak(text, tmp_path / f"{name}.wav"))
+        publish_audio(ros, pub, np.concatenate([silence(0.3), x[:, 0], silence(after)]), 16000)
+
+    say("What color is the sky on a clear day?", "not_addressed", after=1.5)
+    say("Robot, what color is the sky on a clear day?", "addressed")
+    ros.wait_for(lambda: len(utts) >= 1, 30, "the addressed turn")
+    say("Please tell me a joke about robots.", "follow_up", after=4.5)
+    ros.wait_for(lambda: len(utts) >= 2, 30, "the follow-up turn")
+    say("Please tell me a joke about robots.", "too_late")
+    ros.spin_for(2.0)
+
+    def not_addressed():
+        for d in reversed(diags):
+            for st in d.status:
+                if st.name.endswith("stt_node"):
+                    return int({v.key: v.value for v in st.values}.get("not_addressed", 0))
+        return 0
+    ros.wait_for(lambda: not_addressed() >= 2, 5, "two utterances not addressed")
+    assert len(utts) == 2, [u.text for u in utts]
+    assert "robot" in utts[0].text.lower() and "joke" in utts[1].text.lower()

@@ -31,7 +31,7 @@ def listener(ros):
     """stt_node transcribing what tts_node says (its half-duplex gate unplugged)."""
     return ros.start("stt_node", name="stt_listener",
                      params={"model_path": WHISPER_MODEL, "vad.model_path": VAD_MODEL, "n_threads": 2,
-                             "reliable_audio": True, "vad.min_silence_ms": 400},
+                             "reliable_audio": True, "vad.min_silence_ms": 400, "vad.max_silence_ms": 0},
                      remaps={"audio": "/audio_out", "speaking": "/not_speaking", "transcript": "/heard",
                              "transcript/text": "/heard/text"})
 

@@ -62,6 +62,10 @@ pub struct TurnParams {
     pub echo_text_match: f32,
     /// An utterance starting this soon after the previous turn's speech with "and", "but", "so", ... continues it: published joined, replacing it [ms]; 0 = off.
     pub continuation_ms: i32,
+    /// Wake words: comma-separated names the robot answers to (e.g. "robbie, hey robot"); a turn must begin with one, tolerant of spelling. "" = answer everything.
+    pub wake_words: String,
+    /// After a turn or the robot's reply, follow-ups need no wake word for this long [s].
+    pub follow_up_s: f64,
 }
 
 impl Default for TurnParams {
@@ -72,6 +76,8 @@ impl Default for TurnParams {
             hear_while_speaking: true,
             echo_text_match: 0.6,
             continuation_ms: 2000,
+            wake_words: String::new(),
+            follow_up_s: 8.0,
         }
     }
 }
@@ -178,6 +184,9 @@ pub struct SttConfig {
     pub hear_while_speaking: bool,
     pub echo_text_match: f32,
     pub continuation: std::time::Duration,
+    /// Wake phrases (normalized words); empty = every turn is for the robot.
+    pub wake_words: Vec<Vec<String>>,
+    pub follow_up: std::time::Duration,
 }
 
 impl NodeParams for SttParams {
@@ -269,6 +278,7 @@ impl NodeParams for SttParams {
             0..=10_000,
             "turn.continuation_ms",
         )?;
+        in_range(self.turn.follow_up_s, 0.0..=600.0, "turn.follow_up_s")?;
         Ok(SttConfig {
             decode: DecodeConfig {
                 language: (self.language != "auto").then(|| self.language.clone()),
@@ -287,6 +297,8 @@ impl NodeParams for SttParams {
             hear_while_speaking: self.turn.hear_while_speaking,
             echo_text_match: self.turn.echo_text_match,
             continuation: std::time::Duration::from_millis(self.turn.continuation_ms as u64),
+            wake_words: voice_core::wake::parse(&self.turn.wake_words),
+            follow_up: std::time::Duration::from_secs_f64(self.turn.follow_up_s),
         })
     }
 }

@@ -170,6 +170,8 @@ pub struct Shared {
     pub ended_by_silence: AtomicU64,
     /// Turns that continued (and replaced) the one before.
     pub continued: AtomicU64,
+    /// Utterances without a wake word outside the follow-up window.
+    pub not_addressed: AtomicU64,
     pub tentative: Mutex<Option<Tentative>>,
     last_score: Mutex<Option<f32>>,
     speaking: AtomicBool,
@@ -206,6 +208,7 @@ impl Shared {
             ended_by_score: AtomicU64::new(0),
             ended_by_silence: AtomicU64::new(0),
             continued: AtomicU64::new(0),
+            not_addressed: AtomicU64::new(0),
             tentative: Mutex::new(None),
             last_score: Mutex::new(None),
             speaking: AtomicBool::new(false),
@@ -267,6 +270,11 @@ impl Shared {
                 .ok()
                 .and_then(|t| *t)
                 .is_some_and(|t| t.elapsed() < echo_guard)
+    }
+
+    /// The robot spoke within the last `d` (or speaks now).
+    pub fn robot_spoke_within(&self, d: Duration) -> bool {
+        self.robot_audible(d)
     }
 
     /// Remembers text the robot says (reply chunks, `say`) for the echo check.
@@ -346,6 +354,7 @@ impl Shared {
             .kv("turns_ended_by_score", n(&self.ended_by_score))
             .kv("turns_ended_by_silence", n(&self.ended_by_silence))
             .kv("turns_continued", n(&self.continued))
+            .kv("not_addressed", n(&self.not_addressed))
             .kv("last_end_of_turn_score", score)
             .kv("heard_while_speaking", n(&self.heard_while_speaking))
             .kv("echo_rejected", n(&self.echo_rejected))

@@ -25,6 +25,7 @@ pub struct LastTurn {
     turn_id: String,
     text: String,
     speech_end: std::time::SystemTime,
+    published: std::time::SystemTime,
 }
 
 /// One utterance's transcription state.
@@ -285,6 +286,24 @@ fn finish(
         }
         shared.heard_while_speaking.fetch_add(1, Ordering::Relaxed);
     }
+    // wake words: a turn must address the robot, unless the user began it
+    // within the follow-up window of the last turn or of the robot's reply
+    if !cfg.wake_words.is_empty() {
+        let began_within = |t: std::time::SystemTime| {
+            meta.speech_start
+                .duration_since(t)
+                .map_or(true, |d| d <= cfg.follow_up)
+        };
+        let attentive = last.as_ref().is_some_and(|l| began_within(l.published))
+            || shared.robot_spoke_within(cfg.follow_up);
+        if !attentive && !voice_core::wake::addressed(&text, &cfg.wake_words) {
+            shared.not_addressed.fetch_add(1, Ordering::Relaxed);
+            shared.log.info(format!(
+                "utterance {text:?} does not address the robot (no wake word): not a turn"
+            ));
+            return last;
+        }
+    }
     // "... and bring me water" right after "Go to the kitchen.": one request
     let (text, replaces) = match last {
         Some(l)
@@ -356,5 +375,6 @@ fn finish(
         turn_id,
         text,
         speech_end: meta.speech_end,
+        published: std::time::SystemTime::now(),
     })
 }

@@ -25,6 +25,7 @@ pub mod robot_state;
 pub mod transcript;
 pub mod turn;
 pub mod utf8;
+pub mod wake;
 
 /// Sample rate every engine-facing stage works at (Whisper, Silero VAD) [Hz].
 pub const PIPELINE_RATE: u32 = 16_000;
