@@ -21,6 +21,9 @@ pub struct ChunkerConfig {
     pub min_chars: usize,
     /// A chunk at least this long may also be cut at a clause boundary (, ; :).
     pub clause_chars: usize,
+    /// The same for the first chunk of a reply: its first clause goes to
+    /// speech as soon as it is complete, so speech starts sooner.
+    pub first_clause_chars: usize,
     /// A chunk this long with no boundary is cut at the last space.
     pub max_chars: usize,
 }
@@ -30,6 +33,7 @@ impl Default for ChunkerConfig {
         Self {
             min_chars: 12,
             clause_chars: 60,
+            first_clause_chars: 16,
             max_chars: 200,
         }
     }
@@ -106,7 +110,12 @@ impl Chunker {
             {
                 return Some(after);
             }
-            if matches!(c, ',' | ';' | ':' | '—') && len_chars >= self.cfg.clause_chars {
+            let clause = if self.emitted == 0 {
+                self.cfg.first_clause_chars
+            } else {
+                self.cfg.clause_chars
+            };
+            if matches!(c, ',' | ';' | ':' | '—') && len_chars >= clause {
                 return Some(after);
             }
         }
@@ -184,7 +193,9 @@ mod tests {
         assert_eq!(
             c,
             vec![
-                "The value is 3.5 m, e.g. about Dr. Smith's height. ",
+                // the first clause goes out on its own (speech starts sooner)
+                "The value is 3.5 m, ",
+                "e.g. about Dr. Smith's height. ",
                 "J. R. R. Tolkien wrote it. ",
                 "Next one."
             ]
