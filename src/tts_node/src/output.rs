@@ -412,7 +412,20 @@ pub fn output(
             }
             Err(RecvTimeoutError::Disconnected) => break,
         };
-        if job.epoch < ctl.epoch() || ctl.superseded(job.meta.as_ref()) {
+        if job.epoch < ctl.epoch() {
+            continue;
+        }
+        if ctl.superseded(job.meta.as_ref()) {
+            // the rest of this reply goes unspoken; a turn that was heard
+            // still gets its stats (with the chunk figures it had)
+            if let Some(t) = turns.get_mut(&job.turn_id) {
+                if t.first_audio.is_some() && !t.published {
+                    if let Some(m) = &job.meta {
+                        t.last = Some(m.clone());
+                    }
+                    publish_stats(&job.turn_id, t, &pubs, ctl);
+                }
+            }
             continue;
         }
         if updates.has_changed().unwrap_or(false) {
