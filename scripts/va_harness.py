@@ -143,6 +143,16 @@ class Harness:
         return codes
 
 
+def diag_value(diags: list, node: str, key: str, default: float = 0.0) -> float:
+    """The newest value of `key` in /diagnostics messages (collected in
+    `diags`) from the node whose name ends with `node`; `default` before any."""
+    for d in reversed(diags):
+        for st in d.status:
+            if st.name.endswith(node):
+                return float({v.key: v.value for v in st.values}.get(key, default))
+    return default
+
+
 def read_wav(path: Path) -> tuple[np.ndarray, int]:
     with wave.open(str(path)) as w:
         rate, ch, n = w.getframerate(), w.getnchannels(), w.getnframes()

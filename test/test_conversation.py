@@ -11,7 +11,7 @@ from geometry_msgs.msg import PoseStamped
 from std_msgs.msg import String
 from voice_agent.msg import AudioFrame, EndOfTurn, Intent, PartialTranscript, ReplyChunk, Utterance
 
-from conftest import (LLM_MODEL, ROOT, Microphone, add_noise, clause_audio, quiet, reliable, start_loop,
+from conftest import (LLM_MODEL, ROOT, Microphone, add_noise, clause_audio, diag_value, quiet, reliable, start_loop,
                       utterance, wer, with_pauses)
 
 # one sentence each, cut where people pause: at commas, between clauses
@@ -188,13 +188,7 @@ def test_a_prefill_for_a_pause_never_reaches_outputs(ros):
     assert intents[0].turn_id == "t1" and intents[0].action == "stop", intents[0]
     assert goals == [], "a goal was sent for the pre-filled text"
 
-    def diag(key):
-        for d in reversed(diags):
-            for st in d.status:
-                if st.name.endswith("llm_node"):
-                    return int({v.key: v.value for v in st.values}.get(key, 0))
-        return 0
-    ros.wait_for(lambda: diag("prefill_wasted_tokens") > 0, 5, "wasted prefill counted")
+    ros.wait_for(lambda: diag_value(diags, "llm_node", "prefill_wasted_tokens") > 0, 5, "wasted prefill counted")
 
     # confirmed as pre-filled: the prompt was already in the KV cache
     partial.publish(PartialTranscript(turn_id="t2", conversation_id="c2", revision=1,

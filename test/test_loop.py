@@ -1,7 +1,7 @@
 """The whole voice loop with the cpu_small profile and the embedded models:
 microphone audio in, transcript, streamed reply, speech out, turn stats;
 the robot's own voice heard back (echo) and barge-in."""
-from conftest import Microphone, quiet, start_loop, utterance, wer
+from conftest import Microphone, diag_value, quiet, start_loop, utterance, wer
 
 
 def test_spoken_request_is_answered_with_turn_stats(ros, tmp_path):
@@ -44,15 +44,8 @@ def test_echo_of_the_robot_is_not_a_turn(ros, tmp_path):
     mic.run(lambda: len(t["stats"]) >= 1 and quiet(t)(), 60, "the reply spoken")
     mic.run_for(4.0)  # the microphone keeps listening after the robot stopped
     assert len(t["heard"]) == 1, [u.text for u in t["heard"]]
-
-    def stt_value(key):
-        for d in reversed(diags):
-            for st in d.status:
-                if st.name.endswith("stt_node"):
-                    return int({v.key: v.value for v in st.values}.get(key, 0))
-        return 0
     # heard and recognized as the robot's own words, not ignored
-    mic.run(lambda: stt_value("echo_rejected") >= 1, 5, "the echo counted as rejected")
+    mic.run(lambda: diag_value(diags, "stt_node", "echo_rejected") >= 1, 5, "the echo counted as rejected")
 
 
 def test_echo_control_without_the_gate_is_heard(ros, tmp_path):

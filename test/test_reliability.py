@@ -8,7 +8,7 @@ from rclpy.qos import qos_profile_sensor_data
 from std_msgs.msg import Bool, String
 from voice_agent.msg import AudioFrame, ReplyChunk, Utterance
 
-from conftest import (LLM_MODEL, latched, ONNXRUNTIME, PIPER_VOICE, ROOT, VAD_MODEL, WHISPER_MODEL, publish_audio, read_wav,
+from conftest import (LLM_MODEL, diag_value, latched, ONNXRUNTIME, PIPER_VOICE, ROOT, VAD_MODEL, WHISPER_MODEL, publish_audio, read_wav,
                       reliable, speak)
 
 NODE_PARAMS = {
@@ -60,14 +60,7 @@ def test_audio_flood_and_huge_frames_stay_bounded(ros):
     grown = rss_kb(p.proc.pid) - base
     assert grown < 200_000, f"RSS grew by {grown} kB"
 
-    def dropped():
-        for d in reversed(diags):
-            for s in d.status:
-                if s.name.endswith("stt_node"):
-                    return int({v.key: v.value for v in s.values}["frames_dropped"])
-        return 0
-
-    ros.wait_for(lambda: dropped() >= 50, 10, "huge frames counted as dropped")
+    ros.wait_for(lambda: diag_value(diags, "stt_node", "frames_dropped") >= 50, 10, "huge frames counted as dropped")
     assert flood_s < 30
 
 

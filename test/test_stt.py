@@ -4,7 +4,7 @@ import pytest
 from std_msgs.msg import Bool, String
 from voice_agent.msg import AudioFrame, Utterance
 
-from conftest import (WHISPER_MODEL, VAD_MODEL, latched, publish_audio, read_wav, reliable, silence, speak,
+from conftest import (WHISPER_MODEL, VAD_MODEL, diag_value, latched, publish_audio, read_wav, reliable, silence, speak,
                       wer)
 
 SENTENCES = [
@@ -127,14 +127,8 @@ def test_half_duplex_ignores_input_and_counts_it(ros, tmp_path):
     ros.spin_for(3.0)
     assert utts == []
 
-    def ignored_s():
-        for d in reversed(diags):
-            for st in d.status:
-                if st.name.endswith("stt_node"):
-                    return float({v.key: v.value for v in st.values}.get("ignored_while_speaking_s", 0))
-        return 0.0
     # not silently: every ignored second is counted
-    ros.wait_for(lambda: ignored_s() > 2.0, 5, "ignored audio counted in diagnostics")
+    ros.wait_for(lambda: diag_value(diags, "stt_node", "ignored_while_speaking_s") > 2.0, 5, "ignored audio counted in diagnostics")
     # once the robot is quiet again, the same speech is a turn
     speaking.publish(Bool(data=False))
     ros.spin_for(0.6)
@@ -207,12 +201,7 @@ def test_bad_frames_are_dropped_counted_and_survived(ros, tmp_path):
         ros.spin_for(0.02)
 
     def dropped():
-        for d in reversed(diags):
-            for s in d.status:
-                if s.name.endswith("stt_node"):
-                    kv = {v.key: v.value for v in s.values}
-                    return int(kv.get("frames_dropped", 0))
-        return 0
+        return diag_value(diags, "stt_node", "frames_dropped")
 
     ros.wait_for(lambda: dropped() == len(bad), 10, "all bad frames counted in diagnostics")
     assert node.alive()
@@ -243,12 +232,6 @@ def test_wake_words_follow_up_window(ros, tmp_path):
     say("Please tell me a joke about robots.", "too_late")
     ros.spin_for(2.0)
 
-    def not_addressed():
-        for d in reversed(diags):
-            for st in d.status:
-                if st.name.endswith("stt_node"):
-                    return int({v.key: v.value for v in st.values}.get("not_addressed", 0))
-        return 0
-    ros.wait_for(lambda: not_addressed() >= 2, 5, "two utterances not addressed")
+    ros.wait_for(lambda: diag_value(diags, "stt_node", "not_addressed") >= 2, 5, "two utterances not addressed")
     assert len(utts) == 2, [u.text for u in utts]
     assert "robot" in utts[0].text.lower() and "joke" in utts[1].text.lower()

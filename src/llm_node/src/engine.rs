@@ -669,14 +669,7 @@ impl<'m> Engine<'m> {
 
     /// Closes a turn with an empty final chunk (nothing more of it is said).
     fn close_silently(&self, req: &TurnRequest) {
-        self.sink.chunk(ReplyChunk {
-            turn_id: req.turn_id.clone(),
-            conversation_id: req.conversation_id.clone(),
-            is_final: true,
-            speech_end: req.speech_end.clone(),
-            stt_ms: req.stt_ms,
-            ..Default::default()
-        });
+        self.sink.chunk(empty_final(req));
     }
 
     /// A turn the user went on with ("Go to the kitchen." ... "and bring me
@@ -923,15 +916,9 @@ impl<'m> Engine<'m> {
     fn fail(&mut self, req: TurnRequest, why: &str) {
         self.log
             .error(format!("turn {}: {why}; not answered", req.turn_id));
-        let now = Instant::now();
         self.sink.chunk(ReplyChunk {
-            turn_id: req.turn_id.clone(),
-            conversation_id: req.conversation_id.clone(),
-            is_final: true,
-            speech_end: req.speech_end.clone(),
-            stt_ms: req.stt_ms,
-            first_chunk_ms: ms(now - req.received),
-            ..Default::default()
+            first_chunk_ms: ms(req.received.elapsed()),
+            ..empty_final(&req)
         });
         if let Some(next) = self.conversation(&req.conversation_id).queued.pop_front() {
             self.waiting.push_back(next);
@@ -1429,6 +1416,18 @@ impl Engine<'_> {
             other => Some(other.say().to_string()),
         };
         (extra, goal)
+    }
+}
+
+/// The empty final chunk that closes `req`'s turn.
+fn empty_final(req: &TurnRequest) -> ReplyChunk {
+    ReplyChunk {
+        turn_id: req.turn_id.clone(),
+        conversation_id: req.conversation_id.clone(),
+        is_final: true,
+        speech_end: req.speech_end.clone(),
+        stt_ms: req.stt_ms,
+        ..Default::default()
     }
 }
 

@@ -228,42 +228,25 @@ async fn run() -> Result<()> {
                 tick.tick().await;
                 let tps = stats.last_tokens_per_s.lock().map(|v| *v).unwrap_or(0.0);
                 let info = stats.info.lock().map(|s| s.clone()).unwrap_or_default();
+                let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
                 let r = Report::new(&fq, &hw)
                     .kv("model", &hw)
                     .kv("context", info)
                     .kv("compute", &compute)
-                    .kv("active_conversations", stats.active.load(Ordering::Relaxed))
-                    .kv("turns", stats.turns.load(Ordering::Relaxed))
-                    .kv(
-                        "tokens_generated",
-                        stats.tokens_generated.load(Ordering::Relaxed),
-                    )
+                    .kv("active_conversations", n(&stats.active))
+                    .kv("turns", n(&stats.turns))
+                    .kv("tokens_generated", n(&stats.tokens_generated))
                     .kv("last_tokens_per_s", format!("{tps:.1}"))
-                    .kv(
-                        "last_prompt_tokens_evaluated",
-                        stats.last_prompt_tokens.load(Ordering::Relaxed),
-                    )
-                    .kv("dropped", stats.dropped.load(Ordering::Relaxed))
-                    .kv("merged", stats.merged.load(Ordering::Relaxed))
-                    .kv("superseded", stats.superseded.load(Ordering::Relaxed))
-                    .kv("end_of_turn_judged", stats.judged.load(Ordering::Relaxed))
-                    .kv(
-                        "end_of_turn_not_judged",
-                        stats.not_judged.load(Ordering::Relaxed),
-                    )
-                    .kv(
-                        "prefilled_tokens",
-                        stats.prefilled_tokens.load(Ordering::Relaxed),
-                    )
-                    .kv(
-                        "prefill_reused_tokens",
-                        stats.prefill_reused_tokens.load(Ordering::Relaxed),
-                    )
-                    .kv(
-                        "prefill_wasted_tokens",
-                        stats.prefill_wasted_tokens.load(Ordering::Relaxed),
-                    )
-                    .kv("interrupted", stats.interrupted.load(Ordering::Relaxed))
+                    .kv("last_prompt_tokens_evaluated", n(&stats.last_prompt_tokens))
+                    .kv("dropped", n(&stats.dropped))
+                    .kv("merged", n(&stats.merged))
+                    .kv("superseded", n(&stats.superseded))
+                    .kv("end_of_turn_judged", n(&stats.judged))
+                    .kv("end_of_turn_not_judged", n(&stats.not_judged))
+                    .kv("prefilled_tokens", n(&stats.prefilled_tokens))
+                    .kv("prefill_reused_tokens", n(&stats.prefill_reused_tokens))
+                    .kv("prefill_wasted_tokens", n(&stats.prefill_wasted_tokens))
+                    .kv("interrupted", n(&stats.interrupted))
                     .kv(
                         "robot_state",
                         state

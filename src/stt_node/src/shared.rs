@@ -78,7 +78,8 @@ pub enum Work {
 }
 
 impl Work {
-    fn utt(&self) -> u64 {
+    /// The utterance the work belongs to.
+    pub fn utt(&self) -> u64 {
         match self {
             Work::Piece { utt, .. } | Work::Partial { utt, .. } | Work::Final { utt, .. } => *utt,
         }
@@ -270,11 +271,6 @@ impl Shared {
                 .ok()
                 .and_then(|t| *t)
                 .is_some_and(|t| t.elapsed() < echo_guard)
-    }
-
-    /// The robot spoke within the last `d` (or speaks now).
-    pub fn robot_spoke_within(&self, d: Duration) -> bool {
-        self.robot_audible(d)
     }
 
     /// Remembers text the robot says (reply chunks, `say`) for the echo check.

@@ -79,9 +79,7 @@ pub fn transcribe(
             cfg = updates.borrow_and_update().clone();
             engine.set_decode(cfg.decode.clone());
         }
-        let utt = match &work {
-            Work::Piece { utt, .. } | Work::Partial { utt, .. } | Work::Final { utt, .. } => *utt,
-        };
+        let utt = work.utt();
         if utt <= finished {
             continue;
         }
@@ -295,7 +293,7 @@ fn finish(
                 .map_or(true, |d| d <= cfg.follow_up)
         };
         let attentive = last.as_ref().is_some_and(|l| began_within(l.published))
-            || shared.robot_spoke_within(cfg.follow_up);
+            || shared.robot_audible(cfg.follow_up);
         if !attentive && !voice_core::wake::addressed(&text, &cfg.wake_words) {
             shared.not_addressed.fetch_add(1, Ordering::Relaxed);
             shared.log.info(format!(
