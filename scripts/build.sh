@@ -7,6 +7,21 @@
 #   VOICE_AGENT_CARGO_FEATURES="cuda" scripts/build.sh   # GPU build
 source "$(dirname "$0")/common.sh"
 source "$VA_ENV"
+# Test-only interfaces (test/interfaces/README.md: nav2_msgs' NavigateToPose)
+# go into the same prefix first, so llm_node is built with its action client.
+# A robot build (colcon in a workspace) skips them: COLCON_IGNORE.
+if [ "${VOICE_AGENT_TEST_INTERFACES:-1}" = 1 ]; then
+  step "test-only interfaces (test/interfaces) -> $VA_INSTALL"
+  ti_src="$VA_CACHE/test-interfaces"
+  rm -rf "$ti_src" && mkdir -p "$ti_src"
+  cp -a "$VA_ROOT/test/interfaces/." "$ti_src/" && rm -f "$ti_src/COLCON_IGNORE"
+  colcon --log-base "$VA_CACHE/colcon-log" build \
+      --base-paths "$ti_src" --merge-install \
+      --build-base "$VA_CACHE/colcon-build" --install-base "$VA_INSTALL" \
+      --cmake-args -DBUILD_TESTING=OFF -DPython3_EXECUTABLE="$VA_VENV/bin/python" \
+      > "$VA_CACHE/colcon-test-interfaces.log" 2>&1 \
+    || { tail -40 "$VA_CACHE/colcon-test-interfaces.log"; echo "test interfaces failed" >&2; exit 1; }
+fi
 step "colcon build (interfaces + Rust nodes, release) -> $VA_INSTALL"
 colcon_log="$VA_CACHE/colcon-build.log"
 set +e

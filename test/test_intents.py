@@ -1,7 +1,9 @@
 """Spoken requests become Nav2 goals: llm_node's intent layer (places file +
-grammar-constrained actions) through real topics, with scripts/nav2_standin.py
-as a separate process standing in for Nav2 (it records every goal and stop it
-receives) and the embedded SmolLM2-135M model.
+grammar-constrained actions) through real topics and Nav2's NavigateToPose
+action, with scripts/nav2_standin.py as a separate process standing in for
+Nav2 (an rclpy action server that succeeds, aborts, is cancelled and
+preempted; it records every goal, stop and outcome) and the embedded
+SmolLM2-135M model. nav2_msgs is the test-only copy in test/interfaces.
 
 The requests used here are ones the 135M model maps right with greedy
 decoding; it gets others wrong (see README, intents). What cannot happen,
@@ -11,6 +13,7 @@ real engine in llm_node's sampling tests) or a goal to a place not in the file.
 import json
 import math
 
+from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from std_msgs.msg import Empty, String
 from voice_agent.msg import Intent, ReplyChunk, Utterance
@@ -47,6 +50,8 @@ def start(ros, prompt=True, **params):
         "intents": ros.collect(Intent, "/intent"),
         "replies": ros.collect(String, "/reply/text"),
         "chunks": ros.collect(ReplyChunk, "/reply/chunk"),
+        "said": ros.collect(String, "/say"),
+        "diags": ros.collect(DiagnosticArray, "/diagnostics"),
     }
     pub = ros.node.create_publisher(String if prompt else Utterance, "/prompt" if prompt else "/transcript",
                                     reliable())
@@ -55,12 +60,22 @@ def start(ros, prompt=True, **params):
     return node, pub, t
 
 
-def test_go_to_the_kitchen_as_text_sends_the_kitchen_goal_to_nav2(ros):
+def robot_state(t) -> str:
+    """llm_node's newest robot-state lines (what the next prompt is told)."""
+    for d in reversed(t["diags"]):
+        for st in d.status:
+            if st.name.endswith("llm_node"):
+                return {v.key: v.value for v in st.values}.get("robot_state", "")
+    return ""
+
+
+def test_go_to_the_kitchen_is_a_navigate_to_pose_goal_and_the_arrival_is_spoken(ros):
     nav = Nav2(ros)
     node, pub, t = start(ros)
     pub.publish(String(data="Go to the kitchen."))
     ros.wait_for(lambda: nav.events("goal"), 60, "goal at the Nav2 stand-in", [node, nav.proc])
     g = nav.events("goal")[0]
+    assert g["via"] == "action"
     # config/places/example.yaml: kitchen at (4.2, -1.5), yaw 1.57 in map
     assert g["frame_id"] == "map"
     assert (g["x"], g["y"]) == (4.2, -1.5)
@@ -75,9 +90,67 @@ def test_go_to_the_kitchen_as_text_sends_the_kitchen_goal_to_nav2(ros):
     assert t["replies"][0].data == "Going to the kitchen."
     ros.wait_for(lambda: any(c.is_final for c in t["chunks"]), 5, "final chunk")
     assert "".join(c.text for c in t["chunks"]) == "Going to the kitchen."
-    # the stand-in "arrives" and publishes its pose: no second goal
-    ros.wait_for(lambda: nav.events("arrived"), 10, "arrival")
-    assert len(nav.events("goal")) == 1
+    # the stand-in "arrives": the result comes back and the robot says so
+    ros.wait_for(lambda: t["said"], 10, "spoken arrival", [node, nav.proc])
+    assert [m.data for m in t["said"]] == ["I'm at the kitchen."]
+    assert nav.events("arrived") and len(nav.events("goal")) == 1
+    ros.wait_for(lambda: "Navigation: arrived at the kitchen." in robot_state(t), 5, "state")
+
+
+def test_an_aborted_goal_is_spoken_with_nav2s_reason(ros):
+    nav = Nav2(ros, outcome="abort", error_code=9000, error_msg="No valid path to the goal")
+    node, pub, t = start(ros)
+    pub.publish(String(data="Go to the kitchen."))
+    ros.wait_for(lambda: t["said"], 60, "spoken outcome", [node, nav.proc])
+    assert [m.data for m in t["said"]] == ["I couldn't reach the kitchen: No valid path to the goal."]
+    assert nav.events("aborted") and not nav.events("arrived")
+    assert t["replies"][0].data == "Going to the kitchen."
+    ros.wait_for(lambda: "could not reach the kitchen (No valid path to the goal)" in robot_state(t), 5,
+                 "state")
+
+
+def test_no_navigation_server_is_said_not_hidden(ros):
+    node, pub, t = start(ros, nav_action="/no_nav2_here/navigate_to_pose")
+    pub.publish(String(data="Go to the kitchen."))
+    ros.wait_for(lambda: t["said"], 60, "spoken outcome", [node])
+    assert t["said"][0].data == "I couldn't reach the kitchen: navigation is not running."
+    assert t["intents"][0].goal_sent  # sent to the client; the server was missing
+
+
+def test_stop_while_driving_cancels_the_goal_and_feedback_reaches_the_prompt(ros):
+    nav = Nav2(ros, drive_s=60.0)
+    node, pub, t = start(ros)
+    pub.publish(String(data="Go to the kitchen."))
+    # from (0, 0) to the kitchen (4.2, -1.5): 4.5 m, counting down over 60 s
+    ros.wait_for(lambda: "Navigation: driving to the kitchen, 4 m to go, about" in robot_state(t), 60,
+                 "feedback in the robot state", [node, nav.proc])
+    ros.wait_for(lambda: len(t["replies"]) == 1, 10, "confirmation")
+    pub.publish(String(data="Stop!"))
+    ros.wait_for(lambda: nav.events("cancelled"), 60, "goal cancelled at the stand-in", [node, nav.proc])
+    ros.wait_for(lambda: len(t["replies"]) == 2, 10, "reply to stop")
+    assert t["replies"][1].data == "Stopping." and t["intents"][1].action == Intent.STOP
+    ros.wait_for(lambda: "Navigation: stopped on the way to the kitchen." in robot_state(t), 5, "state")
+    ros.spin_for(1.0)
+    assert t["said"] == []  # a goal the user stopped is not announced
+    assert nav.events("stop") == []  # the action is cancelled, no topic message
+
+
+def test_a_second_goal_replaces_the_first(ros):
+    nav = Nav2(ros, drive_s=8.0)
+    # two people (conversations): the robot has one goal at a time. (Separate
+    # histories also keep the 135M model from answering the second request
+    # with the pattern of the first.)
+    node, pub, t = start(ros, prompt=False)
+    pub.publish(Utterance(turn_id="g1", conversation_id="alice", text="Go to the kitchen."))
+    ros.wait_for(lambda: nav.events("goal"), 60, "first goal", [node, nav.proc])
+    pub.publish(Utterance(turn_id="g2", conversation_id="bob", text="Navigate to the lab please."))
+    ros.wait_for(lambda: len(nav.events("goal")) == 2, 60, "second goal", [node, nav.proc])
+    assert nav.events("goal")[1]["x"] != nav.events("goal")[0]["x"]
+    ros.wait_for(lambda: t["said"], 30, "spoken arrival", [node, nav.proc])
+    ros.spin_for(1.0)
+    # Nav2 preempted (aborted) the first goal; only the second one's outcome is said
+    assert [e["goal"] for e in nav.events("preempted")] == [1]
+    assert [m.data for m in t["said"]] == ["I'm at the lab."]
 
 
 def test_unknown_place_asks_back_and_sends_no_goal(ros):
@@ -95,12 +168,25 @@ def test_unknown_place_asks_back_and_sends_no_goal(ros):
     assert nav.events("goal") == []
 
 
-def test_stop_goes_out_on_the_configured_stop_topic(ros):
+def test_topic_mode_sends_goal_pose(ros):
+    nav = Nav2(ros)
+    node, pub, t = start(ros, nav_mode="topic")
+    pub.publish(String(data="Go to the kitchen."))
+    ros.wait_for(lambda: nav.events("goal"), 60, "goal on goal_pose", [node, nav.proc])
+    assert nav.events("goal")[0]["via"] == "topic" and nav.events("goal")[0]["x"] == 4.2
+    ros.wait_for(lambda: "Last navigation goal: the kitchen." in robot_state(t), 5, "state")
+    ros.wait_for(lambda: nav.events("arrived"), 10, "arrival")
+    ros.spin_for(0.5)
+    assert t["said"] == []  # a topic goal's outcome is not known
+
+
+def test_topic_mode_stop_goes_out_on_the_configured_stop_topic(ros):
     nav = Nav2(ros)
     # a robot whose base listens elsewhere: both sides configured to /base/stop
-    node, pub, t = start(ros, stop_topic="/base/stop")
+    node, pub, t = start(ros, nav_mode="topic", stop_topic="/base/stop")
     nav2_b = ros.start(str(STANDIN), name="nav2_standin_base", params={"battery": -1.0},
-                       remaps={"stop": "/base/stop", "goal_pose": "/unused_goal", "amcl_pose": "/unused_pose"})
+                       remaps={"stop": "/base/stop", "goal_pose": "/unused_goal", "amcl_pose": "/unused_pose",
+                               "navigate_to_pose": "/unused_nav"})
     stops = ros.collect(Empty, "/base/stop")
     ros.wait_for(lambda: ros.node.count_subscribers("/base/stop") >= 2, 30, "stop subscribers", [nav2_b])
     pub.publish(String(data="Stop!"))
@@ -108,7 +194,7 @@ def test_stop_goes_out_on_the_configured_stop_topic(ros):
     assert t["intents"][0].action == Intent.STOP
     ros.wait_for(lambda: t["replies"], 5, "reply")
     assert t["replies"][0].data == "Stopping."
-    assert nav.events() == []  # nothing on the default stop topic or goal_pose
+    assert nav.events("stop") == []  # nothing on the default stop topic
 
 
 def test_answers_are_spoken_text_streamed_out_of_the_json(ros):

@@ -4,7 +4,7 @@
 //! need CPython symbols: link libpython into the node executables and record an
 //! rpath to it. Set by the bootstrap's env file; on a real ROS install
 //! (VOICE_AGENT_PYTHON_LIBDIR unset) nothing is added.
-fn main() {
+pub fn main() {
     println!("cargo:rerun-if-env-changed=VOICE_AGENT_PYTHON_LIBDIR");
     let Ok(dir) = std::env::var("VOICE_AGENT_PYTHON_LIBDIR") else {
         return;

@@ -373,10 +373,14 @@ impl<'m> Engine<'m> {
         );
         let info = match &engine.cfg.intents {
             Some(i) => format!(
-                "{info}, intents on ({} places, goals on {}, stop on {})",
+                "{info}, intents on ({} places, {})",
                 i.places.len(),
-                i.goal_topic,
-                i.stop_topic
+                match &i.nav {
+                    crate::params::NavOut::Action { server } =>
+                        format!("goals to the NavigateToPose action {server}"),
+                    crate::params::NavOut::Topic { goal, stop } =>
+                        format!("goals on {goal}, stop on {stop}"),
+                }
             ),
             None => format!("{info}, intents off"),
         };
@@ -1305,7 +1309,7 @@ impl<'m> Engine<'m> {
             }));
             if let Some(place) = goal {
                 if let Ok(mut st) = self.state.lock() {
-                    st.goal = Some(place);
+                    st.nav = Some(voice_core::robot_state::Navigation::Sent { place });
                 }
             }
         }

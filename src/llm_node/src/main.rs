@@ -12,6 +12,7 @@ mod bench;
 mod context;
 mod engine;
 mod eot;
+mod nav;
 mod params;
 mod publish;
 mod sampling;
@@ -61,8 +62,25 @@ async fn run() -> Result<()> {
     let cfg = (*params.config).clone();
     let updates = params.updates;
 
+    let state = context::subscribe(&mut node, &cfg.context, &log)?;
+    let nav = match cfg.intents.as_ref().map(|i| &i.nav) {
+        #[cfg(nav2)]
+        Some(params::NavOut::Action { server }) => Some(nav::spawn(
+            &mut node,
+            server,
+            state.clone(),
+            updates.clone(),
+            log.clone(),
+        )?),
+        _ => None,
+    };
     let actions = match &cfg.intents {
-        Some(i) => Some(actions::ActionSink::create(&mut node, i, &log)?),
+        Some(i) => Some(actions::ActionSink::create(
+            &mut node,
+            i,
+            nav.clone(),
+            &log,
+        )?),
         None => None,
     };
     let sink = publish::Sink {
@@ -85,7 +103,6 @@ async fn run() -> Result<()> {
         node::event_qos(),
     )?;
     let fq = node::fq_name(&node);
-    let state = context::subscribe(&mut node, &cfg.context, &log)?;
     let places = cfg.intents.as_ref().map(|i| i.places.clone());
     let max_age = cfg.context.max_age;
 
@@ -247,6 +264,11 @@ async fn run() -> Result<()> {
                     .kv("prefill_reused_tokens", n(&stats.prefill_reused_tokens))
                     .kv("prefill_wasted_tokens", n(&stats.prefill_wasted_tokens))
                     .kv("interrupted", n(&stats.interrupted))
+                    .kv(
+                        "nav_goals",
+                        nav.as_ref()
+                            .map_or_else(|| "none".into(), |h| h.stats.summary()),
+                    )
                     .kv(
                         "robot_state",
                         state

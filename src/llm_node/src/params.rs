@@ -54,9 +54,15 @@ pub struct LlmParams {
     /// YAML file of named places (name, aliases, frame_id, x, y, yaw); set to turn on
     /// the intent layer (navigate_to / stop / answer by constrained decoding). "" = off.
     pub places_file: String,
-    /// Topic for navigate_to goals (geometry_msgs/PoseStamped; Nav2 and RViz use goal_pose).
+    /// How goals reach the navigation stack: "action" (nav2_msgs/NavigateToPose
+    /// action client: outcome spoken, feedback in the prompt, stop cancels) or
+    /// "topic" (PoseStamped on goal_topic, std_msgs/Empty on stop_topic).
+    pub nav_mode: String,
+    /// NavigateToPose action server (Nav2's bt_navigator serves navigate_to_pose).
+    pub nav_action: String,
+    /// nav_mode topic: topic for navigate_to goals (geometry_msgs/PoseStamped; RViz and Nav2 use goal_pose).
     pub goal_topic: String,
-    /// Topic for the stop action (std_msgs/Empty).
+    /// nav_mode topic: topic for the stop action (std_msgs/Empty).
     pub stop_topic: String,
     /// Spoken confirmation of navigate_to; {place} is the place's name.
     pub reply_navigate: String,
@@ -64,6 +70,10 @@ pub struct LlmParams {
     pub reply_stop: String,
     /// Spoken question when navigate_to names no known place; {place} = the words used, {places} = the known ones.
     pub reply_unknown_place: String,
+    /// nav_mode action: said when the goal is reached; {place}.
+    pub reply_arrived: String,
+    /// nav_mode action: said when the goal is aborted or refused; {place}, {reason}.
+    pub reply_not_reached: String,
     /// sensor_msgs/BatteryState topic whose latest reading goes into the system prompt; "" = none.
     pub battery_topic: String,
     /// geometry_msgs/PoseWithCovarianceStamped topic (e.g. amcl_pose) whose latest pose goes into the system prompt; "" = none.
@@ -98,11 +108,15 @@ impl Default for LlmParams {
             history_turns: 8,
             busy_policy: "merge".into(),
             places_file: String::new(),
+            nav_mode: "action".into(),
+            nav_action: "navigate_to_pose".into(),
             goal_topic: "goal_pose".into(),
             stop_topic: "stop".into(),
             reply_navigate: Replies::default().navigate,
             reply_stop: Replies::default().stop,
             reply_unknown_place: Replies::default().unknown_place,
+            reply_arrived: Replies::default().arrived,
+            reply_not_reached: Replies::default().not_reached,
             battery_topic: String::new(),
             pose_topic: String::new(),
             state_max_age_s: 30.0,
@@ -179,9 +193,20 @@ impl LlmConfig {
 pub struct IntentConfig {
     pub places: Places,
     pub replies: Replies,
-    pub goal_topic: String,
-    pub stop_topic: String,
+    pub nav: NavOut,
 }
+
+/// Where navigation goals go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NavOut {
+    /// nav2_msgs/action/NavigateToPose goals to this action server.
+    Action { server: String },
+    /// PoseStamped goals and std_msgs/Empty stops on topics.
+    Topic { goal: String, stop: String },
+}
+
+/// Whether this build has nav2_msgs (found in the ROS prefix at build time).
+pub const HAS_NAV2: bool = cfg!(nav2);
 
 /// Robot-state subscriptions for the system prompt.
 #[derive(Debug, Clone)]
@@ -218,6 +243,8 @@ impl NodeParams for LlmParams {
         "use_mmap",
         "parallel",
         "places_file",
+        "nav_mode",
+        "nav_action",
         "goal_topic",
         "stop_topic",
         "battery_topic",
@@ -325,9 +352,32 @@ impl NodeParams for LlmParams {
                     navigate: self.reply_navigate.clone(),
                     stop: self.reply_stop.clone(),
                     unknown_place: self.reply_unknown_place.clone(),
+                    arrived: self.reply_arrived.clone(),
+                    not_reached: self.reply_not_reached.clone(),
                 },
-                goal_topic: topic("goal_topic", &self.goal_topic)?,
-                stop_topic: topic("stop_topic", &self.stop_topic)?,
+                nav: match self.nav_mode.as_str() {
+                    "action" => {
+                        check(HAS_NAV2, "nav_mode", || {
+                            "\"action\" needs nav2_msgs, and this llm_node was built without it: \
+                             install nav2_msgs (ros-<distro>-nav2-msgs) and rebuild, or set \
+                             nav_mode to \"topic\""
+                                .into()
+                        })?;
+                        NavOut::Action {
+                            server: topic("nav_action", &self.nav_action)?,
+                        }
+                    }
+                    "topic" => NavOut::Topic {
+                        goal: topic("goal_topic", &self.goal_topic)?,
+                        stop: topic("stop_topic", &self.stop_topic)?,
+                    },
+                    other => {
+                        return Err(ParamError {
+                            name: "nav_mode",
+                            msg: format!("must be \"action\" or \"topic\", got {other:?}"),
+                        })
+                    }
+                },
             })
         };
         Ok(LlmConfig {
@@ -479,5 +529,47 @@ mod tests {
             let e = p.validate().unwrap_err();
             assert_eq!(e.name, name, "{e}");
         }
+    }
+
+    #[test]
+    fn nav_modes() {
+        let places = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../config/places/example.yaml"
+        );
+        let with = |mode: &str| LlmParams {
+            places_file: places.into(),
+            nav_mode: mode.into(),
+            ..ok()
+        };
+        let nav = |p: LlmParams| p.validate().map(|c| c.intents.unwrap().nav);
+        assert_eq!(
+            nav(with("topic")).unwrap(),
+            NavOut::Topic {
+                goal: "goal_pose".into(),
+                stop: "stop".into()
+            }
+        );
+        match nav(with("action")) {
+            Ok(n) => assert!(
+                HAS_NAV2
+                    && n == NavOut::Action {
+                        server: "navigate_to_pose".into()
+                    }
+            ),
+            Err(e) => assert!(
+                !HAS_NAV2 && e.name == "nav_mode" && e.msg.contains("nav2_msgs"),
+                "{e}"
+            ),
+        }
+        assert_eq!(nav(with("drive")).unwrap_err().name, "nav_mode");
+        let bad_server = LlmParams {
+            nav_action: "".into(),
+            ..with("action")
+        };
+        assert_eq!(
+            nav(bad_server).unwrap_err().name,
+            if HAS_NAV2 { "nav_action" } else { "nav_mode" }
+        );
     }
 }

@@ -139,6 +139,23 @@ pub struct Replies {
     pub navigate: String,
     pub stop: String,
     pub unknown_place: String,
+    /// Said when Nav2 reports the goal reached ({place}).
+    pub arrived: String,
+    /// Said when Nav2 aborts or refuses the goal ({place}, {reason}).
+    pub not_reached: String,
+}
+
+impl Replies {
+    /// The spoken outcome of a goal to `place`: `reason` `None` = arrived.
+    pub fn outcome(&self, place: &str, reason: Option<&str>) -> String {
+        match reason {
+            None => self.arrived.replace("{place}", place),
+            Some(r) => self
+                .not_reached
+                .replace("{place}", place)
+                .replace("{reason}", r),
+        }
+    }
 }
 
 impl Default for Replies {
@@ -147,6 +164,8 @@ impl Default for Replies {
             navigate: "Going to the {place}.".into(),
             stop: "Stopping.".into(),
             unknown_place: "I don't know a place called {place}. I know {places}.".into(),
+            arrived: "I'm at the {place}.".into(),
+            not_reached: "I couldn't reach the {place}: {reason}.".into(),
         }
     }
 }
@@ -156,7 +175,7 @@ impl Default for Replies {
 pub enum Decision<'p> {
     /// Send a navigation goal to `place`, say `say`.
     Navigate { place: &'p Place, say: String },
-    /// Publish a stop, say `say`.
+    /// Stop (cancel the goal or publish a stop), say `say`.
     Stop { say: String },
     /// navigate_to a place not in the file: send nothing, ask back.
     Unknown { place: String, say: String },

@@ -85,13 +85,84 @@ pub struct Position {
     pub y: f64,
 }
 
+/// What the robot knows about its last navigation goal. With Nav2's action
+/// it follows the goal to its outcome; with a goal topic only `Sent` is
+/// ever known.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Navigation {
+    /// A goal went out on a topic; nothing comes back.
+    Sent {
+        place: String,
+    },
+    /// Accepted and driving; `None` until the first feedback.
+    Driving {
+        place: String,
+        remaining_m: Option<f32>,
+        eta_s: Option<f32>,
+    },
+    Arrived {
+        place: String,
+    },
+    Failed {
+        place: String,
+        reason: String,
+    },
+    /// Cancelled by a spoken stop.
+    Stopped {
+        place: String,
+    },
+}
+
+impl Navigation {
+    pub fn place(&self) -> &str {
+        match self {
+            Self::Sent { place }
+            | Self::Driving { place, .. }
+            | Self::Arrived { place }
+            | Self::Failed { place, .. }
+            | Self::Stopped { place } => place,
+        }
+    }
+
+    /// One sentence for the prompt. Distances are whole metres and times
+    /// whole seconds: feedback arrives many times a second, the prompt
+    /// should change only when the answer to "how far is it?" does.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Sent { place } => format!("Last navigation goal: the {place}."),
+            Self::Driving {
+                place,
+                remaining_m,
+                eta_s,
+            } => {
+                let mut s = format!("Navigation: driving to the {place}");
+                if let Some(d) = remaining_m.filter(|d| d.is_finite() && *d >= 0.0) {
+                    s += &format!(", {d:.0} m to go");
+                }
+                if let Some(t) = eta_s.filter(|t| t.is_finite() && *t > 0.0) {
+                    s += &format!(", about {t:.0} seconds left");
+                }
+                s + "."
+            }
+            Self::Arrived { place } => format!("Navigation: arrived at the {place}."),
+            Self::Failed { place, reason } => {
+                format!("Navigation: could not reach the {place} ({reason}).")
+            }
+            Self::Stopped { place } => {
+                format!("Navigation: stopped on the way to the {place}.")
+            }
+        }
+    }
+}
+
 /// Latest values with the time they arrived.
 #[derive(Debug, Clone, Default)]
 pub struct RobotState {
     pub battery: Option<(Battery, Instant)>,
     pub pose: Option<(Position, Instant)>,
-    /// Name of the last place a goal was sent to.
-    pub goal: Option<String>,
+    /// The last navigation goal and what became of it (not aged out: the
+    /// goal stays the robot's last goal until the next one).
+    pub nav: Option<Navigation>,
 }
 
 /// A place counts as "here" within this distance [m].
@@ -130,8 +201,8 @@ impl RobotState {
                 lines.push(s + ".");
             }
         }
-        if let Some(g) = &self.goal {
-            lines.push(format!("Last navigation goal: the {g}."));
+        if let Some(n) = &self.nav {
+            lines.push(n.describe());
         }
         if lines.is_empty() {
             None
@@ -187,7 +258,9 @@ mod tests {
                 },
                 now,
             )),
-            goal: Some("kitchen".into()),
+            nav: Some(Navigation::Sent {
+                place: "kitchen".into(),
+            }),
         };
         let d = s.describe(Some(&places), now, age).unwrap();
         assert!(d.contains("Battery: 42 percent, not plugged in."), "{d}");
@@ -201,6 +274,30 @@ mod tests {
         }
         let d = s.describe(Some(&places), now, age).unwrap();
         assert!(d.contains("4 m from the kitchen"), "{d}");
+        s.nav = Some(Navigation::Driving {
+            place: "kitchen".into(),
+            remaining_m: Some(3.46),
+            eta_s: Some(7.6),
+        });
+        let d = s.describe(Some(&places), now, age).unwrap();
+        assert!(
+            d.contains("Navigation: driving to the kitchen, 3 m to go, about 8 seconds left."),
+            "{d}"
+        );
+        let no_feedback = Navigation::Driving {
+            place: "lab".into(),
+            remaining_m: None,
+            eta_s: Some(0.0),
+        };
+        assert_eq!(no_feedback.describe(), "Navigation: driving to the lab.");
+        let failed = Navigation::Failed {
+            place: "lab".into(),
+            reason: "no valid path".into(),
+        };
+        assert_eq!(
+            failed.describe(),
+            "Navigation: could not reach the lab (no valid path)."
+        );
         let later = now + Duration::from_secs(31);
         let d = s.describe(None, later, age).unwrap();
         assert!(!d.contains("Battery") && !d.contains("Position"), "{d}");
