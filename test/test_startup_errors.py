@@ -38,6 +38,11 @@ CASES = [
     ("tts_node", {"engine": "espeak", "frame_ms": 5000}, ["frame_ms"]),
     ("tts_node", {"engine": "espeak", "volume": 9.0}, ["volume", "must be 0..=4, got 9"]),
     ("tts_node", {"engine": "espeak", "espeak_voice": "no-such-voice"}, ["no-such-voice"]),
+    ("audio_node", {"backend": "alsa"}, ["backend", "must be \"device\" or \"sim\""]),
+    ("audio_node", {"sample_rate": 44100}, ["sample_rate", "16000, 32000 or 48000"]),
+    ("audio_node", {"frame_ms": 25}, ["frame_ms", "multiple of 10"]),
+    ("audio_node", {"backend": "sim", "sim.echo_gain": 9.0}, ["sim.echo_gain"]),
+    ("audio_node", {"aec": "maybe"}, ["aec"]),
 ]
 
 

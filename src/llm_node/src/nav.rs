@@ -7,6 +7,10 @@
 //! r2r's action futures are not `Send`, so the client lives on its own
 //! thread with a single-threaded runtime; the engine hands it requests
 //! through a bounded channel ([`NavHandle`]) and never waits for it.
+//!
+//! Built without nav2_msgs (no `cfg(nav2)`), only the engine's end exists
+//! and `nav_mode: action` is refused at start.
+#![cfg_attr(not(nav2), allow(dead_code))]
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

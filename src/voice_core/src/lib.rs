@@ -22,6 +22,7 @@ pub mod places;
 pub mod queue;
 pub mod resample;
 pub mod robot_state;
+pub mod room;
 pub mod transcript;
 pub mod turn;
 pub mod utf8;

@@ -1,0 +1,248 @@
+//! audio_node: the robot's microphone and speaker, as a driver owns them.
+//!
+//! Wiring: sound card (or the simulated room) -> 10 ms blocks -> WebRTC
+//! audio processing (AEC3 with what the speaker played as reference, noise
+//! suppression, AGC2) -> `audio` (AudioFrame, `frame_ms`). `audio_out`
+//! (tts_node's speech) -> resampled -> bounded playout queue -> speaker; an
+//! `interrupt` empties the playout queue, so barge-in silences the robot at
+//! once instead of after tts_node's lead. Backend "sim" takes the talker's
+//! voice from `sim/talker`.
+
+mod bench;
+mod device;
+mod params;
+mod process;
+mod shared;
+mod sim;
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use futures::StreamExt;
+use r2r::std_msgs::msg::String as StringMsg;
+use r2r::voice_agent::msg::AudioFrame;
+use voice_core::resample::StreamResampler;
+use voice_ros::diag::Report;
+use voice_ros::{frames, node};
+
+use crate::params::{AudioParams, Backend};
+use crate::shared::Shared;
+
+const NODE_NAME: &str = "audio_node";
+/// Longest incoming audio_out / sim/talker frame accepted [s].
+const MAX_FRAME_S: f64 = 2.0;
+
+fn main() -> ExitCode {
+    node::main::<AudioParams, _, _>(
+        NODE_NAME,
+        &[
+            ("--list-devices", device::list),
+            ("--bench-aec", bench::run),
+        ],
+        run,
+    )
+}
+
+/// Decodes `m`, resamples it to the node's rate and queues it.
+fn queue_audio(
+    m: &AudioFrame,
+    rs: &mut StreamResampler,
+    gain: f32,
+    q: &std::sync::Mutex<process::SampleQueue>,
+    bad: &AtomicU64,
+) {
+    let f = match frames::decode(m, MAX_FRAME_S) {
+        Ok(f) => f,
+        Err(_) => {
+            bad.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+    };
+    match rs.push(f.sample_rate, &f.samples) {
+        Ok(mut x) => {
+            if gain != 1.0 {
+                x.iter_mut().for_each(|v| *v *= gain);
+            }
+            if let Ok(mut q) = q.lock() {
+                q.push(&x);
+            }
+        }
+        Err(_) => {
+            bad.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+async fn run() -> Result<()> {
+    let (mut node, log, params) = node::start::<AudioParams>(NODE_NAME)?;
+    let cfg = (*params.config).clone();
+    let mut updates = params.updates.clone();
+    let shared = Arc::new(Shared::new(cfg.sample_rate, cfg.processing));
+    let bad_frames = Arc::new(AtomicU64::new(0));
+
+    let audio_pub = node.create_publisher::<AudioFrame>("audio", node::audio_qos(true, 50))?;
+    let mut audio_out = node.subscribe::<AudioFrame>("audio_out", node::audio_qos(true, 200))?;
+    let mut interrupts = node.subscribe::<StringMsg>("interrupt", node::event_qos())?;
+    let diag_pub = node.create_publisher::<r2r::diagnostic_msgs::msg::DiagnosticArray>(
+        "/diagnostics",
+        node::event_qos(),
+    )?;
+    let fq = node::fq_name(&node);
+
+    let playback = cfg.playback;
+    {
+        // the robot's voice -> playout (dropped unplayed when playback is off:
+        // another node plays it, and this one has no reference)
+        let (shared, bad) = (shared.clone(), bad_frames.clone());
+        let volume = params.updates.clone();
+        tokio::spawn(async move {
+            let mut rs = StreamResampler::new(shared.rate);
+            while let Some(m) = audio_out.next().await {
+                if playback {
+                    let gain = volume.borrow().volume;
+                    queue_audio(&m, &mut rs, gain, &shared.playout, &bad);
+                }
+            }
+        });
+    }
+    {
+        let (shared, log) = (shared.clone(), log.clone());
+        tokio::spawn(async move {
+            while let Some(m) = interrupts.next().await {
+                let n = shared.playout.lock().map_or(0, |mut q| {
+                    let n = q.len();
+                    q.clear();
+                    n
+                });
+                if n > 0 {
+                    log.info(format!(
+                        "interrupt {:?}: {:.0} ms of queued speech dropped",
+                        m.data,
+                        n as f64 * 1e3 / f64::from(shared.rate)
+                    ));
+                }
+            }
+        });
+    }
+    if let Backend::Sim { .. } = cfg.backend {
+        let mut talker = node.subscribe::<AudioFrame>("sim/talker", node::audio_qos(true, 500))?;
+        let (shared, bad) = (shared.clone(), bad_frames.clone());
+        tokio::spawn(async move {
+            let mut rs = StreamResampler::new(shared.rate);
+            while let Some(m) = talker.next().await {
+                queue_audio(&m, &mut rs, 1.0, &shared.talker, &bad);
+            }
+        });
+    }
+    {
+        // live parameters: processing switches and volume apply at once
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            while updates.changed().await.is_ok() {
+                let p = updates.borrow().processing;
+                if let Ok(mut cur) = shared.processing.lock() {
+                    *cur = p;
+                }
+            }
+        });
+    }
+
+    let audio_thread = {
+        let log = log.clone();
+        let (rate, frame_id) = (cfg.sample_rate, cfg.frame_id.clone());
+        let counted = shared.clone();
+        let emit = move |samples: Vec<f32>, stamp: std::time::SystemTime| {
+            let mut f = frames::mono_s16(&samples, rate, &frame_id, "");
+            f.header.stamp = voice_ros::stamp::from_system(stamp);
+            if audio_pub.publish(&f).is_ok() {
+                counted.frames.fetch_add(1, Ordering::Relaxed);
+            }
+        };
+        let thread_shared = shared.clone();
+        let backend = cfg.backend.clone();
+        let (frame_ms, volume) = (cfg.frame_ms, cfg.volume);
+        std::thread::Builder::new()
+            .name("audio".into())
+            .spawn(move || match backend {
+                Backend::Sim {
+                    path,
+                    noise_dbfs,
+                    seed,
+                } => sim::run(thread_shared, path, noise_dbfs, seed, frame_ms, emit),
+                Backend::Device {
+                    capture,
+                    playback: out,
+                } => device::run(
+                    thread_shared,
+                    capture,
+                    playback.then_some(out),
+                    volume,
+                    frame_ms,
+                    log,
+                    emit,
+                ),
+            })?
+    };
+    {
+        let (shared, bad) = (shared.clone(), bad_frames.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+                let p = shared.processing();
+                let state = shared.state();
+                let r = Report::new(&fq, &state)
+                    .kv("backend", &state)
+                    .kv("sample_rate", shared.rate)
+                    .kv("frames_published", n(&shared.frames))
+                    .kv(
+                        "played_s",
+                        format!(
+                            "{:.1}",
+                            n(&shared.played_samples) as f64 / f64::from(shared.rate)
+                        ),
+                    )
+                    .kv("aec", p.aec)
+                    .kv("noise_suppression", p.noise_suppression)
+                    .kv("gain_control", p.gain_control)
+                    .kv(
+                        "aec_erle_db",
+                        format!("{:.1}", n(&shared.erle_centi_db) as f64 / 100.0),
+                    )
+                    .kv("aec_delay_ms", n(&shared.echo_delay_ms))
+                    .kv("processing_load", format!("{:.4}", shared.load()))
+                    .kv("processing_errors", n(&shared.proc_errors))
+                    .kv("capture_dropped", n(&shared.capture_dropped))
+                    .kv(
+                        "playout_dropped",
+                        shared.playout.lock().map_or(0, |q| q.dropped),
+                    )
+                    .kv(
+                        "talker_dropped",
+                        shared.talker.lock().map_or(0, |q| q.dropped),
+                    )
+                    .kv("bad_frames", n(&bad))
+                    .kv("late_blocks", n(&shared.late_blocks))
+                    .kv("reopens", n(&shared.reopens));
+                let _ = diag_pub.publish(&r.into_array());
+            }
+        });
+    }
+
+    let sig = node::shutdown_flag()?;
+    log.info(format!(
+        "ready: {} Hz, {} ms frames on audio, playback {}, aec {}",
+        cfg.sample_rate, cfg.frame_ms, cfg.playback, cfg.processing.aec
+    ));
+    tokio::task::block_in_place(|| node::spin_until(&mut node, &sig));
+    log.info("shutting down");
+    shared.stop.store(true, Ordering::SeqCst);
+    audio_thread
+        .join()
+        .map_err(|_| anyhow::anyhow!("audio thread panicked"))?;
+    Ok(())
+}
