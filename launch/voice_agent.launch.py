@@ -1,4 +1,6 @@
-"""The voice pipeline: stt_node -> llm_node -> tts_node with a config profile.
+"""The voice pipeline: stt_node -> llm_node -> tts_node with a config profile,
+and with mic:=true audio_node (the robot's microphone and speaker, with echo
+cancellation; barge-in on).
 
 Same nodes, arguments and defaults as voice_agent.launch.xml:
     ros2 launch voice_agent voice_agent.launch.py profile:=jetson_orin_nx_3b namespace:=robot1
@@ -10,6 +12,7 @@ import os
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
+from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterFile, ParameterValue
@@ -25,10 +28,15 @@ ARGS = [
     ("tts_engine", "piper", "piper | espeak"),
     ("voice", "en_US-joe-medium.onnx", "Piper voice in models_dir"),
     ("onnxruntime", "libonnxruntime.so.1.32.0", "onnxruntime library in models_dir"),
-    ("playback", "false", "play speech on the speaker"),
-    ("barge_in", "false", "user speech interrupts the robot"),
+    ("mic", "false", "start audio_node: capture the microphone on audio, play audio_out on the speaker, with echo cancellation"),
+    ("audio_backend", "device", "audio_node backend: device (sound card) | sim (simulated room)"),
+    ("capture_device", "", "audio_node capture device: name (part of one), #index, or empty for the default (audio_node --list-devices)"),
+    ("playback_device", "", "audio_node playback device, as capture_device"),
+    ("playback", "false", "tts_node plays speech itself (leave false with mic:=true: audio_node plays it)"),
+    # another argument's value as default: resolved when the launch runs
+    ("barge_in", LaunchConfiguration("mic"), "user speech interrupts the robot (default: on with mic:=true, whose echo cancellation keeps the robot's own voice from doing it)"),
     ("use_sim_time", "false", "use /clock (rosbag replay)"),
-    ("places_file", "", "YAML of named places; set to send spoken goals to Nav2 (goal_pose). Example: share/voice_agent/config/places/example.yaml"),
+    ("places_file", "", "YAML of named places; set to send spoken goals to Nav2 (NavigateToPose action). Example: share/voice_agent/config/places/example.yaml"),
     ("battery_topic", "", "sensor_msgs/BatteryState topic the robot answers battery questions from"),
     ("pose_topic", "", "geometry_msgs/PoseWithCovarianceStamped topic (e.g. amcl_pose) the robot answers position questions from"),
 ]
@@ -71,4 +79,11 @@ def generate_launch_description():
             "playback": arg("playback"),
             "use_sim_time": arg("use_sim_time"),
         }]),
+        Node(executable="audio_node", name="audio_node", **common, condition=IfCondition(arg("mic")),
+             parameters=[profile, {
+                 "backend": arg("audio_backend"),
+                 "capture_device": ParameterValue(arg("capture_device"), value_type=str),
+                 "playback_device": ParameterValue(arg("playback_device"), value_type=str),
+                 "use_sim_time": arg("use_sim_time"),
+             }]),
     ])

@@ -12,7 +12,11 @@ the subset of their API that voice_agent's launch files use, with the
   type '<class 'list'>' ..."), at construction time as there;
 - PathJoinSubstitution joins one path component per item of that flat list;
 - Node parameter values coming from substitutions are YAML-parsed, as
-  launch_ros does, unless wrapped in ParameterValue(value_type=str).
+  launch_ros does, unless wrapped in ParameterValue(value_type=str);
+- IfCondition accepts only "true"/"false"/"1"/"0" (any case) and raises on
+  anything else, as launch does;
+- a launch argument's default may be substitutions, including another
+  argument declared before it (resolved when the launch runs).
 
 A launch file that builds here only uses API all three releases accept, and
 `describe()` resolves what it would start (executables, names, namespaces,
@@ -95,6 +99,19 @@ class DeclareLaunchArgument:
             normalize_to_list_of_substitutions(self.default_value)
 
 
+class IfCondition:
+    def __init__(self, predicate_expression):
+        self.expr = normalize_to_list_of_substitutions(predicate_expression)
+
+    def evaluate(self, context) -> bool:
+        v = perform(self.expr, context).strip().lower()
+        if v in ("true", "1"):
+            return True
+        if v in ("false", "0"):
+            return False
+        raise ValueError(f"Unexpected value for IfCondition: expected 'true' or 'false', got {v!r}")
+
+
 class LaunchDescription:
     def __init__(self, entities=None):
         self.entities = list(entities or [])
@@ -127,9 +144,12 @@ class Node:
     remappings: list = field(default_factory=list)
     output: str = "log"
     arguments: list = field(default_factory=list)
+    condition: IfCondition | None = None
 
     def __post_init__(self):
         normalize_to_list_of_substitutions(self.namespace)
+        if self.condition is not None and not isinstance(self.condition, IfCondition):
+            raise TypeError(f"unsupported condition {self.condition!r}")
         for p in self.parameters:
             if isinstance(p, dict):
                 for v in p.values():
@@ -148,6 +168,7 @@ def _modules() -> dict[str, types.ModuleType]:
     return {
         "launch": mod("launch", LaunchDescription=LaunchDescription, Substitution=Substitution),
         "launch.actions": mod("launch.actions", DeclareLaunchArgument=DeclareLaunchArgument),
+        "launch.conditions": mod("launch.conditions", IfCondition=IfCondition),
         "launch.substitutions": mod("launch.substitutions", LaunchConfiguration=LaunchConfiguration,
                                     PathJoinSubstitution=PathJoinSubstitution,
                                     TextSubstitution=TextSubstitution),
@@ -186,16 +207,29 @@ def _value(v, context):
     return v
 
 
+def _default_text(d) -> str:
+    """A default as the XML launch file writes it ($(var name) for another argument)."""
+    return "".join(f"$(var {x.name})" if isinstance(x, LaunchConfiguration) else x.perform({})
+                   for x in normalize_to_list_of_substitutions(d))
+
+
 def describe(ld: LaunchDescription, args: dict[str, str]) -> tuple[dict, list[dict]]:
-    """Declared arguments (name -> default) and the resolved nodes for `args`."""
+    """Declared arguments (name -> default as written) and the resolved nodes
+    (those whose condition holds) for `args`."""
     declared = {a.name: a for a in ld.entities if isinstance(a, DeclareLaunchArgument)}
     unknown = set(args) - set(declared)
     if unknown:
         raise KeyError(f"not declared: {sorted(unknown)}")
-    context = {n: perform(a.default_value, {}) for n, a in declared.items() if a.default_value is not None}
-    context.update(args)
+    context: dict[str, str] = {}
+    for n, a in declared.items():  # in declaration order: a default may name an earlier argument
+        if n in args:
+            context[n] = args[n]
+        elif a.default_value is not None:
+            context[n] = perform(a.default_value, context)
     nodes = []
     for n in (e for e in ld.entities if isinstance(e, Node)):
+        if n.condition is not None and not n.condition.evaluate(context):
+            continue
         files, params = [], {}
         for p in n.parameters:
             if isinstance(p, ParameterFile):
@@ -209,5 +243,5 @@ def describe(ld: LaunchDescription, args: dict[str, str]) -> tuple[dict, list[di
             "namespace": perform(n.namespace, context), "files": files, "params": params,
             "remappings": [(perform(a, context), perform(b, context)) for a, b in n.remappings],
         })
-    return {n: perform(a.default_value, {}) if a.default_value is not None else None
+    return {n: _default_text(a.default_value) if a.default_value is not None else None
             for n, a in declared.items()}, nodes

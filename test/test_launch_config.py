@@ -19,7 +19,9 @@ from rcl_interfaces.srv import GetParameters
 import launch_contract
 from conftest import BIN, LLM_MODEL, ONNXRUNTIME, PIPER_VOICE, ROOT, VAD_MODEL, WHISPER_MODEL
 
-NODES = ["stt_node", "llm_node", "tts_node"]
+NODES = ["stt_node", "llm_node", "tts_node", "audio_node"]
+# what starts without mic:=true
+PIPELINE = NODES[:3]
 PROFILES = sorted((ROOT / "config").glob("*.yaml"))
 YAML_TYPES = {bool: "bool", int: "integer", float: "double", str: "string"}
 RESERVED = {"use_sim_time"}
@@ -87,6 +89,8 @@ def test_launch_xml_parameters_are_declared():
         assert name in decl(node) or name in RESERVED, f"launch xml: {node} does not declare {name}"
         if value.startswith("$(var ") and value.endswith(")") and value.count("$(") == 1:
             default = args[value[6:-1]]
+            while default and default.startswith("$(var ") and default.endswith(")"):
+                default = args[default[6:-1]]  # an argument defaulting to another
             if name in decl(node) and default is not None:
                 # launch_ros passes an empty value as an empty string
                 t = "string" if default == "" else YAML_TYPES[type(yaml.safe_load(default))]
@@ -100,10 +104,11 @@ def launch_py(args):
     return launch_contract.describe(launch_contract.load(ROOT / "launch" / "voice_agent.launch.py"), args)
 
 
+@pytest.mark.parametrize("mic", ["false", "true"])
 @pytest.mark.parametrize("profile", PROFILES, ids=[p.stem for p in PROFILES])
-def test_launch_py_builds_and_resolves(profile):
-    declared_args, nodes = launch_py({"profile": profile.stem, "namespace": "robot1"})
-    assert [n["executable"] for n in nodes] == NODES
+def test_launch_py_builds_and_resolves(profile, mic):
+    declared_args, nodes = launch_py({"profile": profile.stem, "namespace": "robot1", "mic": mic})
+    assert [n["executable"] for n in nodes] == (NODES if mic == "true" else PIPELINE)
     for n in nodes:
         assert n["package"] == "voice_agent" and n["name"] == n["executable"]
         assert n["namespace"] == "robot1"
@@ -123,7 +128,12 @@ def test_launch_py_builds_and_resolves(profile):
     models = declared_args["models_dir"]
     stt = nodes[0]["params"]
     assert stt["model_path"] == os.path.join(models, "ggml-tiny.en.bin")
-    assert stt["barge_in"] is False
+    # barge-in follows mic (echo cancelled) unless set
+    assert stt["barge_in"] is (mic == "true")
+    if mic == "true":
+        audio = nodes[3]["params"]
+        assert audio["backend"] == "device" and audio["capture_device"] == "" and audio["playback_device"] == ""
+        assert nodes[2]["params"]["playback"] is False  # audio_node plays the robot's voice
     llm = nodes[1]["params"]
     # empty launch arguments stay strings (intents and robot state off)
     assert llm["places_file"] == "" and llm["battery_topic"] == ""
@@ -138,6 +148,13 @@ def test_launch_py_arguments_reach_the_nodes():
     assert by["llm_node"]["model_path"] == "/m/x.gguf"
     assert by["tts_node"]["engine"] == "espeak"
     assert all(p["use_sim_time"] is True for p in by.values())
+    _, nodes = launch_py({"mic": "true", "barge_in": "false", "audio_backend": "sim", "capture_device": "#2"})
+    by = {n["executable"]: n["params"] for n in nodes}
+    assert by["stt_node"]["barge_in"] is False
+    # "#2" stays a string (YAML would read a comment)
+    assert by["audio_node"]["backend"] == "sim" and by["audio_node"]["capture_device"] == "#2"
+    with pytest.raises(ValueError, match="IfCondition"):
+        launch_py({"mic": "yes please"})
 
 
 def test_launch_py_refuses_what_older_launch_refuses():
@@ -148,7 +165,7 @@ def test_launch_py_refuses_what_older_launch_refuses():
 
 
 def test_launch_py_matches_xml():
-    declared_args, nodes = launch_py({})
+    declared_args, nodes = launch_py({"mic": "true"})
     py = sorted((n["executable"], p) for n in nodes for p in n["params"])
     xml = sorted((n, p) for n, p, _, _ in launch_xml_params())
     assert py == xml
@@ -168,6 +185,7 @@ MODEL_PARAMS = {
     "stt_node": {"model_path": WHISPER_MODEL, "vad.model_path": VAD_MODEL},
     "llm_node": {"model_path": LLM_MODEL},
     "tts_node": {"voice_path": PIPER_VOICE, "onnxruntime_path": ONNXRUNTIME},
+    "audio_node": {"backend": "sim"},  # no sound card here
 }
 
 
