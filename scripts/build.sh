@@ -39,7 +39,7 @@ if [ "$rc" != 0 ]; then
   echo "colcon build failed; full log: $colcon_log" >&2
   exit 1
 fi
-for n in stt_node llm_node tts_node audio_node; do
+for n in stt_node llm_node tts_node audio_node audio_bridge; do
   [ -x "$VA_INSTALL/lib/voice_agent/$n" ] || { echo "missing $VA_INSTALL/lib/voice_agent/$n" >&2; exit 1; }
 done
-step "built: $VA_INSTALL/lib/voice_agent/{stt_node,llm_node,tts_node,audio_node}"
+step "built: $VA_INSTALL/lib/voice_agent/{stt_node,llm_node,tts_node,audio_node,audio_bridge}"

@@ -26,11 +26,14 @@ def talker(ros):
     return pub
 
 
-def talk(pub, x: np.ndarray):
-    """Hands a recording to the room: it is heard at real time from now."""
+def talk(ros, pub, x: np.ndarray):
+    """Hands a recording to the room: it is heard at real time from now.
+    (Half-second frames, a little faster than real time: r2r subscriptions
+    hold at most 10 unread messages, a burst beyond that is lost.)"""
     pcm = (np.clip(x, -1, 1) * 32767).astype("<i2")
     for i in range(0, len(pcm), RATE // 2):
         pub.publish(AudioFrame(sample_rate=RATE, channels=1, encoding="S16LE", data=pcm[i:i + RATE // 2].tobytes()))
+        ros.spin_for(0.05)
 
 
 def onset_s(x: np.ndarray) -> float:
@@ -86,7 +89,7 @@ def test_capture_is_published_at_the_configured_rate_and_frames_with_monotonic_s
     pub = talker(ros)
     ros.spin_for(0.5)
     x = np.sin(np.arange(RATE) * 2 * np.pi * 440 / RATE).astype(np.float32) * 0.3
-    talk(pub, x)
+    talk(ros, pub, x)
     ros.spin_for(2.0)
     got = list(frames)
     assert len(got) >= 50, len(got)
@@ -125,13 +128,13 @@ def test_the_robots_own_voice_is_cancelled_and_without_aec_it_barges_in(ros):
 def test_speech_over_the_robot_stops_it_and_becomes_the_next_turn(ros, tmp_path):
     t = start_room(ros, llm=True)
     pub = talker(ros)
-    talk(pub, utterance(tmp_path, "Please tell me a long story about a robot.", "story"))
+    talk(ros, pub, utterance(tmp_path, "Please tell me a long story about a robot.", "story"))
     ros.wait_for(lambda: any(m.data for m in t["speaking"]), 90, "the robot speaking", t["nodes"])
     ros.spin_for(1.0)
     question = "What color is the sky on a clear day?"
     x = utterance(tmp_path, question, "sky")
     sent = time.monotonic()
-    talk(pub, x)
+    talk(ros, pub, x)
     ros.wait_for(lambda: t["interrupts"], 10, "barge-in", t["nodes"])
     reaction = time.monotonic() - sent - onset_s(x)
     ros.wait_for(lambda: not t["speaking"][-1].data, 5, "the robot silent")

@@ -103,7 +103,6 @@ fn open(
     shared: &Arc<Shared>,
     capture: &DeviceChoice,
     playback: Option<&DeviceChoice>,
-    volume: f32,
 ) -> Result<Open> {
     let host = cpal::default_host();
     let rate = shared.rate;
@@ -190,7 +189,7 @@ fn open(
                         let real = sh.playout.lock().map_or(0, |mut q| q.pop_into(&mut mono));
                         sh.played_samples.fetch_add(real as u64, Ordering::Relaxed);
                         for (frame, v) in data.chunks_mut(ch).zip(&mono) {
-                            frame.fill((v * volume).clamp(-1.0, 1.0));
+                            frame.fill(v.clamp(-1.0, 1.0));
                         }
                         // the reference is exactly what went to the speaker
                         if let Ok(mut r) = r.lock() {
@@ -223,7 +222,6 @@ pub fn run(
     shared: Arc<Shared>,
     capture: DeviceChoice,
     playback: Option<DeviceChoice>,
-    volume: f32,
     frame_ms: u32,
     log: voice_ros::log::Log,
     mut emit: impl FnMut(Vec<f32>, std::time::SystemTime),
@@ -236,7 +234,7 @@ pub fn run(
     let mut last_error = String::new();
     let (mut mic, mut played) = (vec![0.0; blk], vec![0.0; blk]);
     while !shared.stopped() {
-        let dev = match open(&shared, &capture, playback.as_ref(), volume) {
+        let dev = match open(&shared, &capture, playback.as_ref()) {
             Ok(d) => d,
             Err(e) => {
                 let msg = format!("{e:#}");

@@ -24,7 +24,6 @@ use anyhow::Result;
 use futures::StreamExt;
 use r2r::std_msgs::msg::String as StringMsg;
 use r2r::voice_agent::msg::AudioFrame;
-use voice_core::resample::StreamResampler;
 use voice_ros::diag::Report;
 use voice_ros::{frames, node};
 
@@ -46,35 +45,8 @@ fn main() -> ExitCode {
     )
 }
 
-/// Decodes `m`, resamples it to the node's rate and queues it.
-fn queue_audio(
-    m: &AudioFrame,
-    rs: &mut StreamResampler,
-    gain: f32,
-    q: &std::sync::Mutex<process::SampleQueue>,
-    bad: &AtomicU64,
-) {
-    let f = match frames::decode(m, MAX_FRAME_S) {
-        Ok(f) => f,
-        Err(_) => {
-            bad.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-    };
-    match rs.push(f.sample_rate, &f.samples) {
-        Ok(mut x) => {
-            if gain != 1.0 {
-                x.iter_mut().for_each(|v| *v *= gain);
-            }
-            if let Ok(mut q) = q.lock() {
-                q.push(&x);
-            }
-        }
-        Err(_) => {
-            bad.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
+/// A pause in incoming audio after which the resampler's tail is played.
+const IDLE_FLUSH: Duration = Duration::from_millis(120);
 
 async fn run() -> Result<()> {
     let (mut node, log, params) = node::start::<AudioParams>(NODE_NAME)?;
@@ -84,7 +56,7 @@ async fn run() -> Result<()> {
     let bad_frames = Arc::new(AtomicU64::new(0));
 
     let audio_pub = node.create_publisher::<AudioFrame>("audio", node::audio_qos(true, 50))?;
-    let mut audio_out = node.subscribe::<AudioFrame>("audio_out", node::audio_qos(true, 200))?;
+    let audio_out = node.subscribe::<AudioFrame>("audio_out", node::audio_qos(true, 200))?;
     let mut interrupts = node.subscribe::<StringMsg>("interrupt", node::event_qos())?;
     let diag_pub = node.create_publisher::<r2r::diagnostic_msgs::msg::DiagnosticArray>(
         "/diagnostics",
@@ -98,15 +70,26 @@ async fn run() -> Result<()> {
         // another node plays it, and this one has no reference)
         let (shared, bad) = (shared.clone(), bad_frames.clone());
         let volume = params.updates.clone();
-        tokio::spawn(async move {
-            let mut rs = StreamResampler::new(shared.rate);
-            while let Some(m) = audio_out.next().await {
-                if playback {
-                    let gain = volume.borrow().volume;
-                    queue_audio(&m, &mut rs, gain, &shared.playout, &bad);
+        let rate = shared.rate;
+        let frames = audio_out.filter(move |_| futures::future::ready(playback));
+        tokio::spawn(frames::resample_stream(
+            frames,
+            rate,
+            IDLE_FLUSH,
+            MAX_FRAME_S,
+            move |mut x| {
+                let gain = volume.borrow().volume;
+                if gain != 1.0 {
+                    x.iter_mut().for_each(|v| *v *= gain);
                 }
-            }
-        });
+                if let Ok(mut q) = shared.playout.lock() {
+                    q.push(&x);
+                }
+            },
+            move |_| {
+                bad.fetch_add(1, Ordering::Relaxed);
+            },
+        ));
     }
     {
         let (shared, log) = (shared.clone(), log.clone());
@@ -128,14 +111,23 @@ async fn run() -> Result<()> {
         });
     }
     if let Backend::Sim { .. } = cfg.backend {
-        let mut talker = node.subscribe::<AudioFrame>("sim/talker", node::audio_qos(true, 500))?;
+        let talker = node.subscribe::<AudioFrame>("sim/talker", node::audio_qos(true, 500))?;
         let (shared, bad) = (shared.clone(), bad_frames.clone());
-        tokio::spawn(async move {
-            let mut rs = StreamResampler::new(shared.rate);
-            while let Some(m) = talker.next().await {
-                queue_audio(&m, &mut rs, 1.0, &shared.talker, &bad);
-            }
-        });
+        let rate = shared.rate;
+        tokio::spawn(frames::resample_stream(
+            talker,
+            rate,
+            IDLE_FLUSH,
+            MAX_FRAME_S,
+            move |x| {
+                if let Ok(mut q) = shared.talker.lock() {
+                    q.push(&x);
+                }
+            },
+            move |_| {
+                bad.fetch_add(1, Ordering::Relaxed);
+            },
+        ));
     }
     {
         // live parameters: processing switches and volume apply at once
@@ -163,7 +155,7 @@ async fn run() -> Result<()> {
         };
         let thread_shared = shared.clone();
         let backend = cfg.backend.clone();
-        let (frame_ms, volume) = (cfg.frame_ms, cfg.volume);
+        let frame_ms = cfg.frame_ms;
         std::thread::Builder::new()
             .name("audio".into())
             .spawn(move || match backend {
@@ -179,7 +171,6 @@ async fn run() -> Result<()> {
                     thread_shared,
                     capture,
                     playback.then_some(out),
-                    volume,
                     frame_ms,
                     log,
                     emit,

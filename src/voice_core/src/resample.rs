@@ -25,6 +25,9 @@ pub struct StreamResampler {
     in_rate: u32,
     inner: Option<FftFixedInOut<f32>>,
     pending: Vec<f32>,
+    /// Input went in since the last flush (a flush of nothing emits the
+    /// filter's delay as silence: only flush when this is set).
+    dirty: bool,
 }
 
 impl StreamResampler {
@@ -34,7 +37,14 @@ impl StreamResampler {
             in_rate: out_rate,
             inner: None,
             pending: Vec::new(),
+            dirty: false,
         }
+    }
+
+    /// Whether samples went in since the last flush: a stream that pauses
+    /// (speech ends) should `flush` then, or its tail waits for the next input.
+    pub fn holds_samples(&self) -> bool {
+        self.dirty
     }
 
     /// Converts `samples` recorded at `in_rate`, returning whatever output is ready.
@@ -60,6 +70,7 @@ impl StreamResampler {
             self.inner = Some(r);
         }
         self.pending.extend_from_slice(samples);
+        self.dirty = true;
         let Some(r) = self.inner.as_mut() else {
             return Ok(out);
         };
@@ -81,6 +92,7 @@ impl StreamResampler {
 
     /// Pushes out the samples still inside the resampler (end of stream).
     pub fn flush(&mut self) -> Result<Vec<f32>, ResampleError> {
+        self.dirty = false;
         let Some(r) = self.inner.as_mut() else {
             self.pending.clear();
             return Ok(Vec::new());

@@ -28,3 +28,39 @@ pub fn mono_s16(samples: &[f32], sample_rate: u32, frame_id: &str, turn_id: &str
     f.header.frame_id = frame_id.into();
     f
 }
+
+/// Reads AudioFrames until the stream ends, resampled to `rate`: each
+/// frame's samples go to `sink` (after `gain`), undecodable frames to `bad`.
+/// When no frame came for `idle`, the samples the resampler still holds are
+/// flushed to `sink`: speech that stops must not keep its last syllable
+/// until the next reply.
+pub async fn resample_stream(
+    mut frames: impl futures::Stream<Item = AudioFrame> + Unpin,
+    rate: u32,
+    idle: std::time::Duration,
+    max_frame_s: f64,
+    mut sink: impl FnMut(Vec<f32>),
+    mut bad: impl FnMut(String),
+) {
+    use futures::StreamExt;
+    let mut rs = voice_core::resample::StreamResampler::new(rate);
+    loop {
+        match tokio::time::timeout(idle, frames.next()).await {
+            Ok(Some(m)) => match decode(&m, max_frame_s) {
+                Ok(f) => match rs.push(f.sample_rate, &f.samples) {
+                    Ok(x) if !x.is_empty() => sink(x),
+                    Ok(_) => {}
+                    Err(e) => bad(e.to_string()),
+                },
+                Err(e) => bad(e.to_string()),
+            },
+            Ok(None) => break,
+            Err(_) if rs.holds_samples() => match rs.flush() {
+                Ok(x) if !x.is_empty() => sink(x),
+                Ok(_) => {}
+                Err(e) => bad(e.to_string()),
+            },
+            Err(_) => {}
+        }
+    }
+}

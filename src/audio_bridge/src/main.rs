@@ -1,0 +1,221 @@
+//! audio_bridge: voice_agent and the ROS audio drivers robots already run
+//! (ros-drivers audio_common).
+//!
+//! - in: `audio_stamped` (audio_common_msgs/AudioDataStamped, raw "wave"
+//!   audio as audio_capture publishes it with `format: wave`) with the format
+//!   from `audio_info` (AudioInfo, latched) -> `audio` (voice_agent
+//!   AudioFrame), stamps passed through;
+//! - out: `audio_out` (tts_node's speech) -> `audio_out_data`
+//!   (audio_common_msgs/AudioData, S16LE mono at `output_sample_rate`, what
+//!   audio_play plays with `format: wave`) and its AudioInfo on
+//!   `audio_out_info` (latched).
+//!
+//! audio_capture also publishes plain AudioData on `audio`: remap that away
+//! (`-r audio:=audio_capture/audio`), voice_agent's `audio` is AudioFrame.
+//! Built with the bridge when audio_common_msgs is in the ROS prefix
+//! (`cfg(audio_common)`); otherwise the executable says so and exits.
+
+mod format;
+
+use std::process::ExitCode;
+
+use r2r::RosParams;
+use voice_core::params::{check, ParamError};
+use voice_ros::node;
+use voice_ros::params::NodeParams;
+
+const NODE_NAME: &str = "audio_bridge";
+
+/// Parameters of audio_bridge. Doc comments are what `ros2 param describe` shows.
+#[derive(RosParams, Debug, Clone)]
+pub struct BridgeParams {
+    /// Bridge audio_common capture (audio_stamped + audio_info) to `audio`.
+    pub input: bool,
+    /// Bridge `audio_out` to audio_common AudioData (audio_out_data + audio_out_info).
+    pub output: bool,
+    /// Sample rate of audio_out_data [Hz] (audio_play's `sample_rate` must match).
+    pub output_sample_rate: i32,
+    /// frame_id for bridged capture whose header has none.
+    pub frame_id: String,
+}
+
+impl Default for BridgeParams {
+    fn default() -> Self {
+        Self {
+            input: true,
+            output: true,
+            output_sample_rate: 16_000,
+            frame_id: "microphone".into(),
+        }
+    }
+}
+
+impl NodeParams for BridgeParams {
+    type Config = BridgeParams;
+    const READ_ONLY: &'static [&'static str] =
+        &["input", "output", "output_sample_rate", "frame_id"];
+
+    fn validate(&self) -> Result<BridgeParams, ParamError> {
+        check(
+            (8_000..=48_000).contains(&self.output_sample_rate),
+            "output_sample_rate",
+            || format!("must be 8000..=48000, got {}", self.output_sample_rate),
+        )?;
+        check(self.input || self.output, "input", || {
+            "input and output are both off: nothing to bridge".into()
+        })?;
+        Ok(self.clone())
+    }
+}
+
+fn main() -> ExitCode {
+    node::main::<BridgeParams, _, _>(NODE_NAME, &[], run)
+}
+
+#[cfg(not(audio_common))]
+async fn run() -> anyhow::Result<()> {
+    anyhow::bail!(
+        "audio_bridge was built without audio_common_msgs: install it \
+         (ros-<distro>-audio-common-msgs) and rebuild voice_agent"
+    )
+}
+
+#[cfg(audio_common)]
+async fn run() -> anyhow::Result<()> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use futures::StreamExt;
+    use r2r::audio_common_msgs::msg::{AudioData, AudioDataStamped, AudioInfo};
+    use r2r::voice_agent::msg::AudioFrame;
+    use voice_core::audio::encode_s16le;
+    use voice_ros::diag::Report;
+
+    let (mut node, log, params) = node::start::<BridgeParams>(NODE_NAME)?;
+    let p = (*params.config).clone();
+    let bridged_in = Arc::new(AtomicU64::new(0));
+    let bridged_out = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
+    let diag_pub = node.create_publisher::<r2r::diagnostic_msgs::msg::DiagnosticArray>(
+        "/diagnostics",
+        node::event_qos(),
+    )?;
+    let fq = node::fq_name(&node);
+
+    if p.input {
+        let mut data =
+            node.subscribe::<AudioDataStamped>("audio_stamped", node::audio_qos(true, 50))?;
+        let mut infos = node.subscribe::<AudioInfo>("audio_info", node::state_qos())?;
+        let out = node.create_publisher::<AudioFrame>("audio", node::audio_qos(true, 50))?;
+        let format: Arc<Mutex<Option<Result<format::Format, String>>>> = Arc::default();
+        {
+            let (format, log) = (format.clone(), log.clone());
+            tokio::spawn(async move {
+                while let Some(i) = infos.next().await {
+                    let f = format::Format::from_info(
+                        i.channels,
+                        i.sample_rate,
+                        &i.sample_format,
+                        &i.coding_format,
+                    );
+                    match &f {
+                        Ok(f) => log.info(format!("audio_info: {f}")),
+                        Err(e) => log.error(format!("audio_info refused: {e}")),
+                    }
+                    if let Ok(mut cur) = format.lock() {
+                        *cur = Some(f);
+                    }
+                }
+            });
+        }
+        let (n, bad, log, frame_id) = (
+            bridged_in.clone(),
+            refused.clone(),
+            log.clone(),
+            p.frame_id.clone(),
+        );
+        tokio::spawn(async move {
+            let mut throttle = voice_ros::log::Throttle::new(Duration::from_secs(5));
+            while let Some(m) = data.next().await {
+                let fmt = format.lock().ok().and_then(|f| f.clone());
+                let frame = match fmt {
+                    Some(Ok(f)) => f.frame(m.audio.data, m.header.clone(), &frame_id),
+                    Some(Err(e)) => Err(e),
+                    None => Err(
+                        "no AudioInfo on audio_info yet (audio_capture publishes it latched)"
+                            .into(),
+                    ),
+                };
+                match frame {
+                    Ok(frame) => {
+                        if out.publish(&frame).is_ok() {
+                            n.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Err(e) => {
+                        bad.fetch_add(1, Ordering::Relaxed);
+                        if let Some(more) = throttle.ready() {
+                            log.warn(format!("audio_stamped frame dropped: {e} ({more} more)"));
+                        }
+                    }
+                }
+            }
+        });
+    }
+    if p.output {
+        let audio_out = node.subscribe::<AudioFrame>("audio_out", node::audio_qos(true, 200))?;
+        let data_pub =
+            node.create_publisher::<AudioData>("audio_out_data", node::audio_qos(true, 200))?;
+        let info_pub = node.create_publisher::<AudioInfo>("audio_out_info", node::state_qos())?;
+        let rate = p.output_sample_rate as u32;
+        info_pub.publish(&AudioInfo {
+            channels: 1,
+            sample_rate: rate,
+            sample_format: "S16LE".into(),
+            bitrate: rate * 16,
+            coding_format: "wave".into(),
+        })?;
+        let (n, bad) = (bridged_out.clone(), refused.clone());
+        tokio::spawn(voice_ros::frames::resample_stream(
+            audio_out,
+            rate,
+            Duration::from_millis(120),
+            2.0,
+            move |x| {
+                if data_pub
+                    .publish(&AudioData {
+                        data: encode_s16le(&x),
+                    })
+                    .is_ok()
+                {
+                    n.fetch_add(1, Ordering::Relaxed);
+                }
+            },
+            move |_| {
+                bad.fetch_add(1, Ordering::Relaxed);
+            },
+        ));
+    }
+    {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+                let r = Report::new(&fq, "audio_common")
+                    .kv("frames_in", n(&bridged_in))
+                    .kv("frames_out", n(&bridged_out))
+                    .kv("frames_refused", n(&refused));
+                let _ = diag_pub.publish(&r.into_array());
+            }
+        });
+    }
+    let sig = node::shutdown_flag()?;
+    log.info(format!(
+        "ready: input {} (audio_stamped + audio_info -> audio), output {} (audio_out -> audio_out_data at {} Hz)",
+        p.input, p.output, p.output_sample_rate
+    ));
+    tokio::task::block_in_place(|| node::spin_until(&mut node, &sig));
+    Ok(())
+}
