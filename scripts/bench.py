@@ -2,7 +2,7 @@
 on the same machine, with ratios; and the whole loop, streaming against the
 sequential alternative. Figures, never pass/fail.
 
-    python scripts/bench.py                 # all: stt llm intent tts loop
+    python scripts/bench.py                 # all: stt llm intent tts loop conversation audio
     python scripts/bench.py llm intent tts  # some
 """
 from __future__ import annotations
@@ -386,13 +386,125 @@ def conversation():
         print(f"  {name:<40} median {med([f(s) for s in rows]):8.2f}")
 
 
+def cpu_s(pid: int) -> float:
+    """CPU time (user + system) a process has used so far [s]."""
+    f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
+AEC_TEXT = ("Sure. The kitchen is down the hall on the left, past the charging dock and the big window. "
+            "I can take you there if you like, or I can bring you something to drink while you wait.")
+
+
+def audio():
+    """audio_node on the simulated room: echo return loss enhancement per echo
+    path (offline, audio_node --bench-aec on espeak speech), false turns per
+    minute of robot speech with and without AEC (barge-in on), barge-in
+    reaction (user speech onset -> interrupt), capture -> `audio` latency, and
+    the node's CPU with AEC on / off."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from std_msgs.msg import Bool, String
+    from voice_agent.msg import AudioFrame, Utterance
+    print("\n== audio_node: echo cancellation on the simulated room (2 cores) ==")
+    wavs = [speak(AEC_TEXT, OUT / "aec1.wav"),
+            speak("My battery is at forty two percent, enough for three more hours of work today.",
+                  OUT / "aec2.wav", voice="en-us+f3", wpm=140)]
+    r = subprocess.run([str(BIN / "audio_node"), "--bench-aec", *map(str, wavs)], capture_output=True, text=True,
+                       check=True)
+    print(r.stdout.rstrip())
+
+    prof = ["--params-file", str(ROOT / "config" / "cpu_small.yaml")]
+    for aec in (True, False):
+        h = harness(f"audio-echo-{aec}")
+        try:
+            node = h.start("audio_node", params={"backend": "sim", "aec": aec})
+            h.start("stt_node", params={"model_path": WHISPER_MODEL, "vad.model_path": VAD_MODEL, "barge_in": True},
+                    extra_args=prof)
+            h.start("tts_node", params={"voice_path": PIPER_VOICE, "onnxruntime_path": ONNXRUNTIME},
+                    extra_args=prof)
+            heard = h.collect(Utterance, "/transcript")
+            interrupts = h.collect(String, "/interrupt")
+            speaking = h.collect(Bool, "/speaking", latched())
+            say = h.node.create_publisher(String, "/say", reliable())
+            h.wait_matched(say)
+            h.wait_publisher("/transcript", timeout=60)
+            h.spin_for(2.0)
+            spoken, c0, t0 = 0.0, cpu_s(node.proc.pid), time.monotonic()
+            for _ in range(4):
+                n = len(speaking)
+                say.publish(String(data=AEC_TEXT))
+                h.wait_for(lambda: any(m.data for m in speaking[n:]), 60, "speaking")
+                start = time.monotonic()
+                h.wait_for(lambda: not speaking[-1].data, 60, "done speaking")
+                spoken += time.monotonic() - start
+                h.spin_for(1.0)
+            cpu = (cpu_s(node.proc.pid) - c0) / (time.monotonic() - t0)
+            # capture -> delivery: frames with their arrival time (the stamp is
+            # the first sample's capture time; a 20 ms frame is complete 20 ms later)
+            recv = []
+            h.node.create_subscription(AudioFrame, "/audio", lambda f: recv.append((time.time(), f)), reliable(500))
+            h.spin_for(3.0)
+            lat = [(t - (f.header.stamp.sec + f.header.stamp.nanosec * 1e-9)) * 1e3 - 20.0 for t, f in recv]
+            print(f"  AEC {'on ' if aec else 'off'}: robot spoke {spoken:.0f} s: transcripts {len(heard)}, "
+                  f"interrupts {len(interrupts)} -> false turns per minute of robot speech "
+                  f"{60 * (len(heard) + len(interrupts)) / max(spoken, 1):.1f}; audio_node CPU {100 * cpu:.1f} % of one core; "
+                  f"last sample captured -> frame received: median {med(lat):.1f} ms, p95 {np.percentile(lat, 95):.1f} ms")
+        finally:
+            h.close()
+
+    h = harness("audio-barge-in")
+    try:
+        h.start("audio_node", params={"backend": "sim"})
+        h.start("stt_node", params={"model_path": WHISPER_MODEL, "vad.model_path": VAD_MODEL, "barge_in": True},
+                extra_args=prof)
+        h.start("tts_node", params={"voice_path": PIPER_VOICE, "onnxruntime_path": ONNXRUNTIME}, extra_args=prof)
+        h.start("llm_node", params={"model_path": LLM_MODEL, "max_tokens": 80}, extra_args=prof)
+        interrupts = h.collect(String, "/interrupt")
+        speaking = h.collect(Bool, "/speaking", latched())
+        talker = h.node.create_publisher(AudioFrame, "/sim/talker", reliable(500))
+        h.wait_matched(talker)
+        h.wait_publisher("/transcript", timeout=60)
+        story = read_wav(speak(STORY, OUT / "story.wav"))[0][:, 0]
+        over = [read_wav(speak(t, OUT / f"over{i}.wav"))[0][:, 0] for i, t in enumerate(
+            ["Wait, stop.", "What time is it?", "No, go to the kitchen instead."])]
+
+        def talk(x):
+            pcm = (np.clip(x, -1, 1) * 32767).astype("<i2")
+            for i in range(0, len(pcm), 8000):
+                talker.publish(AudioFrame(sample_rate=16000, channels=1, encoding="S16LE",
+                                          data=pcm[i:i + 8000].tobytes()))
+                h.spin_for(0.05)
+
+        to_interrupt, to_silent = [], []
+        for k in range(6):
+            n = len(speaking)
+            talk(story)
+            h.wait_for(lambda: any(m.data for m in speaking[n:]), 90, "speaking")
+            h.spin_for(1.5)
+            x = over[k % len(over)]
+            onset = float(np.flatnonzero(np.abs(x) > 0.02)[0]) / 16000
+            m, sent = len(interrupts), time.monotonic()
+            talk(x)
+            h.wait_for(lambda: len(interrupts) > m, 10, "interrupt")
+            to_interrupt.append((time.monotonic() - sent - onset) * 1e3)
+            h.wait_for(lambda: not speaking[-1].data, 10, "silent")
+            to_silent.append((time.monotonic() - sent - onset) * 1e3)
+            h.spin_for(6.0)  # the answer to the words spoken over the robot
+            h.wait_for(lambda: not speaking[-1].data, 60, "quiet")
+        print(f"  barge-in, user speech onset -> interrupt received: median {med(to_interrupt):.0f} ms "
+              f"(max {max(to_interrupt):.0f}); -> tts_node speaking false: median {med(to_silent):.0f} ms "
+              f"over {len(to_interrupt)} interruptions (audio_node drops its playout on the interrupt)")
+    finally:
+        h.close()
+
+
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
-    which = sys.argv[1:] or ["stt", "llm", "intent", "tts", "loop", "conversation"]
+    which = sys.argv[1:] or ["stt", "llm", "intent", "tts", "loop", "conversation", "audio"]
     print(f"machine: {os.cpu_count()} cores; binaries {BIN}")
     for w in which:
         {"stt": stt, "llm": llm, "intent": intent, "tts": tts, "loop": loop_bench,
-         "conversation": conversation}[w]()
+         "conversation": conversation, "audio": audio}[w]()
 
 
 if __name__ == "__main__":

@@ -29,22 +29,24 @@ pub fn run(
     let mut room = Room::new(&path, rate, noise_dbfs, seed);
     let mut proc = Processor::new(rate, shared.processing());
     let mut framer = Framer::new(blk * (frame_ms / BLOCK_MS) as usize);
-    let mut stamps = Stamper::new(rate);
     let (mut played, mut talker, mut mic) = (vec![0.0; blk], vec![0.0; blk], vec![0.0; blk]);
     shared.set_state(format!(
         "sim: echo {:.0} ms, gain {:.2}, reverb {:.0} ms, noise {:.0} dBFS",
         path.delay_ms, path.gain, path.rir_ms, noise_dbfs
     ));
     let start = Instant::now();
+    let mut stamps = Stamper::new(rate);
     let mut n: u64 = 0;
     while !shared.stopped() {
-        let due = start + Duration::from_millis(u64::from(BLOCK_MS) * n);
+        // a block exists once its last sample is "captured": at its end
+        let due = start + Duration::from_millis(u64::from(BLOCK_MS) * (n + 1));
         let now = Instant::now();
         if due > now {
             std::thread::sleep(due - now);
         } else if now - due > Duration::from_millis(u64::from(BLOCK_MS) * MAX_BEHIND) {
             shared.late_blocks.fetch_add(1, Ordering::Relaxed);
             n = (now - start).as_millis() as u64 / u64::from(BLOCK_MS);
+            stamps.reanchor(); // the skipped time is a gap in the capture
         }
         n += 1;
         let real = shared
