@@ -165,3 +165,19 @@ def test_list_devices_runs_without_a_sound_card():
     r = subprocess.run([str(BIN / "audio_node"), "--list-devices"], capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
     assert "capture devices" in r.stdout and "playback devices" in r.stdout
+
+
+def test_a_recorded_talker_feeds_the_loop_without_any_publisher(ros, tmp_path):
+    """sim.talker_wav: the room's talker says a recording (what the GPU run kit
+    uses to drive the loop with the Rust binaries alone, no rclpy)."""
+    from conftest import speak
+    wav = speak("Please go to the kitchen.", tmp_path / "kitchen.wav", rate=22050)
+    stt = ros.start("stt_node", params={"model_path": WHISPER_MODEL, "vad.model_path": VAD_MODEL},
+                    extra_args=PROFILE)
+    heard = ros.collect(Utterance, "/transcript")
+    ros.wait_publisher("/transcript", timeout=60)
+    # said 2 s after start and every 6 s (a slow stt_node start misses nothing)
+    ros.start("audio_node", params={"backend": "sim", "sim.talker_wav": wav, "sim.talker_start_s": 2.0,
+                                    "sim.talker_every_s": 6.0})
+    ros.wait_for(lambda: heard, 60, "the recording transcribed", [stt])
+    assert wer("Please go to the kitchen.", heard[0].text) <= 0.2, heard[0].text

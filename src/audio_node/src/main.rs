@@ -142,6 +142,13 @@ async fn run() -> Result<()> {
         });
     }
 
+    // the simulated talker's recording, read before the node reports ready
+    let talker = match &cfg.backend {
+        Backend::Sim {
+            talker: Some(t), ..
+        } => Some(sim::load_talker(t, cfg.sample_rate)?),
+        _ => None,
+    };
     let audio_thread = {
         let log = log.clone();
         let (rate, frame_id) = (cfg.sample_rate, cfg.frame_id.clone());
@@ -163,7 +170,16 @@ async fn run() -> Result<()> {
                     path,
                     noise_dbfs,
                     seed,
-                } => sim::run(thread_shared, path, noise_dbfs, seed, frame_ms, emit),
+                    ..
+                } => sim::run(
+                    thread_shared,
+                    path,
+                    noise_dbfs,
+                    seed,
+                    talker,
+                    frame_ms,
+                    emit,
+                ),
                 Backend::Device {
                     capture,
                     playback: out,

@@ -48,6 +48,12 @@ pub struct SimParams {
     pub noise_dbfs: f32,
     /// Seed of the room's reflections and noise.
     pub seed: i32,
+    /// A recording the talker says into the room (WAV, any rate); "" = none. With sim/talker, both are heard.
+    pub talker_wav: String,
+    /// When the recording is first said [s after start].
+    pub talker_start_s: f32,
+    /// Said again every this many seconds; 0 = once.
+    pub talker_every_s: f32,
 }
 
 impl Default for AudioParams {
@@ -78,6 +84,9 @@ impl Default for SimParams {
             rir_ms: p.rir_ms,
             noise_dbfs: -60.0,
             seed: 1,
+            talker_wav: String::new(),
+            talker_start_s: 2.0,
+            talker_every_s: 0.0,
         }
     }
 }
@@ -92,7 +101,16 @@ pub enum Backend {
         path: EchoPath,
         noise_dbfs: f32,
         seed: u64,
+        talker: Option<TalkerScript>,
     },
+}
+
+/// The simulated room's recorded talker (a Rust-only feeder for the loop).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TalkerScript {
+    pub wav: String,
+    pub start_s: f32,
+    pub every_s: f32,
 }
 
 /// A sound device as the parameter names it.
@@ -151,6 +169,9 @@ impl NodeParams for AudioParams {
         "sim.rir_ms",
         "sim.noise_dbfs",
         "sim.seed",
+        "sim.talker_wav",
+        "sim.talker_start_s",
+        "sim.talker_every_s",
     ];
 
     fn validate(&self) -> Result<AudioConfig, ParamError> {
@@ -176,6 +197,14 @@ impl NodeParams for AudioParams {
                 in_range(s.rir_ms, 0.0..=1000.0, "sim.rir_ms")?;
                 in_range(s.noise_dbfs, -200.0..=0.0, "sim.noise_dbfs")?;
                 in_range(s.seed, 0..=i32::MAX, "sim.seed")?;
+                in_range(s.talker_start_s, 0.0..=86_400.0, "sim.talker_start_s")?;
+                in_range(s.talker_every_s, 0.0..=86_400.0, "sim.talker_every_s")?;
+                let wav = s.talker_wav.trim();
+                check(
+                    wav.is_empty() || std::path::Path::new(wav).is_file(),
+                    "sim.talker_wav",
+                    || format!("{wav}: not found"),
+                )?;
                 Backend::Sim {
                     path: EchoPath {
                         delay_ms: s.echo_delay_ms,
@@ -185,6 +214,11 @@ impl NodeParams for AudioParams {
                     },
                     noise_dbfs: s.noise_dbfs,
                     seed: s.seed as u64,
+                    talker: (!wav.is_empty()).then(|| TalkerScript {
+                        wav: wav.to_string(),
+                        start_s: s.talker_start_s,
+                        every_s: s.talker_every_s,
+                    }),
                 }
             }
             other => {

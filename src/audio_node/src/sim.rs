@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use voice_core::room::{EchoPath, Room};
 
+use crate::params::TalkerScript;
 use crate::process::{Framer, Processor, BLOCK_MS};
 use crate::shared::{Shared, Stamper};
 
@@ -16,14 +17,48 @@ use crate::shared::{Shared, Stamper};
 /// catching up in a burst [blocks].
 const MAX_BEHIND: u64 = 20;
 
+/// A recording and when it is said next [block index].
+struct Script {
+    clip: Vec<f32>,
+    next: u64,
+    every: Option<u64>,
+}
+
+/// Reads the talker's recording at the room's rate.
+pub fn load_talker(t: &TalkerScript, rate: u32) -> anyhow::Result<(Vec<f32>, u64, Option<u64>)> {
+    use anyhow::Context as _;
+    let mut r =
+        hound::WavReader::open(&t.wav).with_context(|| format!("sim.talker_wav {}", t.wav))?;
+    let spec = r.spec();
+    let ch = usize::from(spec.channels.max(1));
+    let raw: Vec<f32> = match spec.sample_format {
+        hound::SampleFormat::Int => r
+            .samples::<i32>()
+            .map(|s| s.map(|v| v as f32 / (1u32 << (spec.bits_per_sample - 1)) as f32))
+            .collect::<Result<_, _>>()?,
+        hound::SampleFormat::Float => r.samples::<f32>().collect::<Result<_, _>>()?,
+    };
+    let mono: Vec<f32> = raw
+        .chunks(ch)
+        .map(|c| c.iter().sum::<f32>() / ch as f32)
+        .collect();
+    let clip = voice_core::resample::resample_clip(spec.sample_rate, rate, &mono)?;
+    let blocks = |s: f32| (f64::from(s) * 1000.0 / f64::from(BLOCK_MS)) as u64;
+    let every = (t.every_s > 0.0).then(|| blocks(t.every_s).max(1));
+    Ok((clip, blocks(t.start_s), every))
+}
+
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     shared: Arc<Shared>,
     path: EchoPath,
     noise_dbfs: f32,
     seed: u64,
+    talker: Option<(Vec<f32>, u64, Option<u64>)>,
     frame_ms: u32,
     mut emit: impl FnMut(Vec<f32>, std::time::SystemTime),
 ) {
+    let mut script = talker.map(|(clip, next, every)| Script { clip, next, every });
     let rate = shared.rate;
     let blk = (rate * BLOCK_MS / 1000) as usize;
     let mut room = Room::new(&path, rate, noise_dbfs, seed);
@@ -47,6 +82,12 @@ pub fn run(
             shared.late_blocks.fetch_add(1, Ordering::Relaxed);
             n = (now - start).as_millis() as u64 / u64::from(BLOCK_MS);
             stamps.reanchor(); // the skipped time is a gap in the capture
+        }
+        if let Some(sc) = script.as_mut().filter(|sc| n >= sc.next) {
+            if let Ok(mut q) = shared.talker.lock() {
+                q.push(&sc.clip);
+            }
+            sc.next = sc.every.map_or(u64::MAX, |e| sc.next + e);
         }
         n += 1;
         let real = shared
