@@ -1,4 +1,4 @@
-//! `llm_node --bench-bare MODEL n_threads n_gen runs PROMPT`: a bare
+//! `llm_node --bench-bare MODEL n_threads n_gen runs PROMPT [n_gpu_layers]`: a bare
 //! llama-cpp-2 loop (one sequence, greedy, no ROS, no chunking) on the same
 //! model, threads, context size (2048), flash attention (on), system prompt
 //! and chat template as the node in the benchmark, for
@@ -18,15 +18,18 @@ use llama_cpp_2::sampling::LlamaSampler;
 use crate::params::LlmParams;
 
 pub fn run(args: &[String]) -> Result<()> {
-    let usage = "usage: llm_node --bench-bare MODEL n_threads n_gen runs PROMPT";
+    let usage = "usage: llm_node --bench-bare MODEL n_threads n_gen runs PROMPT [n_gpu_layers]";
     let model_path = args.first().context(usage)?;
     let n_threads: i32 = args.get(1).context(usage)?.parse()?;
     let n_gen: usize = args.get(2).context(usage)?.parse()?;
     let runs: usize = args.get(3).context(usage)?.parse()?;
     let prompt = args.get(4).context(usage)?;
+    // as the node's n_gpu_layers (0 = CPU only; a CPU build ignores it)
+    let n_gpu_layers: u32 = args.get(5).map_or(Ok(0), |s| s.parse())?;
     let mut backend = LlamaBackend::init()?;
     backend.void_logs();
-    let model = LlamaModel::load_from_file(&backend, model_path, &LlamaModelParams::default())?;
+    let mp = LlamaModelParams::default().with_n_gpu_layers(n_gpu_layers);
+    let model = LlamaModel::load_from_file(&backend, model_path, &mp)?;
     let cp = LlamaContextParams::default()
         .with_n_ctx(NonZeroU32::new(2048))
         .with_n_batch(512)
@@ -74,7 +77,7 @@ pub fn run(args: &[String]) -> Result<()> {
     results.sort_by(|a, b| a.1.total_cmp(&b.1));
     let (prompt_s, ttft_s, generated, gen_s) = results[results.len() / 2];
     println!(
-        "{{\"prompt_tokens\": {}, \"prompt_tps\": {:.1}, \"ttft_ms\": {:.1}, \"gen_tokens\": {generated}, \"gen_tps\": {:.1}}}",
+        "{{\"prompt_tokens\": {}, \"prompt_tps\": {:.1}, \"ttft_ms\": {:.1}, \"gen_tokens\": {generated}, \"gen_tps\": {:.1}, \"n_gpu_layers\": {n_gpu_layers}}}",
         tokens.len(),
         tokens.len() as f64 / prompt_s,
         ttft_s * 1e3,

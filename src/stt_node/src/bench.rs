@@ -10,14 +10,15 @@ use crate::engine::Transcriber;
 use crate::params::SttParams;
 
 pub fn run(args: &[String]) -> Result<()> {
-    let wav = args
-        .first()
-        .context("usage: stt_node --bench-direct WAV MODEL [n_threads] [runs] [audio_ctx]")?;
+    let wav = args.first().context(
+        "usage: stt_node --bench-direct WAV MODEL [n_threads] [runs] [audio_ctx] [use_gpu]",
+    )?;
     let model = args.get(1).context("model path missing")?;
     let n_threads: i32 = args.get(2).map_or(Ok(2), |s| s.parse())?;
     let runs: usize = args.get(3).map_or(Ok(3), |s| s.parse())?;
     // 0 = sized to the audio (the node's default), -1 = the full 30 s window
     let audio_ctx: i32 = args.get(4).map_or(Ok(0), |s| s.parse())?;
+    let use_gpu: bool = args.get(5).map_or(Ok(false), |s| s.parse())?;
     let mut reader = hound::WavReader::open(wav).with_context(|| format!("cannot read {wav}"))?;
     let spec = reader.spec();
     let raw: Vec<f32> = reader
@@ -36,7 +37,11 @@ pub fn run(args: &[String]) -> Result<()> {
         ..Default::default()
     };
     let t0 = Instant::now();
-    let p = SttParams { audio_ctx, ..p };
+    let p = SttParams {
+        audio_ctx,
+        use_gpu,
+        ..p
+    };
     let decode = voice_ros::params::NodeParams::validate(&p)?.decode;
     let mut t = Transcriber::load(&p, decode)?;
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
@@ -51,11 +56,13 @@ pub fn run(args: &[String]) -> Result<()> {
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     let audio_s = audio.len() as f64 / f64::from(voice_core::PIPELINE_RATE);
+    // JSON escaping (Debug formatting is not JSON: \u{1b} for a control
+    // character, which random-weight models do produce)
     println!(
-        "{{\"load_ms\": {load_ms:.1}, \"compute_ms\": {median:.1}, \"runs_ms\": {:?}, \"audio_s\": {audio_s:.3}, \"rtf\": {:.4}, \"text\": {:?}}}",
+        "{{\"load_ms\": {load_ms:.1}, \"compute_ms\": {median:.1}, \"runs_ms\": {:?}, \"audio_s\": {audio_s:.3}, \"rtf\": {:.4}, \"text\": {}}}",
         all.iter().map(|t| t.round()).collect::<Vec<_>>(),
         median / 1e3 / audio_s,
-        text
+        serde_json::Value::String(text)
     );
     Ok(())
 }

@@ -76,9 +76,10 @@ impl Transcriber {
             warm_up_ms: 0.0,
         };
         // the first inference allocates and pages in the model: pay that
-        // at start, not on the user's first turn
+        // at start, not on the user's first turn (one bounded decode: what
+        // the model says does not matter here)
         let t0 = Instant::now();
-        t.transcribe(&warm_up_audio())?;
+        t.transcribe_partial(&warm_up_audio())?;
         t.warm_up_ms = t0.elapsed().as_secs_f64() * 1e3;
         Ok(t)
     }
@@ -131,6 +132,12 @@ impl Transcriber {
             let secs = audio.len() as f32 / voice_core::PIPELINE_RATE as f32;
             fp.set_single_segment(true);
             fp.set_max_tokens((secs * PARTIAL_TOKENS_PER_S) as i32 + 8);
+        } else {
+            // a final transcript: bounded per segment too, more loosely (a
+            // hallucination loop on noise otherwise runs to Whisper's 224
+            // tokens, on every temperature of the fallback)
+            let secs = (audio.len() as f32 / voice_core::PIPELINE_RATE as f32).min(30.0);
+            fp.set_max_tokens((secs * FINAL_TOKENS_PER_S) as i32 + 16);
         }
         match &d.language {
             None => {
@@ -200,6 +207,9 @@ fn warm_up_audio() -> Vec<f32> {
 
 /// Most tokens a partial hypothesis may have per second of audio.
 const PARTIAL_TOKENS_PER_S: f32 = 8.0;
+/// Most tokens a final transcript may have per second of audio, per segment
+/// (fast speech is 4-5 tokens a second).
+const FINAL_TOKENS_PER_S: f32 = 12.0;
 
 /// Encoder frames per second of audio (Whisper: 1500 for 30 s).
 const CTX_PER_S: f64 = 50.0;
