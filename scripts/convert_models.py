@@ -198,6 +198,27 @@ def whisper_tensors(V: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray, boo
     return T
 
 
+def write_whisper_ggml(out: Path, hparams: tuple, filt: np.ndarray, toks: list[bytes], tensors) -> None:
+    """A whisper.cpp ggml file: the 11 hyper-parameters, mel filters, BPE
+    tokens, then (name, array, as_f16) tensors (any iterable), written to a
+    .part file and renamed when complete."""
+    tmp = out.with_suffix(out.suffix + ".part")
+    with open(tmp, "wb") as f:
+        f.write(struct.pack("<I", GGML_MAGIC))
+        f.write(struct.pack("<11i", *hparams))
+        f.write(struct.pack("<ii", *filt.shape) + filt.tobytes())
+        f.write(struct.pack("<i", len(toks)))
+        for t in toks:
+            f.write(struct.pack("<i", len(t)) + t)
+        for name, a, f16 in tensors:
+            a = np.ascontiguousarray(a.astype(np.float16 if f16 else np.float32))
+            nb = name.encode()
+            f.write(struct.pack("<iii", a.ndim, len(nb), 1 if f16 else 0))
+            f.write(struct.pack(f"<{a.ndim}i", *reversed(a.shape)))
+            f.write(nb + a.tobytes())
+    tmp.replace(out)
+
+
 def convert_whisper(model_dir: Path, out: Path) -> dict:
     """CTranslate2 Whisper dir -> whisper.cpp ggml file. Returns a summary."""
     model_dir, out = Path(model_dir), Path(out)
@@ -223,23 +244,8 @@ def convert_whisper(model_dir: Path, out: Path) -> dict:
             toks.append(bytes(byte_of[c] for c in t))
         except KeyError as e:
             raise ConvertError(f"vocabulary token {t!r} is not byte-level BPE") from e
-    filt = mel_filters(n_mels=n_mels)
-    tmp = out.with_suffix(out.suffix + ".part")
-    with open(tmp, "wb") as f:
-        f.write(struct.pack("<I", GGML_MAGIC))
-        f.write(struct.pack("<11i", n_vocab, n_audio_ctx, n_state, n_head, n_audio_layer,
-                            n_text_ctx, n_state, n_head, n_text_layer, n_mels, 1))
-        f.write(struct.pack("<ii", *filt.shape) + filt.tobytes())
-        f.write(struct.pack("<i", len(toks)))
-        for t in toks:
-            f.write(struct.pack("<i", len(t)) + t)
-        for name, a, f16 in tensors:
-            a = np.ascontiguousarray(a.astype(np.float16 if f16 else np.float32))
-            nb = name.encode()
-            f.write(struct.pack("<iii", a.ndim, len(nb), 1 if f16 else 0))
-            f.write(struct.pack(f"<{a.ndim}i", *reversed(a.shape)))
-            f.write(nb + a.tobytes())
-    tmp.replace(out)
+    write_whisper_ggml(out, (n_vocab, n_audio_ctx, n_state, n_head, n_audio_layer, n_text_ctx, n_state, n_head,
+                             n_text_layer, n_mels, 1), mel_filters(n_mels=n_mels), toks, tensors)
     return {"tensors": len(tensors), "vocab": len(toks), "n_state": int(n_state),
             "layers": [n_audio_layer, n_text_layer], "n_mels": int(n_mels)}
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from convert_models import GGML_MAGIC, mel_filters  # noqa: E402
+from convert_models import GGML_MAGIC, mel_filters, write_whisper_ggml  # noqa: E402
 
 # ---------------------------------------------------------------- GGUF
 GGUF_MAGIC = b"GGUF"
@@ -292,17 +292,9 @@ def write_whisper(out: Path, vocab: dict, small: bool = False, seed: int = 0) ->
     h = WHISPER_SMALL if small else WHISPER_BASE
     toks = [bytes.fromhex(x) for x in vocab["tokens_hex"]]
     rng = np.random.default_rng(seed)
-    filt = mel_filters(n_mels=h["n_mels"])
     tensors = whisper_tensors(h)
-    tmp = out.with_suffix(out.suffix + ".part")
-    with open(tmp, "wb") as f:
-        f.write(struct.pack("<I", GGML_MAGIC))
-        f.write(struct.pack("<11i", h["n_vocab"], h["n_audio_ctx"], h["n_state"], h["n_head"], h["n_audio_layer"],
-                            h["n_text_ctx"], h["n_state"], h["n_head"], h["n_text_layer"], h["n_mels"], 1))
-        f.write(struct.pack("<ii", *filt.shape) + filt.tobytes())
-        f.write(struct.pack("<i", len(toks)))
-        for t in toks:
-            f.write(struct.pack("<i", len(t)) + t)
+
+    def arrays():
         for name, shape, f16 in tensors:
             if name.endswith("_ln.weight") or name.endswith("ln_post.weight") or name == "decoder.ln.weight":
                 a = np.ones(shape)
@@ -310,12 +302,11 @@ def write_whisper(out: Path, vocab: dict, small: bool = False, seed: int = 0) ->
                 a = np.zeros(shape)
             else:
                 a = rng.standard_normal(shape) * (0.02 if f16 else 0.01)
-            a = np.ascontiguousarray(a.astype(np.float16 if f16 else np.float32))
-            nb = name.encode()
-            f.write(struct.pack("<iii", a.ndim, len(nb), 1 if f16 else 0))
-            f.write(struct.pack(f"<{a.ndim}i", *reversed(a.shape)))
-            f.write(nb + a.tobytes())
-    tmp.replace(out)
+            yield name, a, f16
+
+    write_whisper_ggml(out, (h["n_vocab"], h["n_audio_ctx"], h["n_state"], h["n_head"], h["n_audio_layer"],
+                             h["n_text_ctx"], h["n_state"], h["n_head"], h["n_text_layer"], h["n_mels"], 1),
+                       mel_filters(n_mels=h["n_mels"]), toks, arrays())
     return {"tensors": len(tensors), "bytes": out.stat().st_size, **h}
 
 

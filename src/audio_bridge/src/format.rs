@@ -7,7 +7,7 @@ use r2r::std_msgs::msg::Header;
 use r2r::voice_agent::msg::AudioFrame;
 
 /// Longest bridged frame accepted [s].
-const MAX_FRAME_S: f64 = 2.0;
+pub const MAX_FRAME_S: f64 = 2.0;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Format {

@@ -180,8 +180,8 @@ async fn run() -> anyhow::Result<()> {
         tokio::spawn(voice_ros::frames::resample_stream(
             audio_out,
             rate,
-            Duration::from_millis(120),
-            2.0,
+            voice_ros::frames::IDLE_FLUSH,
+            format::MAX_FRAME_S,
             move |x| {
                 if data_pub
                     .publish(&AudioData {

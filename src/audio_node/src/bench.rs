@@ -7,8 +7,7 @@
 
 use std::time::Instant;
 
-use anyhow::{Context as _, Result};
-use voice_core::resample::resample_clip;
+use anyhow::Result;
 use voice_core::room::{erle_db, EchoPath, Room};
 
 use crate::params::Processing;
@@ -17,21 +16,10 @@ use crate::process::Processor;
 const RATE: u32 = 16_000;
 
 fn read_wav(path: &str) -> Result<Vec<f32>> {
-    let mut r = hound::WavReader::open(path).with_context(|| format!("reading {path}"))?;
-    let spec = r.spec();
-    let ch = usize::from(spec.channels.max(1));
-    let raw: Vec<f32> = match spec.sample_format {
-        hound::SampleFormat::Int => r
-            .samples::<i32>()
-            .map(|s| s.map(|v| v as f32 / (1u32 << (spec.bits_per_sample - 1)) as f32))
-            .collect::<Result<_, _>>()?,
-        hound::SampleFormat::Float => r.samples::<f32>().collect::<Result<_, _>>()?,
-    };
-    let mono: Vec<f32> = raw
-        .chunks(ch)
-        .map(|c| c.iter().sum::<f32>() / ch as f32)
-        .collect();
-    Ok(resample_clip(spec.sample_rate, RATE, &mono)?)
+    Ok(voice_core::wav::read_mono(
+        std::path::Path::new(path),
+        RATE,
+    )?)
 }
 
 fn synthetic(n: usize) -> Vec<f32> {

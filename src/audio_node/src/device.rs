@@ -14,8 +14,8 @@ use anyhow::{anyhow, Context as _, Result};
 use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
 
 use crate::params::DeviceChoice;
-use crate::process::{Framer, Processor, SampleQueue, BLOCK_MS};
-use crate::shared::{Shared, Stamper};
+use crate::process::{SampleQueue, BLOCK_MS};
+use crate::shared::{Capture, Shared};
 
 /// Wait between attempts to open a missing or failed device.
 const REOPEN_AFTER: Duration = Duration::from_secs(2);
@@ -89,6 +89,19 @@ fn pick(
     }
 }
 
+/// A stream at `rate` with the device's own channel count (mono when the
+/// device does not say).
+fn f32_config(
+    default: Result<cpal::SupportedStreamConfig, cpal::DefaultStreamConfigError>,
+    rate: u32,
+) -> cpal::StreamConfig {
+    cpal::StreamConfig {
+        channels: default.map(|c| c.channels()).unwrap_or(1),
+        sample_rate: cpal::SampleRate(rate),
+        buffer_size: cpal::BufferSize::Default,
+    }
+}
+
 /// The open streams; dropping them closes the devices.
 struct Open {
     _capture: cpal::Stream,
@@ -114,15 +127,8 @@ fn open(
         "capture",
     )?;
     let mic_name = mic.name().unwrap_or_default();
-    let channels = mic
-        .default_input_config()
-        .map(|c| c.channels())
-        .unwrap_or(1);
-    let config = cpal::StreamConfig {
-        channels,
-        sample_rate: cpal::SampleRate(rate),
-        buffer_size: cpal::BufferSize::Default,
-    };
+    let config = f32_config(mic.default_input_config(), rate);
+    let channels = config.channels;
     let captured = Arc::new(Mutex::new(SampleQueue::new(
         (rate * CAPTURE_MAX_S) as usize,
     )));
@@ -165,15 +171,8 @@ fn open(
                 "playback",
             )?;
             let spk_name = spk.name().unwrap_or_default();
-            let channels = spk
-                .default_output_config()
-                .map(|c| c.channels())
-                .unwrap_or(1);
-            let config = cpal::StreamConfig {
-                channels,
-                sample_rate: cpal::SampleRate(rate),
-                buffer_size: cpal::BufferSize::Default,
-            };
+            let config = f32_config(spk.default_output_config(), rate);
+            let channels = config.channels;
             let (sh, r, f, ch) = (
                 shared.clone(),
                 render.clone(),
@@ -228,9 +227,7 @@ pub fn run(
 ) {
     let rate = shared.rate;
     let blk = (rate * BLOCK_MS / 1000) as usize;
-    let mut proc = Processor::new(rate, shared.processing());
-    let mut framer = Framer::new(blk * (frame_ms / BLOCK_MS) as usize);
-    let mut stamps = Stamper::new(rate);
+    let mut pipeline = Capture::new(&shared, frame_ms);
     let mut last_error = String::new();
     let (mut mic, mut played) = (vec![0.0; blk], vec![0.0; blk]);
     while !shared.stopped() {
@@ -251,12 +248,11 @@ pub fn run(
             }
         };
         if !last_error.is_empty() || shared.reopens.load(Ordering::Relaxed) > 0 {
-            stamps.reanchor();
+            pipeline.reanchor();
         }
         last_error.clear();
         log.info(format!("sound device open: {}", dev.description));
         shared.set_state(format!("open: {}", dev.description));
-        let mut n = 0u64;
         while !shared.stopped() && !dev.failed.load(Ordering::Relaxed) {
             let ready = dev.capture.lock().map_or(0, |q| q.len());
             if ready < blk {
@@ -270,21 +266,7 @@ pub fn run(
             if let Ok(mut r) = dev.render.lock() {
                 r.pop_into(&mut played);
             }
-            proc.set(shared.processing());
-            let t = Instant::now();
-            let out = proc.block(&played, &mic);
-            shared
-                .proc_ns
-                .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
-            shared.proc_samples.fetch_add(blk as u64, Ordering::Relaxed);
-            if let Some(frame) = framer.push(out) {
-                let stamp = stamps.next(frame.len());
-                emit(frame, stamp);
-            }
-            n += 1;
-            if n.is_multiple_of(100) {
-                crate::sim::report_echo(&shared, &proc);
-            }
+            pipeline.block(&shared, &played, &mic, &mut emit);
         }
         if !shared.stopped() {
             shared.reopens.fetch_add(1, Ordering::Relaxed);

@@ -45,9 +45,6 @@ fn main() -> ExitCode {
     )
 }
 
-/// A pause in incoming audio after which the resampler's tail is played.
-const IDLE_FLUSH: Duration = Duration::from_millis(120);
-
 async fn run() -> Result<()> {
     let (mut node, log, params) = node::start::<AudioParams>(NODE_NAME)?;
     let cfg = (*params.config).clone();
@@ -75,7 +72,7 @@ async fn run() -> Result<()> {
         tokio::spawn(frames::resample_stream(
             frames,
             rate,
-            IDLE_FLUSH,
+            frames::IDLE_FLUSH,
             MAX_FRAME_S,
             move |mut x| {
                 let gain = volume.borrow().volume;
@@ -117,7 +114,7 @@ async fn run() -> Result<()> {
         tokio::spawn(frames::resample_stream(
             talker,
             rate,
-            IDLE_FLUSH,
+            frames::IDLE_FLUSH,
             MAX_FRAME_S,
             move |x| {
                 if let Ok(mut q) = shared.talker.lock() {

@@ -3,10 +3,10 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::params::Processing;
-use crate::process::SampleQueue;
+use crate::process::{Framer, Processor, SampleQueue, BLOCK_MS};
 
 /// Most audio waiting to be played [s] (tts_node runs at most ~1 s ahead).
 pub const PLAYOUT_MAX_S: u32 = 10;
@@ -123,5 +123,70 @@ impl Stamper {
         let end = self.at(self.samples);
         self.anchor = SystemTime::now().max(end);
         self.samples = 0;
+    }
+}
+
+/// What both backends do with each 10 ms block: the audio processing with
+/// the live settings, its cost counted, frames of `frame_ms` stamped with
+/// their capture time, the canceller's own figures copied for /diagnostics.
+pub struct Capture {
+    proc: Processor,
+    framer: Framer,
+    stamps: Stamper,
+    blocks: u64,
+}
+
+impl Capture {
+    pub fn new(shared: &Shared, frame_ms: u32) -> Self {
+        let blk = (shared.rate * BLOCK_MS / 1000) as usize;
+        Self {
+            proc: Processor::new(shared.rate, shared.processing()),
+            framer: Framer::new(blk * (frame_ms / BLOCK_MS) as usize),
+            stamps: Stamper::new(shared.rate),
+            blocks: 0,
+        }
+    }
+
+    /// One block: `played` (the echo reference) and `mic`; a full frame
+    /// goes to `emit` with the capture time of its first sample.
+    pub fn block(
+        &mut self,
+        shared: &Shared,
+        played: &[f32],
+        mic: &[f32],
+        emit: &mut impl FnMut(Vec<f32>, SystemTime),
+    ) {
+        self.proc.set(shared.processing());
+        let t = Instant::now();
+        let out = self.proc.block(played, mic);
+        shared
+            .proc_ns
+            .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        shared
+            .proc_samples
+            .fetch_add(mic.len() as u64, Ordering::Relaxed);
+        if let Some(frame) = self.framer.push(out) {
+            let stamp = self.stamps.next(frame.len());
+            emit(frame, stamp);
+        }
+        self.blocks += 1;
+        if self.blocks.is_multiple_of(100) {
+            let (erle, delay) = self.proc.echo_stats();
+            shared.erle_centi_db.store(
+                erle.map_or(0, |e| (e.max(0.0) * 100.0) as u64),
+                Ordering::Relaxed,
+            );
+            shared
+                .echo_delay_ms
+                .store(delay.map_or(0, |d| d.max(0) as u64), Ordering::Relaxed);
+            shared
+                .proc_errors
+                .store(self.proc.errors, Ordering::Relaxed);
+        }
+    }
+
+    /// After a gap in the capture (a reopened device, a clock that skipped).
+    pub fn reanchor(&mut self) {
+        self.stamps.reanchor();
     }
 }

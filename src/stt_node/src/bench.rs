@@ -19,18 +19,7 @@ pub fn run(args: &[String]) -> Result<()> {
     // 0 = sized to the audio (the node's default), -1 = the full 30 s window
     let audio_ctx: i32 = args.get(4).map_or(Ok(0), |s| s.parse())?;
     let use_gpu: bool = args.get(5).map_or(Ok(false), |s| s.parse())?;
-    let mut reader = hound::WavReader::open(wav).with_context(|| format!("cannot read {wav}"))?;
-    let spec = reader.spec();
-    let raw: Vec<f32> = reader
-        .samples::<i16>()
-        .map(|s| s.map(|v| f32::from(v) / 32768.0))
-        .collect::<Result<_, _>>()?;
-    let mono: Vec<f32> = raw
-        .chunks(usize::from(spec.channels))
-        .map(|c| c.iter().sum::<f32>() / c.len() as f32)
-        .collect();
-    let audio =
-        voice_core::resample::resample_clip(spec.sample_rate, voice_core::PIPELINE_RATE, &mono)?;
+    let audio = voice_core::wav::read_mono(std::path::Path::new(wav), voice_core::PIPELINE_RATE)?;
     let p = SttParams {
         model_path: model.clone(),
         n_threads,

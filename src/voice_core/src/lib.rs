@@ -27,6 +27,7 @@ pub mod transcript;
 pub mod turn;
 pub mod utf8;
 pub mod wake;
+pub mod wav;
 
 /// Sample rate every engine-facing stage works at (Whisper, Silero VAD) [Hz].
 pub const PIPELINE_RATE: u32 = 16_000;

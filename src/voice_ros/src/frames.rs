@@ -29,6 +29,10 @@ pub fn mono_s16(samples: &[f32], sample_rate: u32, frame_id: &str, turn_id: &str
     f
 }
 
+/// A pause in a resampled stream after which its tail is flushed: longer
+/// than the frame period of a real-time stream (tts_node: 40 ms).
+pub const IDLE_FLUSH: std::time::Duration = std::time::Duration::from_millis(120);
+
 /// Reads AudioFrames until the stream ends, resampled to `rate`: each
 /// frame's samples go to `sink` (after `gain`), undecodable frames to `bad`.
 /// When no frame came for `idle`, the samples the resampler still holds are
