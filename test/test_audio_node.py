@@ -6,6 +6,7 @@ the room is a backend of the node, not a mock in the test."""
 import time
 
 import numpy as np
+import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from std_msgs.msg import Bool, String
 from voice_agent.msg import AudioFrame, Utterance
@@ -104,12 +105,20 @@ def test_capture_is_published_at_the_configured_rate_and_frames_with_monotonic_s
     assert 0.2 < level < 0.5, level
 
 
-def test_the_robots_own_voice_is_cancelled_and_without_aec_it_barges_in(ros):
+ROOMS = {
+    "default": {},
+    # a loud speaker close to the microphone, long reverberation, a noisy room
+    "loud-noisy": {"sim.echo_gain": 1.0, "sim.rir_ms": 150.0, "sim.noise_dbfs": -45.0},
+}
+
+
+@pytest.mark.parametrize("room", ROOMS, ids=list(ROOMS))
+def test_the_robots_own_voice_is_cancelled_and_without_aec_it_barges_in(ros, room):
     """Barge-in on: with AEC the robot's long reply causes no speech, no
     transcript and no interrupt; the same reply after `aec` is switched off
     at runtime (parameter service) interrupts the robot: the control that
     shows the test can fail."""
-    t = start_room(ros, aec=True)
+    t = start_room(ros, aec=True, audio=ROOMS[room])
     say = ros.node.create_publisher(String, "/say", reliable())
     ros.wait_matched(say)
     speak_and_wait(ros, t, say, LONG_REPLY)
