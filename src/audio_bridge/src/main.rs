@@ -86,7 +86,6 @@ async fn run() -> anyhow::Result<()> {
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
-    use futures::StreamExt;
     use r2r::audio_common_msgs::msg::{AudioData, AudioDataStamped, AudioInfo};
     use r2r::voice_agent::msg::AudioFrame;
     use voice_core::audio::encode_s16le;
@@ -97,35 +96,30 @@ async fn run() -> anyhow::Result<()> {
     let bridged_in = Arc::new(AtomicU64::new(0));
     let bridged_out = Arc::new(AtomicU64::new(0));
     let refused = Arc::new(AtomicU64::new(0));
-    let diag_pub = node.create_publisher::<r2r::diagnostic_msgs::msg::DiagnosticArray>(
-        "/diagnostics",
-        node::event_qos(),
-    )?;
+    let tasks = node::Tasks::new(&log);
     let fq = node::fq_name(&node);
 
     if p.input {
-        let mut data =
+        let data =
             node.subscribe::<AudioDataStamped>("audio_stamped", node::audio_qos(true, 50))?;
-        let mut infos = node.subscribe::<AudioInfo>("audio_info", node::state_qos())?;
+        let infos = node.subscribe::<AudioInfo>("audio_info", node::state_qos())?;
         let out = node.create_publisher::<AudioFrame>("audio", node::audio_qos(true, 50))?;
         let format: Arc<Mutex<Option<Result<format::Format, String>>>> = Arc::default();
         {
             let (format, log) = (format.clone(), log.clone());
-            tokio::spawn(async move {
-                while let Some(i) = infos.next().await {
-                    let f = format::Format::from_info(
-                        i.channels,
-                        i.sample_rate,
-                        &i.sample_format,
-                        &i.coding_format,
-                    );
-                    match &f {
-                        Ok(f) => log.info(format!("audio_info: {f}")),
-                        Err(e) => log.error(format!("audio_info refused: {e}")),
-                    }
-                    if let Ok(mut cur) = format.lock() {
-                        *cur = Some(f);
-                    }
+            tasks.each("audio_info", infos, move |i| {
+                let f = format::Format::from_info(
+                    i.channels,
+                    i.sample_rate,
+                    &i.sample_format,
+                    &i.coding_format,
+                );
+                match &f {
+                    Ok(f) => log.info(format!("audio_info: {f}")),
+                    Err(e) => log.error(format!("audio_info refused: {e}")),
+                }
+                if let Ok(mut cur) = format.lock() {
+                    *cur = Some(f);
                 }
             });
         }
@@ -135,29 +129,26 @@ async fn run() -> anyhow::Result<()> {
             log.clone(),
             p.frame_id.clone(),
         );
-        tokio::spawn(async move {
-            let mut throttle = voice_ros::log::Throttle::new(Duration::from_secs(5));
-            while let Some(m) = data.next().await {
-                let fmt = format.lock().ok().and_then(|f| f.clone());
-                let frame = match fmt {
-                    Some(Ok(f)) => f.frame(m.audio.data, m.header.clone(), &frame_id),
-                    Some(Err(e)) => Err(e),
-                    None => Err(
-                        "no AudioInfo on audio_info yet (audio_capture publishes it latched)"
-                            .into(),
-                    ),
-                };
-                match frame {
-                    Ok(frame) => {
-                        if out.publish(&frame).is_ok() {
-                            n.fetch_add(1, Ordering::Relaxed);
-                        }
+        let mut throttle = voice_ros::log::Throttle::new(Duration::from_secs(5));
+        tasks.each("audio_stamped", data, move |m: AudioDataStamped| {
+            let fmt = format.lock().ok().and_then(|f| f.clone());
+            let frame = match fmt {
+                Some(Ok(f)) => f.frame(m.audio.data, m.header.clone(), &frame_id),
+                Some(Err(e)) => Err(e),
+                None => Err(
+                    "no AudioInfo on audio_info yet (audio_capture publishes it latched)".into(),
+                ),
+            };
+            match frame {
+                Ok(frame) => {
+                    if out.publish(&frame).is_ok() {
+                        n.fetch_add(1, Ordering::Relaxed);
                     }
-                    Err(e) => {
-                        bad.fetch_add(1, Ordering::Relaxed);
-                        if let Some(more) = throttle.ready() {
-                            log.warn(format!("audio_stamped frame dropped: {e} ({more} more)"));
-                        }
+                }
+                Err(e) => {
+                    bad.fetch_add(1, Ordering::Relaxed);
+                    if let Some(more) = throttle.ready() {
+                        log.warn(format!("audio_stamped frame dropped: {e} ({more} more)"));
                     }
                 }
             }
@@ -177,45 +168,40 @@ async fn run() -> anyhow::Result<()> {
             coding_format: "wave".into(),
         })?;
         let (n, bad) = (bridged_out.clone(), refused.clone());
-        tokio::spawn(voice_ros::frames::resample_stream(
-            audio_out,
-            rate,
-            voice_ros::frames::IDLE_FLUSH,
-            format::MAX_FRAME_S,
-            move |x| {
-                if data_pub
-                    .publish(&AudioData {
-                        data: encode_s16le(&x),
-                    })
-                    .is_ok()
-                {
-                    n.fetch_add(1, Ordering::Relaxed);
-                }
-            },
-            move |_| {
-                bad.fetch_add(1, Ordering::Relaxed);
-            },
-        ));
+        tasks.task(
+            "audio_out",
+            voice_ros::frames::resample_stream(
+                audio_out,
+                rate,
+                voice_ros::frames::IDLE_FLUSH,
+                format::MAX_FRAME_S,
+                move |x| {
+                    if data_pub
+                        .publish(&AudioData {
+                            data: encode_s16le(&x),
+                        })
+                        .is_ok()
+                    {
+                        n.fetch_add(1, Ordering::Relaxed);
+                    }
+                },
+                move |_| {
+                    bad.fetch_add(1, Ordering::Relaxed);
+                },
+            ),
+        );
     }
-    {
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                tick.tick().await;
-                let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
-                let r = Report::new(&fq, "audio_common")
-                    .kv("frames_in", n(&bridged_in))
-                    .kv("frames_out", n(&bridged_out))
-                    .kv("frames_refused", n(&refused));
-                let _ = diag_pub.publish(&r.into_array());
-            }
-        });
-    }
-    let sig = node::shutdown_flag()?;
-    log.info(format!(
+    tasks.diagnostics(&mut node, move || {
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Report::new(&fq, "audio_common")
+            .kv("frames_in", n(&bridged_in))
+            .kv("frames_out", n(&bridged_out))
+            .kv("frames_refused", n(&refused))
+            .into_array()
+    })?;
+    let ready = format!(
         "ready: input {} (audio_stamped + audio_info -> audio), output {} (audio_out -> audio_out_data at {} Hz)",
         p.input, p.output, p.output_sample_rate
-    ));
-    tokio::task::block_in_place(|| node::spin_until(&mut node, &sig));
-    Ok(())
+    );
+    tasks.spin(node, &ready, || {})
 }

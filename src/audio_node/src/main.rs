@@ -18,14 +18,14 @@ mod sim;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Result;
 use futures::StreamExt;
 use r2r::std_msgs::msg::String as StringMsg;
 use r2r::voice_agent::msg::AudioFrame;
 use voice_ros::diag::Report;
-use voice_ros::{frames, node};
+use voice_ros::frames;
+use voice_ros::node::{self, Tasks};
 
 use crate::params::{AudioParams, Backend};
 use crate::shared::Shared;
@@ -51,14 +51,11 @@ async fn run() -> Result<()> {
     let mut updates = params.updates.clone();
     let shared = Arc::new(Shared::new(cfg.sample_rate, cfg.processing));
     let bad_frames = Arc::new(AtomicU64::new(0));
+    let mut tasks = Tasks::new(&log);
 
     let audio_pub = node.create_publisher::<AudioFrame>("audio", node::audio_qos(true, 50))?;
     let audio_out = node.subscribe::<AudioFrame>("audio_out", node::audio_qos(true, 200))?;
-    let mut interrupts = node.subscribe::<StringMsg>("interrupt", node::event_qos())?;
-    let diag_pub = node.create_publisher::<r2r::diagnostic_msgs::msg::DiagnosticArray>(
-        "/diagnostics",
-        node::event_qos(),
-    )?;
+    let interrupts = node.subscribe::<StringMsg>("interrupt", node::event_qos())?;
     let fq = node::fq_name(&node);
 
     let playback = cfg.playback;
@@ -69,41 +66,42 @@ async fn run() -> Result<()> {
         let volume = params.updates.clone();
         let rate = shared.rate;
         let frames = audio_out.filter(move |_| futures::future::ready(playback));
-        tokio::spawn(frames::resample_stream(
-            frames,
-            rate,
-            frames::IDLE_FLUSH,
-            MAX_FRAME_S,
-            move |mut x| {
-                let gain = volume.borrow().volume;
-                if gain != 1.0 {
-                    x.iter_mut().for_each(|v| *v *= gain);
-                }
-                if let Ok(mut q) = shared.playout.lock() {
-                    q.push(&x);
-                }
-            },
-            move |_| {
-                bad.fetch_add(1, Ordering::Relaxed);
-            },
-        ));
+        tasks.task(
+            "audio_out",
+            frames::resample_stream(
+                frames,
+                rate,
+                frames::IDLE_FLUSH,
+                MAX_FRAME_S,
+                move |mut x| {
+                    let gain = volume.borrow().volume;
+                    if gain != 1.0 {
+                        x.iter_mut().for_each(|v| *v *= gain);
+                    }
+                    if let Ok(mut q) = shared.playout.lock() {
+                        q.push(&x);
+                    }
+                },
+                move |_| {
+                    bad.fetch_add(1, Ordering::Relaxed);
+                },
+            ),
+        );
     }
     {
         let (shared, log) = (shared.clone(), log.clone());
-        tokio::spawn(async move {
-            while let Some(m) = interrupts.next().await {
-                let n = shared.playout.lock().map_or(0, |mut q| {
-                    let n = q.len();
-                    q.clear();
-                    n
-                });
-                if n > 0 {
-                    log.info(format!(
-                        "interrupt {:?}: {:.0} ms of queued speech dropped",
-                        m.data,
-                        n as f64 * 1e3 / f64::from(shared.rate)
-                    ));
-                }
+        tasks.each("interrupt", interrupts, move |m| {
+            let n = shared.playout.lock().map_or(0, |mut q| {
+                let n = q.len();
+                q.clear();
+                n
+            });
+            if n > 0 {
+                log.info(format!(
+                    "interrupt {:?}: {:.0} ms of queued speech dropped",
+                    m.data,
+                    n as f64 * 1e3 / f64::from(shared.rate)
+                ));
             }
         });
     }
@@ -111,25 +109,28 @@ async fn run() -> Result<()> {
         let talker = node.subscribe::<AudioFrame>("sim/talker", node::audio_qos(true, 500))?;
         let (shared, bad) = (shared.clone(), bad_frames.clone());
         let rate = shared.rate;
-        tokio::spawn(frames::resample_stream(
-            talker,
-            rate,
-            frames::IDLE_FLUSH,
-            MAX_FRAME_S,
-            move |x| {
-                if let Ok(mut q) = shared.talker.lock() {
-                    q.push(&x);
-                }
-            },
-            move |_| {
-                bad.fetch_add(1, Ordering::Relaxed);
-            },
-        ));
+        tasks.task(
+            "sim/talker",
+            frames::resample_stream(
+                talker,
+                rate,
+                frames::IDLE_FLUSH,
+                MAX_FRAME_S,
+                move |x| {
+                    if let Ok(mut q) = shared.talker.lock() {
+                        q.push(&x);
+                    }
+                },
+                move |_| {
+                    bad.fetch_add(1, Ordering::Relaxed);
+                },
+            ),
+        );
     }
     {
         // live parameters: processing switches and volume apply at once
         let shared = shared.clone();
-        tokio::spawn(async move {
+        tasks.task("parameters", async move {
             while updates.changed().await.is_ok() {
                 let p = updates.borrow().processing;
                 if let Ok(mut cur) = shared.processing.lock() {
@@ -146,7 +147,7 @@ async fn run() -> Result<()> {
         } => Some(sim::load_talker(t, cfg.sample_rate)?),
         _ => None,
     };
-    let audio_thread = {
+    {
         let log = log.clone();
         let (rate, frame_id) = (cfg.sample_rate, cfg.frame_id.clone());
         let counted = shared.clone();
@@ -160,93 +161,82 @@ async fn run() -> Result<()> {
         let thread_shared = shared.clone();
         let backend = cfg.backend.clone();
         let frame_ms = cfg.frame_ms;
-        std::thread::Builder::new()
-            .name("audio".into())
-            .spawn(move || match backend {
-                Backend::Sim {
-                    path,
-                    noise_dbfs,
-                    seed,
-                    ..
-                } => sim::run(
-                    thread_shared,
-                    path,
-                    noise_dbfs,
-                    seed,
-                    talker,
-                    frame_ms,
-                    emit,
-                ),
-                Backend::Device {
-                    capture,
-                    playback: out,
-                } => device::run(
-                    thread_shared,
-                    capture,
-                    playback.then_some(out),
-                    frame_ms,
-                    log,
-                    emit,
-                ),
-            })?
-    };
+        tasks.thread("audio", move || match backend {
+            Backend::Sim {
+                path,
+                noise_dbfs,
+                seed,
+                ..
+            } => sim::run(
+                thread_shared,
+                path,
+                noise_dbfs,
+                seed,
+                talker,
+                frame_ms,
+                emit,
+            ),
+            Backend::Device {
+                capture,
+                playback: out,
+            } => device::run(
+                thread_shared,
+                capture,
+                playback.then_some(out),
+                frame_ms,
+                log,
+                emit,
+            ),
+        })?;
+    }
     {
         let (shared, bad) = (shared.clone(), bad_frames.clone());
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                tick.tick().await;
-                let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
-                let p = shared.processing();
-                let state = shared.state();
-                let r = Report::new(&fq, &state)
-                    .kv("backend", &state)
-                    .kv("sample_rate", shared.rate)
-                    .kv("frames_published", n(&shared.frames))
-                    .kv(
-                        "played_s",
-                        format!(
-                            "{:.1}",
-                            n(&shared.played_samples) as f64 / f64::from(shared.rate)
-                        ),
-                    )
-                    .kv("aec", p.aec)
-                    .kv("noise_suppression", p.noise_suppression)
-                    .kv("gain_control", p.gain_control)
-                    .kv(
-                        "aec_erle_db",
-                        format!("{:.1}", n(&shared.erle_centi_db) as f64 / 100.0),
-                    )
-                    .kv("aec_delay_ms", n(&shared.echo_delay_ms))
-                    .kv("processing_load", format!("{:.4}", shared.load()))
-                    .kv("processing_errors", n(&shared.proc_errors))
-                    .kv("capture_dropped", n(&shared.capture_dropped))
-                    .kv(
-                        "playout_dropped",
-                        shared.playout.lock().map_or(0, |q| q.dropped),
-                    )
-                    .kv(
-                        "talker_dropped",
-                        shared.talker.lock().map_or(0, |q| q.dropped),
-                    )
-                    .kv("bad_frames", n(&bad))
-                    .kv("late_blocks", n(&shared.late_blocks))
-                    .kv("reopens", n(&shared.reopens));
-                let _ = diag_pub.publish(&r.into_array());
-            }
-        });
+        tasks.diagnostics(&mut node, move || {
+            let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+            let p = shared.processing();
+            let state = shared.state();
+            let r = Report::new(&fq, &state)
+                .kv("backend", &state)
+                .kv("sample_rate", shared.rate)
+                .kv("frames_published", n(&shared.frames))
+                .kv(
+                    "played_s",
+                    format!(
+                        "{:.1}",
+                        n(&shared.played_samples) as f64 / f64::from(shared.rate)
+                    ),
+                )
+                .kv("aec", p.aec)
+                .kv("noise_suppression", p.noise_suppression)
+                .kv("gain_control", p.gain_control)
+                .kv(
+                    "aec_erle_db",
+                    format!("{:.1}", n(&shared.erle_centi_db) as f64 / 100.0),
+                )
+                .kv("aec_delay_ms", n(&shared.echo_delay_ms))
+                .kv("processing_load", format!("{:.4}", shared.load()))
+                .kv("processing_errors", n(&shared.proc_errors))
+                .kv("capture_dropped", n(&shared.capture_dropped))
+                .kv(
+                    "playout_dropped",
+                    shared.playout.lock().map_or(0, |q| q.dropped),
+                )
+                .kv(
+                    "talker_dropped",
+                    shared.talker.lock().map_or(0, |q| q.dropped),
+                )
+                .kv("bad_frames", n(&bad))
+                .kv("late_blocks", n(&shared.late_blocks))
+                .kv("reopens", n(&shared.reopens));
+            r.into_array()
+        })?;
     }
 
-    let sig = node::shutdown_flag()?;
-    log.info(format!(
+    let ready = format!(
         "ready: {} Hz, {} ms frames on audio, playback {}, aec {}",
         cfg.sample_rate, cfg.frame_ms, cfg.playback, cfg.processing.aec
-    ));
-    tokio::task::block_in_place(|| node::spin_until(&mut node, &sig));
-    log.info("shutting down");
-    shared.stop.store(true, Ordering::SeqCst);
-    audio_thread
-        .join()
-        .map_err(|_| anyhow::anyhow!("audio thread panicked"))?;
-    Ok(())
+    );
+    tasks.spin(node, &ready, move || {
+        shared.stop.store(true, Ordering::SeqCst)
+    })
 }

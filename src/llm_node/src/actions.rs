@@ -11,6 +11,7 @@ use r2r::voice_agent::msg::Intent;
 use voice_core::intent::Decision;
 use voice_core::places::{yaw_to_quaternion, Place};
 
+use crate::engine::TurnInfo;
 use crate::nav::{NavHandle, NavRequest};
 use crate::params::{IntentConfig, NavOut};
 
@@ -149,14 +150,6 @@ impl ActionSink {
         }
         sent
     }
-}
-
-/// The turn an action belongs to.
-pub struct TurnInfo<'a> {
-    pub turn_id: &'a str,
-    pub conversation_id: &'a str,
-    pub request: &'a str,
-    pub raw: &'a str,
 }
 
 pub fn goal_for(place: &Place, stamp: r2r::builtin_interfaces::msg::Time) -> PoseStamped {

@@ -3,8 +3,13 @@
 //! bound to a sequence while it has one; its KV cache keeps the shared prefix
 //! (system prompt + history) between turns, so a turn evaluates only the
 //! tokens that changed.
+//!
+//! Who owns what: the [`Scheduler`] (voice_core) decides which turn runs on
+//! which sequence and keeps the conversations; a [`Turn`] owns one reply
+//! while it is generated; the engine owns the model, the context, the
+//! batch and the KV cache of each sequence, and carries out the
+//! scheduler's decisions. It talks to ROS only through [`Output`].
 
-use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
@@ -20,26 +25,18 @@ use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::LlamaBackendDeviceType;
-use r2r::voice_agent::msg::{EndOfTurn, ReplyChunk};
-use voice_core::chat::{History, Message};
-use voice_core::chunker::{Chunker, ChunkerConfig};
+use voice_core::chat::{Message, Role};
 use voice_core::compute;
-use voice_core::intent::{self, SayStream};
+use voice_core::intent::{self, Decision};
 use voice_core::model_file::{self, Format, ModelFileError};
-use voice_core::utf8::Utf8Stream;
+use voice_core::robot_state::{Navigation, RobotState};
+use voice_core::scheduler::{
+    Action, DiscardReason, DropReason, Scheduler, StopReason, TurnRequest,
+};
 
-use crate::actions::TurnInfo;
-use crate::context::SharedState;
-use crate::params::{BusyPolicy, LlmConfig};
-use crate::publish::Sink;
-use crate::sampling::TurnSampler;
+use crate::params::{LlmConfig, NavOut};
+use crate::turn::{ms, Chunk, Judgement, Turn};
 
-/// Conversations whose history is kept (least recently used forgotten first).
-const MAX_CONVERSATIONS: usize = 64;
-/// Turns waiting per conversation under the "queue" policy.
-const QUEUE_PER_CONVERSATION: usize = 4;
-/// Turns waiting for a free sequence, all conversations together.
-const WAITING_MAX: usize = 64;
 /// Idle wait for commands before checking the stop flag.
 const IDLE_POLL: Duration = Duration::from_millis(50);
 /// Prompt tokens kept free for the robot-state lines, which change between turns.
@@ -65,11 +62,7 @@ enum Ended {
     /// The model ended its reply.
     Eog,
     MaxTokens,
-    Interrupted,
-    InterruptedByNewUtterance,
-    Reset,
-    /// The user went on: a later turn continues and replaces this one.
-    Replaced,
+    Stopped(StopReason),
     DecodeError,
     /// The grammar allowed no token (never for a valid grammar).
     GrammarDeadEnd,
@@ -80,30 +73,13 @@ impl std::fmt::Display for Ended {
         f.write_str(match self {
             Ended::Eog => "end",
             Ended::MaxTokens => "max_tokens",
-            Ended::Interrupted => "interrupted",
-            Ended::InterruptedByNewUtterance => "interrupted by a new utterance",
-            Ended::Reset => "reset",
-            Ended::Replaced => "replaced by its continuation",
+            Ended::Stopped(StopReason::Interrupted) => "interrupted",
+            Ended::Stopped(StopReason::NewUtterance) => "interrupted by a new utterance",
+            Ended::Stopped(StopReason::Reset) => "reset",
             Ended::DecodeError => "decode error",
             Ended::GrammarDeadEnd => "grammar allows no token",
         })
     }
-}
-
-/// One user turn to answer.
-#[derive(Debug, Clone)]
-pub struct TurnRequest {
-    pub turn_id: String,
-    pub conversation_id: String,
-    pub text: String,
-    /// Copied into every chunk (end of user speech, zero for text prompts).
-    pub speech_end: r2r::builtin_interfaces::msg::Time,
-    /// Speech end -> transcript [ms], copied into every chunk.
-    pub stt_ms: f32,
-    pub received: Instant,
-    /// A turn this one continues (its text included): that turn's reply is
-    /// dropped or stopped and its exchange left out of the history.
-    pub replaces: Option<String>,
 }
 
 /// A tentative end of the user's turn to judge (from `transcript/partial`).
@@ -123,6 +99,29 @@ pub enum Command {
     Interrupt(Option<String>),
     /// Forget every conversation's history; the reply says what was cleared.
     Reset(tokio::sync::oneshot::Sender<String>),
+}
+
+/// The turn an action belongs to.
+pub struct TurnInfo<'a> {
+    pub turn_id: &'a str,
+    pub conversation_id: &'a str,
+    pub request: &'a str,
+    pub raw: &'a str,
+}
+
+/// Where the engine's output goes (implemented on the ROS side).
+pub trait Output: Send {
+    /// A piece of a reply (`reply/chunk`).
+    fn chunk(&self, chunk: Chunk);
+    /// A whole reply as said (`reply/text`).
+    fn reply(&self, text: &str);
+    /// An end-of-turn judgement (`end_of_turn`).
+    fn end_of_turn(&self, judgement: Judgement);
+    /// Stop speaking the reply of `turn_id` (it was replaced).
+    fn stop_speech(&self, turn_id: &str);
+    /// With intents: carries out a decision; returns the place a goal was
+    /// sent to when the robot state should say so (goal topic).
+    fn act(&self, decision: &Decision<'_>, turn: &TurnInfo<'_>) -> Option<String>;
 }
 
 /// Figures shared with the diagnostics task.
@@ -147,65 +146,24 @@ pub struct Stats {
     pub prefill_wasted_tokens: AtomicU64,
     pub last_tokens_per_s: Mutex<f64>,
     pub last_prompt_tokens: AtomicU64,
-    pub info: Mutex<String>,
+}
+
+/// What the engine says once it is ready (sent through the ready channel).
+pub struct StartReport {
+    /// Model and context settings.
+    pub context: String,
     /// Where llama.cpp runs: build, devices, layers on the GPU, flash attention.
-    pub compute: Mutex<String>,
+    pub compute: String,
 }
 
-struct Active {
-    req: TurnRequest,
-    user_text: String,
-    pending: Vec<LlamaToken>,
-    prompt_evaluated: usize,
-    /// Prompt tokens found in the KV cache from an end-of-turn judgement.
-    prefilled: u32,
-    sampler: TurnSampler,
-    utf8: Utf8Stream,
-    /// With intents: the spoken part of the constrained output.
-    say: Option<SayStream>,
-    chunker: Chunker,
-    reply: String,
-    chunk_index: u32,
-    generated: u32,
-    first_token: Option<Instant>,
-    first_chunk: Option<Instant>,
-    gen_start: Option<Instant>,
-    /// Sampled, not yet in the KV cache.
-    next_token: Option<LlamaToken>,
-    /// Index of this sequence's logits in the batch just decoded.
-    logits_at: Option<i32>,
-}
-
-impl Active {
-    /// Sentences ready to speak from newly generated `text`: with intents
-    /// only the answer's `say` string is spoken, otherwise all of it.
-    fn speak(&mut self, text: &str) -> Vec<String> {
-        match self.say.as_mut() {
-            Some(say) => {
-                let spoken = say.push(text);
-                self.chunker.push(&spoken)
-            }
-            None => self.chunker.push(text),
-        }
-    }
-}
-
-struct Slot {
-    seq: i32,
-    conversation: Option<String>,
-    /// Tokens in this sequence's KV cache.
+/// One KV sequence: the tokens in its cache and the turn generating on it.
+struct Seq {
+    id: i32,
     cached: Vec<LlamaToken>,
-    last_used: Instant,
-    active: Option<Active>,
     /// Prompt tokens pre-filled by an end-of-turn judgement (the cached
     /// prompt up to them), until a turn uses or discards them.
     prefilled: Option<usize>,
-}
-
-struct Conversation {
-    history: History,
-    queued: VecDeque<TurnRequest>,
-    last_used: Instant,
+    turn: Option<Turn>,
 }
 
 pub struct Engine<'m> {
@@ -213,23 +171,20 @@ pub struct Engine<'m> {
     model: &'m LlamaModel,
     ctx: LlamaContext<'m>,
     template: LlamaChatTemplate,
-    slots: Vec<Slot>,
-    conversations: HashMap<String, Conversation>,
-    waiting: VecDeque<TurnRequest>,
+    seqs: Vec<Seq>,
+    sched: Scheduler,
+    /// Tokens per sequence.
     budget: usize,
     /// The configured system prompt plus, with intents, their instructions
     /// (fixed for the node's life; the robot state is added per turn).
     base_prompt: String,
-    sink: Sink,
+    out: Box<dyn Output>,
     /// Latest robot state for the system prompt.
-    state: SharedState,
+    state: Arc<Mutex<RobotState>>,
     stats: Arc<Stats>,
     log: voice_ros::log::Log,
     /// Accepted runtime parameter sets (`ros2 param set`), applied before the next turn.
     updates: tokio::sync::watch::Receiver<Arc<LlmConfig>>,
-    /// Recently finished turns (turn id, conversation, user text), for
-    /// replacing one by its continuation.
-    recent: VecDeque<(String, String, String)>,
 }
 
 /// Loads the backend and model (once per process).
@@ -253,8 +208,8 @@ pub fn load(cfg: &LlmConfig) -> Result<(LlamaBackend, LlamaModel), EngineError> 
 /// What the engine is connected to: where its output goes, the robot
 /// state it reads, the figures it shares, its log and parameter updates.
 pub struct Wiring {
-    pub sink: Sink,
-    pub state: SharedState,
+    pub out: Box<dyn Output>,
+    pub state: Arc<Mutex<RobotState>>,
     pub stats: Arc<Stats>,
     pub log: voice_ros::log::Log,
     /// Accepted runtime parameter sets (`ros2 param set`).
@@ -267,9 +222,9 @@ impl<'m> Engine<'m> {
         backend: &LlamaBackend,
         model: &'m LlamaModel,
         wiring: Wiring,
-    ) -> Result<Self, EngineError> {
+    ) -> Result<(Self, StartReport), EngineError> {
         let Wiring {
-            sink,
+            out,
             state,
             stats,
             log,
@@ -304,89 +259,100 @@ impl<'m> Engine<'m> {
             }
         };
         let budget = (ctx.n_ctx() / cfg.parallel) as usize;
-        let slots = (0..cfg.parallel as i32)
-            .map(|seq| Slot {
-                seq,
-                conversation: None,
+        let seqs = (0..cfg.parallel as i32)
+            .map(|id| Seq {
+                id,
                 cached: Vec::new(),
-                last_used: Instant::now(),
-                active: None,
                 prefilled: None,
+                turn: None,
             })
             .collect();
-        let base_prompt = base_prompt(&cfg);
-        let engine = Self {
+        let mut engine = Self {
+            sched: Scheduler::new(cfg.parallel as usize, cfg.busy_policy, cfg.history_turns),
+            base_prompt: base_prompt(&cfg),
             cfg,
             model,
             ctx,
             template,
-            slots,
-            conversations: HashMap::new(),
-            waiting: VecDeque::new(),
+            seqs,
             budget,
-            base_prompt,
-            sink,
+            out,
             state,
             stats,
             log,
             updates,
-            recent: VecDeque::new(),
         };
         if engine.cfg.intents.is_some() {
             // refused grammars surface at start, not on the first turn
             LlamaSampler::grammar(engine.model, &intent::grammar(), "root")
                 .map_err(|e| EngineError::Grammar(e.to_string()))?;
         }
-        // The system prompt with an empty question must leave room for a
-        // reply (and for the robot-state lines when they are configured).
-        let sys = engine.count(&[
-            Message::new(voice_core::chat::Role::System, engine.system_prompt()),
-            Message::new(voice_core::chat::Role::User, ""),
+        engine.check_room()?;
+        let report = StartReport {
+            context: engine.describe(),
+            compute: engine.compute(),
+        };
+        engine.warm_up();
+        Ok((engine, report))
+    }
+
+    /// The system prompt with an empty question must leave room for a
+    /// reply (and for the robot-state lines when they are configured).
+    fn check_room(&self) -> Result<(), EngineError> {
+        let sys = self.count(&[
+            Message::new(Role::System, self.system_prompt()),
+            Message::new(Role::User, ""),
         ]);
-        let reserve = if engine.cfg.context.battery_topic.is_some()
-            || engine.cfg.context.pose_topic.is_some()
-            || engine.cfg.intents.is_some()
+        let reserve = if self.cfg.context.battery_topic.is_some()
+            || self.cfg.context.pose_topic.is_some()
+            || self.cfg.intents.is_some()
         {
             STATE_RESERVE_TOKENS
         } else {
             0
         };
-        let room = engine.budget.saturating_sub(engine.cfg.max_tokens as usize);
+        let room = self.budget.saturating_sub(self.cfg.max_tokens as usize);
         if sys + reserve + 8 > room {
             return Err(EngineError::SystemPromptTooLong {
                 tokens: sys,
                 budget: room,
             });
         }
+        Ok(())
+    }
+
+    /// Model and context settings, for the start-up line and diagnostics.
+    fn describe(&self) -> String {
         let info = format!(
             "{} layers, n_ctx {} ({} per conversation), parallel {}, n_batch {}, n_ubatch {}, threads {}/{}, flash_attn {}, gpu layers requested {}",
-            engine.model.n_layer(),
-            engine.ctx.n_ctx(),
-            engine.budget,
-            engine.cfg.parallel,
-            engine.ctx.n_batch(),
-            engine.ctx.n_ubatch(),
-            engine.cfg.n_threads,
-            engine.cfg.n_threads_batch,
-            engine.cfg.flash_attn,
-            engine.cfg.n_gpu_layers
+            self.model.n_layer(),
+            self.ctx.n_ctx(),
+            self.budget,
+            self.cfg.parallel,
+            self.ctx.n_batch(),
+            self.ctx.n_ubatch(),
+            self.cfg.n_threads,
+            self.cfg.n_threads_batch,
+            self.cfg.flash_attn,
+            self.cfg.n_gpu_layers
         );
-        let info = match &engine.cfg.intents {
+        match &self.cfg.intents {
             Some(i) => format!(
                 "{info}, intents on ({} places, {})",
                 i.places.len(),
                 match &i.nav {
-                    crate::params::NavOut::Action { server } =>
+                    NavOut::Action { server } =>
                         format!("goals to the NavigateToPose action {server}"),
-                    crate::params::NavOut::Topic { goal, stop } =>
-                        format!("goals on {goal}, stop on {stop}"),
+                    NavOut::Topic { goal, stop } => format!("goals on {goal}, stop on {stop}"),
                 }
             ),
             None => format!("{info}, intents off"),
-        };
-        if let Ok(mut i) = engine.stats.info.lock() {
-            *i = info;
         }
+    }
+
+    /// Where llama.cpp runs; warns when GPU layers were asked for and no
+    /// GPU can take them.
+    fn compute(&self) -> String {
         let devices: Vec<compute::Device> = llama_cpp_2::list_llama_ggml_backend_devices()
             .into_iter()
             .map(|d| compute::Device {
@@ -403,29 +369,24 @@ impl<'m> Engine<'m> {
             })
             .collect();
         let gpu_build = cfg!(feature = "cuda");
-        let n_layer = engine.model.n_layer();
+        let n_layer = self.model.n_layer();
         let offloaded =
-            compute::layers_offloaded(engine.cfg.n_gpu_layers, n_layer, gpu_build, &devices);
+            compute::layers_offloaded(self.cfg.n_gpu_layers, n_layer, gpu_build, &devices);
         if let Some(why) =
-            compute::no_gpu(gpu_build, &devices).filter(|_| engine.cfg.n_gpu_layers > 0)
+            compute::no_gpu(gpu_build, &devices).filter(|_| self.cfg.n_gpu_layers > 0)
         {
-            engine.log.warn(format!(
+            self.log.warn(format!(
                 "n_gpu_layers is {} but {}: all layers run on the CPU",
-                engine.cfg.n_gpu_layers,
+                self.cfg.n_gpu_layers,
                 why.explain("llm_node")
             ));
         }
-        if let Ok(mut c) = engine.stats.compute.lock() {
-            *c = compute::summary(
-                gpu_build,
-                &devices,
-                &format!("{offloaded}/{} layers on GPU", n_layer + 1),
-                engine.cfg.flash_attn,
-            );
-        }
-        let mut engine = engine;
-        engine.warm_up();
-        Ok(engine)
+        compute::summary(
+            gpu_build,
+            &devices,
+            &format!("{offloaded}/{} layers on GPU", n_layer + 1),
+            self.cfg.flash_attn,
+        )
     }
 
     /// Evaluates the system prompt of the default conversation ("") once at
@@ -434,8 +395,8 @@ impl<'m> Engine<'m> {
     /// finds its system prompt in the KV cache.
     fn warm_up(&mut self) {
         let messages = [
-            Message::new(voice_core::chat::Role::System, self.system_prompt()),
-            Message::new(voice_core::chat::Role::User, ""),
+            Message::new(Role::System, self.system_prompt()),
+            Message::new(Role::User, ""),
         ];
         let Some(prompt) = self.render(&messages) else {
             return;
@@ -452,9 +413,8 @@ impl<'m> Engine<'m> {
             let _ = self.ctx.clear_kv_cache_seq(Some(0), None, None);
             return;
         }
-        let s = &mut self.slots[0];
-        s.conversation = Some(String::new());
-        s.cached = tokens[..n].to_vec();
+        self.sched.bind(0, "");
+        self.seqs[0].cached = tokens[..n].to_vec();
     }
 
     /// The configured system prompt, the intent instructions and the robot's
@@ -510,10 +470,8 @@ impl<'m> Engine<'m> {
         let new = self.updates.borrow_and_update().clone();
         self.cfg.apply_live(&new);
         self.base_prompt = base_prompt(&self.cfg);
-        let turns = self.cfg.history_turns;
-        for c in self.conversations.values_mut() {
-            c.history.set_max_turns(turns);
-        }
+        self.sched
+            .set_policy(self.cfg.busy_policy, self.cfg.history_turns);
         self.log.info(format!(
             "parameters applied: temperature {}, top_p {}, top_k {}, repeat_penalty {}, max_tokens {}, history_turns {}, busy_policy {:?}",
             self.cfg.temperature,
@@ -521,7 +479,7 @@ impl<'m> Engine<'m> {
             self.cfg.top_k,
             self.cfg.repeat_penalty,
             self.cfg.max_tokens,
-            turns,
+            self.cfg.history_turns,
             self.cfg.busy_policy
         ));
     }
@@ -530,8 +488,7 @@ impl<'m> Engine<'m> {
     pub fn run(&mut self, commands: Receiver<Command>, stop: &AtomicBool) {
         while !stop.load(Ordering::SeqCst) {
             self.apply_updates();
-            let busy = !self.waiting.is_empty() || self.slots.iter().any(|s| s.active.is_some());
-            if !busy {
+            if !self.sched.busy() {
                 match commands.recv_timeout(IDLE_POLL) {
                     Ok(c) => self.handle(c),
                     Err(RecvTimeoutError::Timeout) => continue,
@@ -550,63 +507,31 @@ impl<'m> Engine<'m> {
             self.apply_updates();
             self.schedule();
             self.step();
-            self.stats.active.store(
-                self.slots.iter().filter(|s| s.active.is_some()).count() as u64,
-                Ordering::Relaxed,
-            );
+            self.stats
+                .active
+                .store(self.sched.running() as u64, Ordering::Relaxed);
         }
     }
 
     fn handle(&mut self, c: Command) {
         match c {
             Command::Turn(req) => {
-                if let Some(old) = req.replaces.clone() {
-                    self.replace(&old, &req.conversation_id);
-                }
-                self.admit(req)
+                let acts = self.sched.admit(req);
+                self.carry_out(acts);
             }
             Command::Judge(req) => self.judge(req),
             Command::Interrupt(which) => {
-                let idx: Vec<usize> = (0..self.slots.len())
-                    .filter(|&i| {
-                        self.slots[i].active.as_ref().is_some_and(|a| {
-                            which.as_ref().is_none_or(|w| *w == a.req.conversation_id)
-                        })
-                    })
-                    .collect();
-                for i in idx {
-                    self.stats.interrupted.fetch_add(1, Ordering::Relaxed);
-                    self.finish(i, Ended::Interrupted);
-                }
-                // queued turns of interrupted conversations are dropped too
-                match which {
-                    None => {
-                        self.waiting.clear();
-                        for c in self.conversations.values_mut() {
-                            c.queued.clear();
-                        }
-                    }
-                    Some(w) => {
-                        self.waiting.retain(|r| r.conversation_id != w);
-                        if let Some(c) = self.conversations.get_mut(&w) {
-                            c.queued.clear();
-                        }
-                    }
-                }
+                let acts = self.sched.interrupt(which.as_deref());
+                self.carry_out(acts);
             }
             Command::Reset(reply) => {
-                for i in 0..self.slots.len() {
-                    if self.slots[i].active.is_some() {
-                        self.finish(i, Ended::Reset);
-                    }
-                }
-                let n = self.conversations.len();
-                self.conversations.clear();
-                self.waiting.clear();
+                let acts = self.sched.stop_all();
+                self.carry_out(acts);
+                let n = self.sched.clear();
                 self.ctx.clear_kv_cache();
-                for s in &mut self.slots {
+                for s in &mut self.seqs {
                     s.cached.clear();
-                    s.conversation = None;
+                    s.prefilled = None;
                 }
                 self.log
                     .info(format!("reset: cleared the history of {n} conversation(s)"));
@@ -615,233 +540,98 @@ impl<'m> Engine<'m> {
         }
     }
 
-    /// Applies the busy policy and queues the turn.
-    fn admit(&mut self, req: TurnRequest) {
-        let busy_slot = self.slots.iter().position(|s| {
-            s.active
-                .as_ref()
-                .is_some_and(|a| a.req.conversation_id == req.conversation_id)
-        });
-        let queued_already = self
-            .waiting
-            .iter()
-            .any(|r| r.conversation_id == req.conversation_id);
-        if busy_slot.is_some() || queued_already {
-            match self.cfg.busy_policy {
-                BusyPolicy::Merge => return self.merge(busy_slot, req),
-                BusyPolicy::Drop => {
-                    self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                    self.log.warn(format!(
-                        "turn {} dropped: conversation {:?} is still being answered (busy_policy drop)",
-                        req.turn_id, req.conversation_id
-                    ));
-                    return;
-                }
-                BusyPolicy::Interrupt => {
-                    if let Some(i) = busy_slot {
+    /// Carries out the scheduler's decisions, counting and logging them.
+    fn carry_out(&mut self, acts: Vec<Action>) {
+        for act in acts {
+            match act {
+                Action::Stop { slot, why } => {
+                    if why != StopReason::Reset {
                         self.stats.interrupted.fetch_add(1, Ordering::Relaxed);
-                        self.finish(i, Ended::InterruptedByNewUtterance);
                     }
-                    self.waiting
-                        .retain(|r| r.conversation_id != req.conversation_id);
+                    self.finish(slot, Ended::Stopped(why));
                 }
-                BusyPolicy::Queue => {
-                    let conv = self.conversation(&req.conversation_id);
-                    if conv.queued.len() >= QUEUE_PER_CONVERSATION {
-                        self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                        self.log.warn(format!(
-                            "turn {} dropped: conversation queue full",
-                            req.turn_id
-                        ));
-                    } else {
-                        conv.queued.push_back(req);
+                Action::Discard {
+                    slot,
+                    stop_speech,
+                    why,
+                } => {
+                    let Some(turn) = self.seqs[slot].turn.take() else {
+                        continue;
+                    };
+                    self.out.chunk(Chunk::closing(&turn.req));
+                    let old = &turn.req.turn_id;
+                    match why {
+                        DiscardReason::Superseded { by } => {
+                            self.stats.superseded.fetch_add(1, Ordering::Relaxed);
+                            self.log.info(format!(
+                                "turn {old} superseded by {by} before any of its reply was published ({} tokens dropped)",
+                                turn.generated
+                            ));
+                        }
+                        DiscardReason::Replaced => {
+                            if stop_speech {
+                                self.out.stop_speech(old);
+                            }
+                            self.log
+                                .info(format!("turn {old} replaced by its continuation"));
+                        }
                     }
-                    return;
+                }
+                Action::StopSpeech { turn_id, forgot } => {
+                    self.out.stop_speech(&turn_id);
+                    self.log.info(format!(
+                        "turn {turn_id} replaced by its continuation (its reply stopped{})",
+                        if forgot {
+                            ", its exchange forgotten"
+                        } else {
+                            ""
+                        }
+                    ));
+                }
+                Action::Dropped { turn_id, why } => {
+                    self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                    self.log.warn(match why {
+                        DropReason::Busy => format!(
+                            "turn {turn_id} dropped: its conversation is still being answered (busy_policy drop)"
+                        ),
+                        DropReason::QueueFull => {
+                            format!("turn {turn_id} dropped: conversation queue full")
+                        }
+                        DropReason::WaitingFull => format!(
+                            "turn {turn_id} dropped: {} turns already waiting",
+                            voice_core::scheduler::WAITING_MAX
+                        ),
+                    });
+                }
+                Action::Merged { turn_id, into } => {
+                    self.stats.merged.fetch_add(1, Ordering::Relaxed);
+                    if let Some(into) = into {
+                        self.log
+                            .info(format!("turn {turn_id} joined to waiting turn {into}"));
+                    }
                 }
             }
         }
-        if self.waiting.len() >= WAITING_MAX {
-            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-            self.log.warn(format!(
-                "turn {} dropped: {} turns already waiting",
-                req.turn_id, WAITING_MAX
-            ));
-            return;
-        }
-        self.waiting.push_back(req);
     }
 
-    /// Closes a turn with an empty final chunk (nothing more of it is said).
-    fn close_silently(&self, req: &TurnRequest) {
-        self.sink.chunk(empty_final(req));
-    }
-
-    /// A turn the user went on with ("Go to the kitchen." ... "and bring me
-    /// water"): its continuation carries both texts and is answered instead.
-    /// The old turn's reply is dropped if nothing of it was published,
-    /// else stopped (tts_node told through `interrupt`); a finished one's
-    /// exchange leaves the history; a waiting one is dropped.
-    fn replace(&mut self, old: &str, conversation_id: &str) {
-        self.waiting.retain(|r| r.turn_id != old);
-        if let Some(c) = self.conversations.get_mut(conversation_id) {
-            c.queued.retain(|r| r.turn_id != old);
-        }
-        let active = self
-            .slots
-            .iter()
-            .position(|s| s.active.as_ref().is_some_and(|a| a.req.turn_id == old));
-        if let Some(i) = active {
-            let begun = self.slots[i]
-                .active
-                .as_ref()
-                .is_some_and(|a| a.chunk_index > 0);
-            self.finish(i, Ended::Replaced);
-            if begun {
-                self.sink.stop_speech(old);
-            }
-            self.log
-                .info(format!("turn {old} replaced by its continuation"));
-            return;
-        }
-        if let Some(k) = self.recent.iter().position(|(t, _, _)| t == old) {
-            let (_, conv, user) = self.recent.remove(k).unwrap_or_default();
-            let forgot = self
-                .conversations
-                .get_mut(&conv)
-                .is_some_and(|c| c.history.forget_last(&user));
-            self.sink.stop_speech(old);
-            self.log.info(format!(
-                "turn {old} replaced by its continuation (its reply stopped{})",
-                if forgot {
-                    ", its exchange forgotten"
-                } else {
-                    ""
-                }
-            ));
-        }
-    }
-
-    /// busy_policy merge: the new utterance joins the turn it follows. A
-    /// turn not yet started takes it in; a reply of which nothing was
-    /// published yet is dropped (closed with an empty final chunk) and the
-    /// joined text answered at once; a reply already under way finishes and
-    /// the text waits, joined with any other text waiting.
-    fn merge(&mut self, busy_slot: Option<usize>, req: TurnRequest) {
-        self.stats.merged.fetch_add(1, Ordering::Relaxed);
-        if let Some(w) = self
-            .waiting
-            .iter_mut()
-            .find(|r| r.conversation_id == req.conversation_id)
-        {
-            self.log.info(format!(
-                "turn {} joined to waiting turn {}",
-                req.turn_id, w.turn_id
-            ));
-            join(w, req);
-            return;
-        }
-        let begun = busy_slot.is_some_and(|i| {
-            self.slots[i]
-                .active
-                .as_ref()
-                .is_some_and(|a| a.chunk_index > 0)
-        });
-        if let (Some(i), false) = (busy_slot, begun) {
-            if let Some(a) = self.slots[i].active.take() {
-                self.stats.superseded.fetch_add(1, Ordering::Relaxed);
-                self.slots[i].last_used = Instant::now();
-                self.log.info(format!(
-                    "turn {} superseded by {} before any of its reply was published ({} tokens dropped)",
-                    a.req.turn_id, req.turn_id, a.generated
-                ));
-                self.close_silently(&a.req);
-                let mut joined = a.req;
-                join(&mut joined, req);
-                self.waiting.push_front(joined);
-                return;
-            }
-        }
-        let conv = self.conversation(&req.conversation_id);
-        match conv.queued.back_mut() {
-            Some(q) => join(q, req),
-            None => conv.queued.push_back(req),
-        }
-    }
-
-    fn conversation(&mut self, id: &str) -> &mut Conversation {
-        if !self.conversations.contains_key(id) && self.conversations.len() >= MAX_CONVERSATIONS {
-            let busy: Vec<String> = self
-                .slots
-                .iter()
-                .filter(|s| s.active.is_some())
-                .filter_map(|s| s.conversation.clone())
-                .collect();
-            if let Some(oldest) = self
-                .conversations
-                .iter()
-                .filter(|(k, _)| !busy.contains(k))
-                .min_by_key(|(_, c)| c.last_used)
-                .map(|(k, _)| k.clone())
-            {
-                self.conversations.remove(&oldest);
-            }
-        }
-        let turns = self.cfg.history_turns;
-        let c = self
-            .conversations
-            .entry(id.to_string())
-            .or_insert_with(|| Conversation {
-                history: History::new(turns),
-                queued: VecDeque::new(),
-                last_used: Instant::now(),
-            });
-        c.last_used = Instant::now();
-        c
-    }
-
-    /// Moves waiting turns onto free sequences.
+    /// Starts waiting turns on free sequences.
     fn schedule(&mut self) {
-        let mut i = 0;
-        while i < self.waiting.len() {
-            let conv = self.waiting[i].conversation_id.clone();
-            if self.slots.iter().any(|s| {
-                s.active
-                    .as_ref()
-                    .is_some_and(|a| a.req.conversation_id == conv)
-            }) {
-                i += 1;
-                continue;
+        while let Some(start) = self.sched.next_start() {
+            if start.rebound {
+                self.forget_cache(start.slot);
             }
-            let Some(slot) = self.free_slot(&conv) else {
-                break;
-            };
-            let Some(req) = self.waiting.remove(i) else {
-                break;
-            };
-            self.start(slot, req);
+            if let Err(why) = self.start(start.slot, start.req.clone()) {
+                self.fail(start.slot, start.req, &why);
+            }
         }
     }
 
-    /// The sequence for a turn of `conv`: its own idle one (its KV cache
-    /// holds the conversation), else an unused one, else the least recently
-    /// used idle one. `None` when every sequence is generating.
-    fn free_slot(&self, conv: &str) -> Option<usize> {
-        self.slots
-            .iter()
-            .position(|s| s.active.is_none() && s.conversation.as_deref() == Some(conv))
-            .or_else(|| {
-                self.slots
-                    .iter()
-                    .position(|s| s.active.is_none() && s.conversation.is_none())
-            })
-            .or_else(|| {
-                self.slots
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, s)| s.active.is_none())
-                    .min_by_key(|(_, s)| s.last_used)
-                    .map(|(k, _)| k)
-            })
+    /// The sequence now belongs to another conversation: its cached tokens
+    /// are no longer a prefix to keep.
+    fn forget_cache(&mut self, slot: usize) {
+        let s = &mut self.seqs[slot];
+        s.cached.clear();
+        s.prefilled = None;
     }
 
     /// The prompt of a turn: system prompt, history fitted to the context,
@@ -855,7 +645,7 @@ impl<'m> Engine<'m> {
     ) -> Result<(Vec<LlamaToken>, String), String> {
         let user = voice_core::chat::sanitize(text);
         let room = self.budget.saturating_sub(self.cfg.max_tokens as usize);
-        let history = self.conversation(conversation_id).history.clone();
+        let history = self.sched.history(conversation_id).clone();
         let system = self.system_prompt();
         let Some(fitted) = history.fit(&system, &user, room, |m| self.count(m)) else {
             return Err("prompt cannot fit the context".into());
@@ -886,21 +676,10 @@ impl<'m> Engine<'m> {
         }
     }
 
-    /// Binds `slot` to the conversation and keeps the KV cache's common
-    /// prefix with `tokens` (at most `limit` tokens); returns how many.
-    fn reuse_prefix(
-        &mut self,
-        slot: usize,
-        conversation_id: &str,
-        tokens: &[LlamaToken],
-        limit: usize,
-    ) -> usize {
-        let s = &mut self.slots[slot];
-        if s.conversation.as_deref() != Some(conversation_id) {
-            s.cached.clear();
-            s.conversation = Some(conversation_id.to_string());
-            s.prefilled = None;
-        }
+    /// Keeps the KV cache's common prefix with `tokens` (at most `limit`
+    /// tokens); returns how many.
+    fn reuse_prefix(&mut self, slot: usize, tokens: &[LlamaToken], limit: usize) -> usize {
+        let s = &mut self.seqs[slot];
         let keep = s
             .cached
             .iter()
@@ -910,48 +689,30 @@ impl<'m> Engine<'m> {
             .min(limit);
         let _ = self
             .ctx
-            .clear_kv_cache_seq(Some(s.seq as u32), Some(keep as u32), None);
+            .clear_kv_cache_seq(Some(s.id as u32), Some(keep as u32), None);
         s.cached.truncate(keep);
         keep
     }
 
     /// A turn that cannot start: its final (empty) chunk closes it for
     /// the nodes downstream, and the conversation's next turn moves up.
-    fn fail(&mut self, req: TurnRequest, why: &str) {
+    fn fail(&mut self, slot: usize, req: TurnRequest, why: &str) {
         self.log
             .error(format!("turn {}: {why}; not answered", req.turn_id));
-        self.sink.chunk(ReplyChunk {
+        self.out.chunk(Chunk {
             first_chunk_ms: ms(req.received.elapsed()),
-            ..empty_final(&req)
+            ..Chunk::closing(&req)
         });
-        if let Some(next) = self.conversation(&req.conversation_id).queued.pop_front() {
-            self.waiting.push_back(next);
-        }
+        self.sched.start_failed(slot);
     }
 
-    fn start(&mut self, slot: usize, req: TurnRequest) {
-        let (tokens, user_text) =
-            match self.prompt_for(&req.turn_id, &req.conversation_id, &req.text) {
-                Ok(p) => p,
-                Err(why) => return self.fail(req, &why),
-            };
-        let Some(sampler) = self.sampler() else {
-            return self.fail(req, "the intent grammar could not be set up");
-        };
-        let prefill = self.prefill();
-        let say = self.cfg.intents.as_ref().map(|_| {
-            let mut say = SayStream::new();
-            say.push(prefill);
-            say
-        });
+    fn start(&mut self, slot: usize, req: TurnRequest) -> Result<(), String> {
+        let (tokens, user_text) = self.prompt_for(&req.turn_id, &req.conversation_id, &req.text)?;
+        let sampler = crate::sampling::for_turn(self.model, &self.cfg)
+            .ok_or("the intent grammar could not be set up")?;
         // at least one token must be decoded to get logits
-        let keep = self.reuse_prefix(
-            slot,
-            &req.conversation_id,
-            &tokens,
-            tokens.len().saturating_sub(1),
-        );
-        let s = &mut self.slots[slot];
+        let keep = self.reuse_prefix(slot, &tokens, tokens.len().saturating_sub(1));
+        let s = &mut self.seqs[slot];
         let mut reused_prefill = 0;
         if let Some(n) = s.prefilled.take() {
             reused_prefill = keep.min(n);
@@ -969,31 +730,22 @@ impl<'m> Engine<'m> {
         self.log.debug(format!(
             "turn {} on seq {}: prompt {} tokens, {} reused from the KV cache ({} pre-filled at the pause), {} to evaluate",
             req.turn_id,
-            s.seq,
+            s.id,
             tokens.len(),
             keep,
             reused_prefill,
             pending.len()
         ));
-        s.active = Some(Active {
-            user_text,
-            prompt_evaluated: pending.len(),
-            prefilled: reused_prefill as u32,
-            pending,
-            sampler,
-            utf8: Utf8Stream::new(),
-            say,
-            chunker: Chunker::new(ChunkerConfig::default()),
-            reply: prefill.to_string(),
-            chunk_index: 0,
-            generated: 0,
-            first_token: None,
-            first_chunk: None,
-            gen_start: None,
-            next_token: None,
-            logits_at: None,
+        let prefill = self.cfg.intents.as_ref().map(|_| intent::PREFILL);
+        s.turn = Some(Turn::new(
             req,
-        });
+            user_text,
+            pending,
+            reused_prefill as u32,
+            sampler,
+            prefill,
+        ));
+        Ok(())
     }
 
     /// Scores a tentative end of turn: the model's probability that the
@@ -1003,21 +755,13 @@ impl<'m> Engine<'m> {
     /// the conversation is being answered or no sequence is free.
     fn judge(&mut self, req: JudgeRequest) {
         let t0 = Instant::now();
-        let busy = self.slots.iter().any(|s| {
-            s.active
-                .as_ref()
-                .is_some_and(|a| a.req.conversation_id == req.conversation_id)
-        }) || self
-            .waiting
-            .iter()
-            .any(|r| r.conversation_id == req.conversation_id);
-        let slot = if busy {
-            None
-        } else {
-            self.free_slot(&req.conversation_id)
-        };
-        let scored = match slot {
-            Some(slot) => self.prefill_and_score(slot, &req),
+        let scored = match self.sched.judge_slot(&req.conversation_id) {
+            Some((slot, rebound)) => {
+                if rebound {
+                    self.forget_cache(slot);
+                }
+                self.prefill_and_score(slot, &req)
+            }
             None => Err("conversation busy or no free sequence".to_string()),
         };
         let (p, prefilled) = match scored {
@@ -1037,13 +781,12 @@ impl<'m> Engine<'m> {
             "turn {} (revision {}): end-of-turn probability {p:.4} for {:?} ({compute_ms:.0} ms, {prefilled} prompt tokens pre-filled)",
             req.turn_id, req.revision, req.text
         ));
-        self.sink.end_of_turn(EndOfTurn {
+        self.out.end_of_turn(Judgement {
             turn_id: req.turn_id,
             revision: req.revision,
             probability: p,
             compute_ms,
             prefilled_tokens: prefilled as u32,
-            ..Default::default()
         });
     }
 
@@ -1057,9 +800,9 @@ impl<'m> Engine<'m> {
             .ok_or("no end-of-turn token in the prompt")?;
         // the logits at the last token of the user's text are needed, and
         // the last prompt token stays for the turn to decode
-        let keep = self.reuse_prefix(slot, &req.conversation_id, &tokens, end - 1);
+        let keep = self.reuse_prefix(slot, &tokens, end - 1);
         let upto = tokens.len() - 1;
-        let seq = self.slots[slot].seq;
+        let seq = self.seqs[slot].id;
         let n_batch = self.ctx.n_batch() as usize;
         let mut p = None;
         let mut pos = keep;
@@ -1080,7 +823,7 @@ impl<'m> Engine<'m> {
                 let _ = self
                     .ctx
                     .clear_kv_cache_seq(Some(seq as u32), Some(pos as u32), None);
-                self.slots[slot].cached.truncate(pos);
+                self.seqs[slot].cached.truncate(pos);
                 return Err(format!("decode failed: {e}"));
             }
             if let Some(i) = at {
@@ -1090,15 +833,13 @@ impl<'m> Engine<'m> {
                     tokens[end].0 as usize,
                 ));
             }
-            self.slots[slot]
+            self.seqs[slot]
                 .cached
                 .extend_from_slice(&tokens[pos..pos + take]);
             pos += take;
         }
         let evaluated = upto - keep;
-        let s = &mut self.slots[slot];
-        s.last_used = Instant::now();
-        s.prefilled = Some(upto);
+        self.seqs[slot].prefilled = Some(upto);
         self.stats
             .prefilled_tokens
             .fetch_add(evaluated as u64, Ordering::Relaxed);
@@ -1108,77 +849,44 @@ impl<'m> Engine<'m> {
         ))
     }
 
-    /// The turn's sampler: the configured chain, with intents constrained by
-    /// the action grammar (so no output other than a valid action can be sampled).
-    fn sampler(&self) -> Option<TurnSampler> {
-        let grammar = match self.cfg.intents {
-            Some(_) => Some(LlamaSampler::grammar(self.model, &intent::grammar(), "root").ok()?),
-            None => None,
-        };
-        let mut chain = Vec::new();
-        if self.cfg.temperature <= 0.0 {
-            chain.push(LlamaSampler::greedy());
-            return Some(TurnSampler::new(LlamaSampler::chain_simple(chain), grammar));
-        }
-        if (self.cfg.repeat_penalty - 1.0).abs() > f32::EPSILON {
-            chain.push(LlamaSampler::penalties(
-                self.model.vocab().n_tokens(),
-                64,
-                self.cfg.repeat_penalty,
-                0.0,
-                0.0,
-            ));
-        }
-        if self.cfg.top_k > 0 {
-            chain.push(LlamaSampler::top_k(self.cfg.top_k));
-        }
-        chain.push(LlamaSampler::top_p(self.cfg.top_p, 1));
-        chain.push(LlamaSampler::temp(self.cfg.temperature));
-        chain.push(LlamaSampler::dist(self.cfg.seed));
-        Some(TurnSampler::new(LlamaSampler::chain_simple(chain), grammar))
-    }
-
     /// One decode: every generating sequence's next token plus prompt chunks.
     fn step(&mut self) {
         let n_batch = self.ctx.n_batch() as usize;
-        let mut batch = LlamaBatch::new(n_batch, self.slots.len() as i32);
+        let mut batch = LlamaBatch::new(n_batch, self.seqs.len() as i32);
         let mut used = 0usize;
         // generating sequences first: one token each keeps their latency flat
-        for s in &mut self.slots {
-            let Some(a) = s.active.as_mut() else { continue };
-            a.logits_at = None;
-            if let Some(tok) = a.next_token.take() {
-                if batch
-                    .add(tok, s.cached.len() as i32, &[s.seq], true)
-                    .is_ok()
-                {
-                    a.logits_at = Some(batch.n_tokens() - 1);
+        for s in &mut self.seqs {
+            let Some(t) = s.turn.as_mut() else { continue };
+            t.logits_at = None;
+            if let Some(tok) = t.next_token.take() {
+                if batch.add(tok, s.cached.len() as i32, &[s.id], true).is_ok() {
+                    t.logits_at = Some(batch.n_tokens() - 1);
                     s.cached.push(tok);
                     used += 1;
                 }
             }
         }
-        for s in &mut self.slots {
-            let Some(a) = s.active.as_mut() else { continue };
-            if a.pending.is_empty() || used >= n_batch {
+        for s in &mut self.seqs {
+            let Some(t) = s.turn.as_mut() else { continue };
+            if t.pending.is_empty() || used >= n_batch {
                 continue;
             }
-            let take = a.pending.len().min(n_batch - used);
-            let last = take == a.pending.len();
-            for (k, &tok) in a.pending[..take].iter().enumerate() {
+            let take = t.pending.len().min(n_batch - used);
+            let last = take == t.pending.len();
+            for (k, &tok) in t.pending[..take].iter().enumerate() {
                 let logits = last && k + 1 == take;
                 if batch
-                    .add(tok, s.cached.len() as i32, &[s.seq], logits)
+                    .add(tok, s.cached.len() as i32, &[s.id], logits)
                     .is_err()
                 {
                     break;
                 }
                 s.cached.push(tok);
                 if logits {
-                    a.logits_at = Some(batch.n_tokens() - 1);
+                    t.logits_at = Some(batch.n_tokens() - 1);
                 }
             }
-            a.pending.drain(..take);
+            t.pending.drain(..take);
             used += take;
         }
         if batch.n_tokens() == 0 {
@@ -1188,18 +896,18 @@ impl<'m> Engine<'m> {
             self.log.error(format!(
                 "llama decode failed ({e}); ending the active replies"
             ));
-            for i in 0..self.slots.len() {
-                if self.slots[i].active.is_some() {
+            for i in 0..self.seqs.len() {
+                if self.seqs[i].turn.is_some() {
                     self.finish(i, Ended::DecodeError);
-                    let seq = self.slots[i].seq as u32;
-                    let _ = self.ctx.clear_kv_cache_seq(Some(seq), None, None);
-                    self.slots[i].cached.clear();
+                    let id = self.seqs[i].id as u32;
+                    let _ = self.ctx.clear_kv_cache_seq(Some(id), None, None);
+                    self.seqs[i].cached.clear();
                 }
             }
             return;
         }
-        for i in 0..self.slots.len() {
-            let Some(idx) = self.slots[i].active.as_ref().and_then(|a| a.logits_at) else {
+        for i in 0..self.seqs.len() {
+            let Some(idx) = self.seqs[i].turn.as_ref().and_then(|t| t.logits_at) else {
                 continue;
             };
             self.sample_one(i, idx);
@@ -1208,251 +916,123 @@ impl<'m> Engine<'m> {
 
     fn sample_one(&mut self, i: usize, idx: i32) {
         let vocab = self.model.vocab();
-        let Some(a) = self.slots[i].active.as_mut() else {
+        let Some(t) = self.seqs[i].turn.as_mut() else {
             return;
         };
-        let Some(token) = a.sampler.sample(&self.ctx, idx) else {
-            self.finish(i, Ended::GrammarDeadEnd);
-            return;
+        let Some(token) = t.sampler.sample(&self.ctx, idx) else {
+            return self.finish(i, Ended::GrammarDeadEnd);
         };
-        let now = Instant::now();
-        if a.first_token.is_none() {
-            a.first_token = Some(now);
-            a.gen_start = Some(now);
-        }
+        t.sampled();
         if vocab.is_eog(token) {
-            self.finish(i, Ended::Eog);
-            return;
+            return self.finish(i, Ended::Eog);
         }
-        a.generated += 1;
-        let piece = vocab.token_to_piece(token, false, None);
-        let text = a.utf8.push(&piece);
-        a.reply.push_str(&text);
-        let chunks = a.speak(&text);
-        for c in chunks {
-            self.emit(i, c, false);
+        let chunks = t.token(&vocab.token_to_piece(token, false, None));
+        let done =
+            t.generated >= self.cfg.max_tokens || self.seqs[i].cached.len() + 1 >= self.budget;
+        self.publish(i, chunks);
+        if done {
+            return self.finish(i, Ended::MaxTokens);
         }
-        let full = self.slots[i].cached.len() + 1 >= self.budget;
-        let Some(a) = self.slots[i].active.as_mut() else {
-            return;
-        };
-        if a.generated >= self.cfg.max_tokens || full {
-            self.finish(i, Ended::MaxTokens);
-            return;
+        if let Some(t) = self.seqs[i].turn.as_mut() {
+            t.next_token = Some(token);
         }
-        a.next_token = Some(token);
     }
 
-    fn emit(&mut self, i: usize, text: String, is_final: bool) {
-        let Some(a) = self.slots[i].active.as_mut() else {
-            return;
-        };
-        let now = Instant::now();
-        let first_chunk = *a.first_chunk.get_or_insert(now);
-        let tps = match a.gen_start {
-            Some(t) if a.generated > 1 => {
-                f64::from(a.generated - 1) / now.duration_since(t).as_secs_f64().max(1e-6)
-            }
-            _ => 0.0,
-        };
-        self.sink.chunk(ReplyChunk {
-            turn_id: a.req.turn_id.clone(),
-            conversation_id: a.req.conversation_id.clone(),
-            index: a.chunk_index,
-            text,
-            is_final,
-            speech_end: a.req.speech_end.clone(),
-            stt_ms: a.req.stt_ms,
-            first_token_ms: a.first_token.map_or(0.0, |t| ms(t - a.req.received)),
-            first_chunk_ms: ms(first_chunk - a.req.received),
-            prompt_tokens: a.prompt_evaluated as u32,
-            prefilled_tokens: a.prefilled,
-            generated_tokens: a.generated,
-            tokens_per_s: tps as f32,
-            ..Default::default()
-        });
-        a.chunk_index += 1;
+    fn publish(&mut self, slot: usize, chunks: Vec<Chunk>) {
+        if chunks.first().is_some_and(|c| c.index == 0) {
+            self.sched.mark_begun(slot);
+        }
+        for c in chunks {
+            self.out.chunk(c);
+        }
     }
 
     /// Ends the sequence's turn: final chunk, whole reply, history.
-    fn finish(&mut self, i: usize, why: Ended) {
-        if why == Ended::Replaced {
-            // its continuation is answered with the whole text instead:
-            // nothing more of this reply goes out, nothing enters the history
-            if let Some(a) = self.slots[i].active.take() {
-                self.slots[i].last_used = Instant::now();
-                self.close_silently(&a.req);
-            }
-            return;
-        }
-        let Some(a) = self.slots[i].active.as_mut() else {
+    fn finish(&mut self, slot: usize, why: Ended) {
+        let Some(turn) = self.seqs[slot].turn.take() else {
             return;
         };
-        let rest = a.utf8.finish();
-        a.reply.push_str(&rest);
-        let mut pieces = a.speak(&rest);
-        // with intents, the action decides what else is said
-        let mut spoken_reply = None;
-        if a.say.is_some() {
-            let (spoken, goal) = self.decide(i, why);
-            let Some(a) = self.slots[i].active.as_mut() else {
-                return;
-            };
-            if let Some(extra) = &spoken {
-                pieces.extend(a.chunker.push(extra));
-            }
-            spoken_reply = Some(spoken.unwrap_or_else(|| {
-                a.say
-                    .as_ref()
-                    .map(|s| s.said().to_string())
-                    .unwrap_or_default()
-            }));
-            if let Some(place) = goal {
-                if let Ok(mut st) = self.state.lock() {
-                    st.nav = Some(voice_core::robot_state::Navigation::Sent { place });
-                }
-            }
-        }
-        let Some(a) = self.slots[i].active.as_mut() else {
-            return;
-        };
-        pieces.push(a.chunker.finish());
-        let n = pieces.len();
-        for (k, piece) in pieces.into_iter().enumerate() {
-            self.emit(i, piece, k + 1 == n);
-        }
-        let Some(a) = self.slots[i].active.take() else {
-            return;
-        };
-        self.slots[i].last_used = Instant::now();
-        let elapsed = a.gen_start.map_or(0.0, |t| t.elapsed().as_secs_f64());
-        let tps = if elapsed > 0.0 && a.generated > 1 {
-            f64::from(a.generated - 1) / elapsed
-        } else {
-            0.0
-        };
-        self.stats.turns.fetch_add(1, Ordering::Relaxed);
-        self.stats
-            .tokens_generated
-            .fetch_add(u64::from(a.generated), Ordering::Relaxed);
-        if let Ok(mut t) = self.stats.last_tokens_per_s.lock() {
-            *t = tps;
-        }
-        let grammar_note = if a.say.is_some() {
-            format!(", {} by the full grammar pass", a.sampler.resampled)
+        let (turn_id, evaluated, generated, first_token_ms, tps) = (
+            turn.req.turn_id.clone(),
+            turn.prompt_evaluated,
+            turn.generated,
+            turn.first_token_ms(),
+            turn.tokens_per_s(),
+        );
+        let grammar_note = if turn.constrained() {
+            format!(", {} by the full grammar pass", turn.sampler.resampled)
         } else {
             String::new()
         };
+        // with intents, the action decides what else is said
+        let done = turn.finish(|t| self.decide(t, why));
+        self.publish(slot, done.chunks);
+        self.stats.turns.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .tokens_generated
+            .fetch_add(u64::from(generated), Ordering::Relaxed);
+        if let Ok(mut t) = self.stats.last_tokens_per_s.lock() {
+            *t = tps;
+        }
         self.log.info(format!(
-            "turn {} ({}): {} prompt tokens evaluated, {} generated{grammar_note}, first token {:.0} ms, {:.1} tok/s: {:?}",
-            a.req.turn_id,
-            why,
-            a.prompt_evaluated,
-            a.generated,
-            a.first_token.map_or(0.0, |t| ms(t - a.req.received)),
-            tps,
-            a.reply
+            "turn {turn_id} ({why}): {evaluated} prompt tokens evaluated, {generated} generated{grammar_note}, first token {first_token_ms:.0} ms, {tps:.1} tok/s: {:?}",
+            done.reply
         ));
-        let conv_id = a.req.conversation_id.clone();
         // the history keeps what the model wrote (with intents, its JSON), so
         // it sees its own format in later turns
-        self.sink.reply(spoken_reply.as_deref().unwrap_or(&a.reply));
-        push_bounded(
-            &mut self.recent,
-            (a.req.turn_id.clone(), conv_id.clone(), a.user_text.clone()),
-        );
-        let conv = self.conversation(&conv_id);
-        conv.history.push(a.user_text, a.reply.trim().to_string());
-        if let Some(next) = conv.queued.pop_front() {
-            self.waiting.push_front(next);
-        }
+        self.out.reply(&done.spoken);
+        self.sched.ended(slot, Some((done.user_text, done.reply)));
     }
-}
 
-impl Engine<'_> {
     /// With intents: parses the finished output and carries out the action.
     /// Returns the text to say beyond the streamed answer (confirmation or
-    /// question) and the place a goal was sent to. An interrupted output, or
-    /// an action cut off by max_tokens, does nothing.
-    fn decide(&mut self, i: usize, why: Ended) -> (Option<String>, Option<String>) {
-        let (Some(a), Some(cfg), Some(actions)) = (
-            self.slots[i].active.as_ref(),
-            self.cfg.intents.as_ref(),
-            self.sink.actions.as_ref(),
-        ) else {
-            return (None, None);
-        };
-        let action = match (why, &a.say) {
-            (Ended::Eog, _) => match intent::parse(&a.reply) {
+    /// question). An interrupted output, or an action cut off by
+    /// max_tokens, does nothing.
+    fn decide(&self, t: &Turn, why: Ended) -> Option<String> {
+        let cfg = self.cfg.intents.as_ref()?;
+        let action = match (why, t.said()) {
+            (Ended::Eog, _) => match intent::parse(&t.reply) {
                 Ok(action) => action,
                 Err(e) => {
                     // the grammar makes this unreachable unless llama.cpp misbehaves
-                    self.log.error(format!("turn {}: {e}", a.req.turn_id));
-                    return (None, None);
+                    self.log.error(format!("turn {}: {e}", t.req.turn_id));
+                    return None;
                 }
             },
             // an answer cut by max_tokens was still an answer (and was spoken)
-            (Ended::MaxTokens, Some(say)) if a.reply.starts_with(intent::ANSWER_PREFIX) => {
+            (Ended::MaxTokens, Some(said)) if t.reply.starts_with(intent::ANSWER_PREFIX) => {
                 intent::Action::Answer {
-                    say: say.said().to_string(),
+                    say: said.to_string(),
                 }
             }
             _ => {
                 self.log.info(format!(
                     "turn {} ({why}): no action taken for the unfinished output {:?}",
-                    a.req.turn_id, a.reply
+                    t.req.turn_id, t.reply
                 ));
-                return (None, None);
+                return None;
             }
         };
         let d = intent::decide(&action, &cfg.places, &cfg.replies);
-        let goal = actions.act(
+        let goal = self.out.act(
             &d,
             &TurnInfo {
-                turn_id: &a.req.turn_id,
-                conversation_id: &a.req.conversation_id,
-                request: &a.user_text,
-                raw: &a.reply,
+                turn_id: &t.req.turn_id,
+                conversation_id: &t.req.conversation_id,
+                request: &t.user_text,
+                raw: &t.reply,
             },
         );
-        let extra = match d {
-            intent::Decision::Answer { .. } => None,
+        if let Some(place) = goal {
+            if let Ok(mut st) = self.state.lock() {
+                st.nav = Some(Navigation::Sent { place });
+            }
+        }
+        match d {
+            Decision::Answer { .. } => None,
             other => Some(other.say().to_string()),
-        };
-        (extra, goal)
+        }
     }
-}
-
-/// The empty final chunk that closes `req`'s turn.
-fn empty_final(req: &TurnRequest) -> ReplyChunk {
-    ReplyChunk {
-        turn_id: req.turn_id.clone(),
-        conversation_id: req.conversation_id.clone(),
-        is_final: true,
-        speech_end: req.speech_end.clone(),
-        stt_ms: req.stt_ms,
-        ..Default::default()
-    }
-}
-
-/// Finished turns remembered for replacement.
-const RECENT_TURNS: usize = 16;
-
-fn push_bounded<T>(q: &mut VecDeque<T>, v: T) {
-    if q.len() >= RECENT_TURNS {
-        q.pop_front();
-    }
-    q.push_back(v);
-}
-
-/// `new` joins `into`: the texts in order, the newest turn id and timing
-/// (the end of speech the reply answers is the newest).
-fn join(into: &mut TurnRequest, new: TurnRequest) {
-    into.text = format!("{} {}", into.text.trim_end(), new.text.trim_start());
-    into.turn_id = new.turn_id;
-    into.speech_end = new.speech_end;
-    into.stt_ms = new.stt_ms;
-    into.received = new.received;
 }
 
 /// The configured system prompt plus, with intents, their instructions (the
@@ -1464,8 +1044,4 @@ fn base_prompt(cfg: &LlmConfig) -> String {
         p += &intent::instructions(&i.places);
     }
     p
-}
-
-fn ms(d: Duration) -> f32 {
-    (d.as_secs_f64() * 1e3) as f32
 }

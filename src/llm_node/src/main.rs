@@ -16,23 +16,26 @@ mod nav;
 mod params;
 mod publish;
 mod sampling;
+mod turn;
 
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use futures::StreamExt;
 use r2r::std_msgs::msg::String as StringMsg;
 use r2r::std_srvs::srv::Trigger;
 use r2r::voice_agent::msg::{EndOfTurn, PartialTranscript, ReplyChunk, Utterance};
 use voice_core::queue::{offer, Offered};
+use voice_core::scheduler::TurnRequest;
 use voice_ros::diag::Report;
-use voice_ros::{log::Log, node};
+use voice_ros::node::{self, Tasks};
+use voice_ros::{log::Log, stamp};
 
-use crate::engine::{Command, Engine, JudgeRequest, Stats, TurnRequest};
+use crate::engine::{Command, Engine, JudgeRequest, StartReport, Stats};
 use crate::params::LlmParams;
 
 const NODE_NAME: &str = "llm_node";
@@ -61,6 +64,7 @@ async fn run() -> Result<()> {
     let (mut node, log, params) = node::start::<LlmParams>(NODE_NAME)?;
     let cfg = (*params.config).clone();
     let updates = params.updates;
+    let mut tasks = Tasks::new(&log);
 
     let state = context::subscribe(&mut node, &cfg.context, &log)?;
     let nav = match cfg.intents.as_ref().map(|i| &i.nav) {
@@ -91,142 +95,130 @@ async fn run() -> Result<()> {
         actions,
         log: log.clone(),
     };
-    let mut utterances = node.subscribe::<Utterance>("transcript", node::event_qos())?;
-    let mut partials =
-        node.subscribe::<PartialTranscript>("transcript/partial", node::event_qos())?;
-    let mut prompts = node.subscribe::<StringMsg>("prompt", node::event_qos())?;
-    let mut interrupts = node.subscribe::<StringMsg>("interrupt", node::event_qos())?;
-    let mut reset =
+    let utterances = node.subscribe::<Utterance>("transcript", node::event_qos())?;
+    let partials = node.subscribe::<PartialTranscript>("transcript/partial", node::event_qos())?;
+    let prompts = node.subscribe::<StringMsg>("prompt", node::event_qos())?;
+    let interrupts = node.subscribe::<StringMsg>("interrupt", node::event_qos())?;
+    let reset =
         node.create_service::<Trigger::Service>("~/reset", r2r::QosProfile::services_default())?;
-    let diag_pub = node.create_publisher::<r2r::diagnostic_msgs::msg::DiagnosticArray>(
-        "/diagnostics",
-        node::event_qos(),
-    )?;
     let fq = node::fq_name(&node);
     let places = cfg.intents.as_ref().map(|i| i.places.clone());
     let max_age = cfg.context.max_age;
 
     // The engine (model + context) lives on its own thread; loading errors
-    // come back before the node reports ready.
+    // and the start-up report come back before the node reports ready.
     let stats = Arc::new(Stats::default());
-    let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = sync_channel::<Command>(COMMAND_QUEUE);
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<StartReport, String>>();
     let model_name = std::path::Path::new(&cfg.model_path)
         .file_name()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let engine_thread = {
-        let (stats, stop, log, state) = (stats.clone(), stop.clone(), log.clone(), state.clone());
-        std::thread::Builder::new()
-            .name("llm-engine".into())
-            .spawn(move || {
-                let (backend, model) = match engine::load(&cfg) {
-                    Ok(loaded) => loaded,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e.to_string()));
-                        return;
-                    }
-                };
-                // declared after the model and backend: dropped before them
-                let wiring = engine::Wiring {
-                    sink,
-                    state,
-                    stats,
-                    log,
-                    updates,
-                };
-                let engine = Engine::new(cfg, &backend, &model, wiring);
-                let mut engine = match engine {
-                    Ok(engine) => engine,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e.to_string()));
-                        return;
-                    }
-                };
-                let _ = ready_tx.send(Ok(()));
-                engine.run(rx, &stop);
-            })?
-    };
-    match tokio::task::spawn_blocking(move || ready_rx.recv()).await? {
-        Ok(Ok(())) => {}
+    {
+        let (stats, stop, log, state) =
+            (stats.clone(), tasks.stop_flag(), log.clone(), state.clone());
+        tasks.thread("llm-engine", move || {
+            let (backend, model) = match engine::load(&cfg) {
+                Ok(loaded) => loaded,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            // declared after the model and backend: dropped before them
+            let wiring = engine::Wiring {
+                out: Box::new(sink),
+                state,
+                stats,
+                log,
+                updates,
+            };
+            let mut engine = match Engine::new(cfg, &backend, &model, wiring) {
+                Ok((engine, report)) => {
+                    let _ = ready_tx.send(Ok(report));
+                    engine
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            engine.run(rx, &stop);
+        })?;
+    }
+    let report = match tokio::task::spawn_blocking(move || ready_rx.recv()).await? {
+        Ok(Ok(report)) => report,
         Ok(Err(e)) => anyhow::bail!(e),
         Err(_) => anyhow::bail!("engine thread ended during start-up"),
-    }
-    let info = stats.info.lock().map(|s| s.clone()).unwrap_or_default();
-    log.info(format!("loaded {model_name}: {info}"));
-    let compute = stats.compute.lock().map(|s| s.clone()).unwrap_or_default();
-    log.info(format!("compute: {compute}"));
+    };
+    log.info(format!("loaded {model_name}: {}", report.context));
+    log.info(format!("compute: {}", report.compute));
 
-    let turn_counter = Arc::new(AtomicU64::new(0));
+    let command = {
+        let (log, stats) = (log.clone(), stats.clone());
+        move |tx: &SyncSender<Command>, c: Command| send(tx, c, &log, &stats)
+    };
     {
-        let (tx, log, stats) = (tx.clone(), log.clone(), stats.clone());
-        tokio::spawn(async move {
-            while let Some(u) = utterances.next().await {
-                let req = TurnRequest {
-                    turn_id: u.turn_id,
-                    conversation_id: u.conversation_id,
-                    text: u.text,
-                    speech_end: u.speech_end,
-                    stt_ms: u.end_of_speech_to_transcript_ms,
-                    received: Instant::now(),
-                    replaces: (!u.replaces.is_empty()).then_some(u.replaces),
-                };
-                send(&tx, Command::Turn(req), &log, &stats);
-            }
+        let (tx, command) = (tx.clone(), command.clone());
+        tasks.each("transcript", utterances, move |u| {
+            let req = TurnRequest {
+                turn_id: u.turn_id,
+                conversation_id: u.conversation_id,
+                text: u.text,
+                speech_end: stamp::to_core(&u.speech_end),
+                stt_ms: u.end_of_speech_to_transcript_ms,
+                received: Instant::now(),
+                replaces: (!u.replaces.is_empty()).then_some(u.replaces),
+            };
+            command(&tx, Command::Turn(req));
         });
     }
     {
         // a pause in the user's speech: judge whether the turn ends there
-        let (tx, log, stats) = (tx.clone(), log.clone(), stats.clone());
-        tokio::spawn(async move {
-            while let Some(p) = partials.next().await {
-                if p.tentative_end && !p.is_final {
-                    let req = JudgeRequest {
-                        turn_id: p.turn_id,
-                        revision: p.revision,
-                        conversation_id: p.conversation_id,
-                        text: p.text,
-                    };
-                    send(&tx, Command::Judge(req), &log, &stats);
-                }
-            }
-        });
-    }
-    {
-        let (tx, log, stats, counter) =
-            (tx.clone(), log.clone(), stats.clone(), turn_counter.clone());
-        tokio::spawn(async move {
-            while let Some(m) = prompts.next().await {
-                let n = counter.fetch_add(1, Ordering::Relaxed) + 1;
-                let req = TurnRequest {
-                    turn_id: format!("prompt-{}-{n}", std::process::id()),
-                    conversation_id: String::new(),
-                    text: m.data,
-                    speech_end: Default::default(),
-                    stt_ms: 0.0,
-                    received: Instant::now(),
-                    replaces: None,
+        let (tx, command) = (tx.clone(), command.clone());
+        tasks.each("transcript/partial", partials, move |p| {
+            if p.tentative_end && !p.is_final {
+                let req = JudgeRequest {
+                    turn_id: p.turn_id,
+                    revision: p.revision,
+                    conversation_id: p.conversation_id,
+                    text: p.text,
                 };
-                send(&tx, Command::Turn(req), &log, &stats);
+                command(&tx, Command::Judge(req));
             }
         });
     }
     {
-        let (tx, log, stats) = (tx.clone(), log.clone(), stats.clone());
-        tokio::spawn(async move {
-            while let Some(m) = interrupts.next().await {
-                let which = (!INTERRUPT_ALL.contains(&m.data.as_str())).then_some(m.data);
-                send(&tx, Command::Interrupt(which), &log, &stats);
-            }
+        let (tx, command) = (tx.clone(), command.clone());
+        let counter = AtomicU64::new(0);
+        tasks.each("prompt", prompts, move |m| {
+            let n = counter.fetch_add(1, Ordering::Relaxed) + 1;
+            let req = TurnRequest {
+                turn_id: format!("prompt-{}-{n}", std::process::id()),
+                conversation_id: String::new(),
+                text: m.data,
+                speech_end: Default::default(),
+                stt_ms: 0.0,
+                received: Instant::now(),
+                replaces: None,
+            };
+            command(&tx, Command::Turn(req));
         });
     }
     {
-        let (tx, log, stats) = (tx.clone(), log.clone(), stats.clone());
-        tokio::spawn(async move {
+        let (tx, command) = (tx.clone(), command.clone());
+        tasks.each("interrupt", interrupts, move |m| {
+            let which = (!INTERRUPT_ALL.contains(&m.data.as_str())).then_some(m.data);
+            command(&tx, Command::Interrupt(which));
+        });
+    }
+    {
+        let (tx, command) = (tx.clone(), command.clone());
+        let mut reset = reset;
+        tasks.task("~/reset", async move {
             while let Some(req) = reset.next().await {
                 let (rtx, rrx) = tokio::sync::oneshot::channel();
-                send(&tx, Command::Reset(rtx), &log, &stats);
+                command(&tx, Command::Reset(rtx));
                 let (success, message) =
                     match tokio::time::timeout(Duration::from_secs(10), rrx).await {
                         Ok(Ok(m)) => (true, m),
@@ -236,61 +228,47 @@ async fn run() -> Result<()> {
             }
         });
     }
-    {
-        let stats = stats.clone();
-        let hw = model_name.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                tick.tick().await;
-                let tps = stats.last_tokens_per_s.lock().map(|v| *v).unwrap_or(0.0);
-                let info = stats.info.lock().map(|s| s.clone()).unwrap_or_default();
-                let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
-                let r = Report::new(&fq, &hw)
-                    .kv("model", &hw)
-                    .kv("context", info)
-                    .kv("compute", &compute)
-                    .kv("active_conversations", n(&stats.active))
-                    .kv("turns", n(&stats.turns))
-                    .kv("tokens_generated", n(&stats.tokens_generated))
-                    .kv("last_tokens_per_s", format!("{tps:.1}"))
-                    .kv("last_prompt_tokens_evaluated", n(&stats.last_prompt_tokens))
-                    .kv("dropped", n(&stats.dropped))
-                    .kv("merged", n(&stats.merged))
-                    .kv("superseded", n(&stats.superseded))
-                    .kv("end_of_turn_judged", n(&stats.judged))
-                    .kv("end_of_turn_not_judged", n(&stats.not_judged))
-                    .kv("prefilled_tokens", n(&stats.prefilled_tokens))
-                    .kv("prefill_reused_tokens", n(&stats.prefill_reused_tokens))
-                    .kv("prefill_wasted_tokens", n(&stats.prefill_wasted_tokens))
-                    .kv("interrupted", n(&stats.interrupted))
-                    .kv(
-                        "nav_goals",
-                        nav.as_ref()
-                            .map_or_else(|| "none".into(), |h| h.stats.summary()),
-                    )
-                    .kv(
-                        "robot_state",
-                        state
-                            .lock()
-                            .ok()
-                            .and_then(|s| s.describe(places.as_ref(), Instant::now(), max_age))
-                            .unwrap_or_else(|| "none".into()),
-                    );
-                let _ = diag_pub.publish(&r.into_array());
-            }
-        });
-    }
+    tasks.diagnostics(&mut node, move || {
+        let tps = stats.last_tokens_per_s.lock().map(|v| *v).unwrap_or(0.0);
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Report::new(&fq, &model_name)
+            .kv("model", &model_name)
+            .kv("context", &report.context)
+            .kv("compute", &report.compute)
+            .kv("active_conversations", n(&stats.active))
+            .kv("turns", n(&stats.turns))
+            .kv("tokens_generated", n(&stats.tokens_generated))
+            .kv("last_tokens_per_s", format!("{tps:.1}"))
+            .kv("last_prompt_tokens_evaluated", n(&stats.last_prompt_tokens))
+            .kv("dropped", n(&stats.dropped))
+            .kv("merged", n(&stats.merged))
+            .kv("superseded", n(&stats.superseded))
+            .kv("end_of_turn_judged", n(&stats.judged))
+            .kv("end_of_turn_not_judged", n(&stats.not_judged))
+            .kv("prefilled_tokens", n(&stats.prefilled_tokens))
+            .kv("prefill_reused_tokens", n(&stats.prefill_reused_tokens))
+            .kv("prefill_wasted_tokens", n(&stats.prefill_wasted_tokens))
+            .kv("interrupted", n(&stats.interrupted))
+            .kv(
+                "nav_goals",
+                nav.as_ref()
+                    .map_or_else(|| "none".into(), |h| h.stats.summary()),
+            )
+            .kv(
+                "robot_state",
+                state
+                    .lock()
+                    .ok()
+                    .and_then(|s| s.describe(places.as_ref(), Instant::now(), max_age))
+                    .unwrap_or_else(|| "none".into()),
+            )
+            .into_array()
+    })?;
 
-    let sig = node::shutdown_flag()?;
-    log.info("ready: listening on transcript and prompt");
-    tokio::task::block_in_place(|| node::spin_until(&mut node, &sig));
-    log.info("shutting down");
-    stop.store(true, Ordering::SeqCst);
-    drop(tx);
-    engine_thread
-        .join()
-        .map_err(|_| anyhow::anyhow!("engine thread panicked"))
-        .context("shutdown")?;
-    Ok(())
+    // the engine stops at the flag; dropping the last sender wakes it too
+    tasks.spin(
+        node,
+        "ready: listening on transcript and prompt",
+        move || drop(tx),
+    )
 }

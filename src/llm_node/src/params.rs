@@ -124,21 +124,7 @@ impl Default for LlmParams {
     }
 }
 
-/// What to do with a new utterance while its conversation is being answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BusyPolicy {
-    /// Join it to the turn it follows: a reply not yet begun is dropped and
-    /// the joined text answered at once; else the text waits (joined with
-    /// any other waiting text) and is answered next. Bounded lag however
-    /// long people talk.
-    Merge,
-    /// Answer it after the current reply (bounded queue per conversation).
-    Queue,
-    /// Stop the current reply and answer the new utterance.
-    Interrupt,
-    /// Ignore the new utterance.
-    Drop,
-}
+pub use voice_core::scheduler::BusyPolicy;
 
 /// Validated engine settings.
 #[derive(Debug, Clone)]

@@ -9,10 +9,13 @@
 //! is kept as drawn.
 
 use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::data::LlamaTokenData;
 use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use llama_cpp_2::token::LlamaToken;
+
+use crate::params::LlmConfig;
 
 pub struct TurnSampler {
     chain: LlamaSampler,
@@ -53,6 +56,38 @@ impl TurnSampler {
         grammar.accept(token);
         Some(token)
     }
+}
+
+/// The sampler of a turn: the configured chain (greedy at temperature 0,
+/// else repetition penalty, top-k, top-p, temperature, seeded draw), with
+/// intents constrained by the action grammar so that no output other than a
+/// valid action can be sampled. `None` when llama.cpp refuses the grammar.
+pub fn for_turn(model: &LlamaModel, cfg: &LlmConfig) -> Option<TurnSampler> {
+    let grammar = match cfg.intents {
+        Some(_) => Some(LlamaSampler::grammar(model, &voice_core::intent::grammar(), "root").ok()?),
+        None => None,
+    };
+    let mut chain = Vec::new();
+    if cfg.temperature <= 0.0 {
+        chain.push(LlamaSampler::greedy());
+        return Some(TurnSampler::new(LlamaSampler::chain_simple(chain), grammar));
+    }
+    if (cfg.repeat_penalty - 1.0).abs() > f32::EPSILON {
+        chain.push(LlamaSampler::penalties(
+            model.vocab().n_tokens(),
+            64,
+            cfg.repeat_penalty,
+            0.0,
+            0.0,
+        ));
+    }
+    if cfg.top_k > 0 {
+        chain.push(LlamaSampler::top_k(cfg.top_k));
+    }
+    chain.push(LlamaSampler::top_p(cfg.top_p, 1));
+    chain.push(LlamaSampler::temp(cfg.temperature));
+    chain.push(LlamaSampler::dist(cfg.seed));
+    Some(TurnSampler::new(LlamaSampler::chain_simple(chain), grammar))
 }
 
 /// Whether the grammar, in its current state, allows `token` next.

@@ -18,14 +18,12 @@ mod whisper;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Result;
-use futures::StreamExt;
 use r2r::std_msgs::msg::{Bool, String as StringMsg};
 use r2r::voice_agent::msg::{AudioFrame, EndOfTurn, PartialTranscript, ReplyChunk, Utterance};
 use voice_core::compute;
-use voice_ros::node;
+use voice_ros::node::{self, Tasks};
 
 use crate::engine::{Detector, SileroDetector, Transcriber};
 use crate::params::SttParams;
@@ -43,6 +41,7 @@ fn main() -> ExitCode {
 async fn run() -> Result<()> {
     let (mut node, log, params) = node::start::<SttParams>(NODE_NAME)?;
     let p = params.values.clone();
+    let mut tasks = Tasks::new(&log);
 
     let transcriber = Transcriber::load(&p, params.config.decode.clone())?;
     let model_name = transcriber.model_name.clone();
@@ -100,103 +99,68 @@ async fn run() -> Result<()> {
             None
         },
     };
-    let diag_pub = node.create_publisher::<r2r::diagnostic_msgs::msg::DiagnosticArray>(
-        "/diagnostics",
-        node::event_qos(),
-    )?;
 
     let shared = Arc::new(Shared::new(log.clone()));
     let (frame_tx, frame_rx) = std::sync::mpsc::sync_channel::<AudioFrame>(FRAME_QUEUE);
     let (answer_tx, answer_rx) = std::sync::mpsc::sync_channel::<listener::Answer>(ANSWER_QUEUE);
 
-    let listener = {
+    {
         let (shared, pubs, updates) = (shared.clone(), pubs.clone(), params.updates.clone());
-        std::thread::Builder::new()
-            .name("stt-listen".into())
-            .spawn(move || {
-                listener::listen(frame_rx, answer_rx, detector, updates, &shared, pubs)
-            })?
-    };
-    let transcriber_thread = {
+        tasks.thread("stt-listen", move || {
+            listener::listen(frame_rx, answer_rx, detector, updates, &shared, pubs)
+        })?;
+    }
+    {
         let (shared, updates) = (shared.clone(), params.updates.clone());
-        std::thread::Builder::new()
-            .name("stt-whisper".into())
-            .spawn(move || whisper::transcribe(transcriber, updates, &shared, pubs))?
-    };
+        tasks.thread("stt-whisper", move || {
+            whisper::transcribe(transcriber, updates, &shared, pubs)
+        })?;
+    }
     {
         let shared = shared.clone();
-        tokio::spawn(async move {
-            let mut sub = eot_sub;
-            while let Some(m) = sub.next().await {
-                if answer_tx
-                    .try_send((m.turn_id, m.revision, m.probability))
-                    .is_err()
-                {
-                    shared.warn_throttled("end-of-turn answer dropped (listener behind)");
-                }
+        tasks.each("end_of_turn", eot_sub, move |m| {
+            if answer_tx
+                .try_send((m.turn_id, m.revision, m.probability))
+                .is_err()
+            {
+                shared.warn_throttled("end-of-turn answer dropped (listener behind)");
             }
         });
     }
     {
         let shared = shared.clone();
-        tokio::spawn(async move {
-            let mut sub = chunk_sub;
-            while let Some(c) = sub.next().await {
-                shared.robot_said(&c.text);
+        tasks.each("reply/chunk", chunk_sub, move |c| {
+            shared.robot_said(&c.text)
+        });
+    }
+    {
+        let shared = shared.clone();
+        tasks.each("say", say_sub, move |m| shared.robot_said(&m.data));
+    }
+    {
+        // audio in -> bounded queue (full: drop and count, never block the executor)
+        let shared = shared.clone();
+        tasks.each("audio", audio_sub, move |frame| {
+            shared.frames_in.fetch_add(1, Ordering::Relaxed);
+            if frame_tx.try_send(frame).is_err() {
+                shared.drop_frame("dropped audio frame: frame queue full (listener behind)");
             }
         });
     }
     {
         let shared = shared.clone();
-        tokio::spawn(async move {
-            let mut sub = say_sub;
-            while let Some(m) = sub.next().await {
-                shared.robot_said(&m.data);
-            }
-        });
-    }
-
-    // audio in -> bounded queue (full: drop and count, never block the executor)
-    {
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let mut sub = audio_sub;
-            while let Some(frame) = sub.next().await {
-                shared.frames_in.fetch_add(1, Ordering::Relaxed);
-                if frame_tx.try_send(frame).is_err() {
-                    shared.drop_frame("dropped audio frame: frame queue full (listener behind)");
-                }
-            }
-        });
-    }
-    {
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let mut sub = speaking_sub;
-            while let Some(msg) = sub.next().await {
-                shared.set_speaking(msg.data);
-            }
+        tasks.each("speaking", speaking_sub, move |m| {
+            shared.set_speaking(m.data)
         });
     }
     {
         let shared = shared.clone();
         let hw = format!("whisper:{} vad:{vad_name}", model_name);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                tick.tick().await;
-                let _ = diag_pub.publish(&shared.report(&fq, &hw, &compute));
-            }
-        });
+        tasks.diagnostics(&mut node, move || shared.report(&fq, &hw, &compute))?;
     }
 
-    let stop = node::shutdown_flag()?;
-    log.info("listening on audio");
-    tokio::task::block_in_place(|| node::spin_until(&mut node, &stop));
-    log.info("shutting down");
-    shared.stop.store(true, Ordering::SeqCst);
-    drop(node); // closes the subscription, which ends the listener's queue
-    let _ = listener.join();
-    let _ = transcriber_thread.join();
-    Ok(())
+    // dropping the node closes the audio subscription, which ends the listener's queue
+    tasks.spin(node, "listening on audio", move || {
+        shared.stop.store(true, Ordering::SeqCst)
+    })
 }

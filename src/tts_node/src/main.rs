@@ -7,29 +7,31 @@
 //! `interrupt` stops both at once.
 
 mod bench;
+mod control;
 mod engine;
 mod espeak;
 mod output;
 mod params;
 mod piper;
 mod playback;
+mod synth;
 
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Result;
-use futures::StreamExt;
 use r2r::std_msgs::msg::{Bool, String as StringMsg};
 use r2r::voice_agent::msg::{AudioFrame, ReplyChunk, TurnStats, Utterance};
 use voice_core::queue::{offer, Offered};
 use voice_ros::diag::Report;
-use voice_ros::{log::Log, node};
+use voice_ros::log::Log;
+use voice_ros::node::{self, Tasks};
 
+use crate::control::{Control, TextJob, AUDIO_QUEUE};
 use crate::engine::Engine;
-use crate::output::{Control, TextJob};
 use crate::params::TtsParams;
 
 const NODE_NAME: &str = "tts_node";
@@ -70,6 +72,7 @@ fn enqueue(tx: &SyncSender<TextJob>, job: TextJob, ctl: &Control, log: &Log) {
 async fn run() -> Result<()> {
     let (mut node, log, params) = node::start::<TtsParams>(NODE_NAME)?;
     let p = params.values.clone();
+    let mut tasks = Tasks::new(&log);
     let t0 = Instant::now();
     let engine = Engine::load(&p, &params.config)?;
     log.info(format!(
@@ -98,113 +101,87 @@ async fn run() -> Result<()> {
         speaking: node.create_publisher::<Bool>("speaking", node::state_qos())?,
         stats: node.create_publisher::<TurnStats>("turn_stats", node::event_qos())?,
     };
-    let mut chunks = node.subscribe::<ReplyChunk>("reply/chunk", node::event_qos())?;
-    let mut says = node.subscribe::<StringMsg>("say", node::event_qos())?;
-    let mut interrupts = node.subscribe::<StringMsg>("interrupt", node::event_qos())?;
-    let mut transcripts = node.subscribe::<Utterance>("transcript", node::event_qos())?;
-    let diag_pub = node.create_publisher::<r2r::diagnostic_msgs::msg::DiagnosticArray>(
-        "/diagnostics",
-        node::event_qos(),
-    )?;
+    let chunks = node.subscribe::<ReplyChunk>("reply/chunk", node::event_qos())?;
+    let says = node.subscribe::<StringMsg>("say", node::event_qos())?;
+    let interrupts = node.subscribe::<StringMsg>("interrupt", node::event_qos())?;
+    let transcripts = node.subscribe::<Utterance>("transcript", node::event_qos())?;
     let fq = node::fq_name(&node);
     let hw = engine.name();
 
     let ctl = Arc::new(Control::new(log.clone()));
     let (text_tx, text_rx) = sync_channel::<TextJob>(TEXT_QUEUE);
-    let (audio_tx, audio_rx) = sync_channel(output::AUDIO_QUEUE);
-    let synth_thread = {
+    let (audio_tx, audio_rx) = sync_channel(AUDIO_QUEUE);
+    {
         let (ctl, updates) = (ctl.clone(), params.updates.clone());
-        std::thread::Builder::new()
-            .name("tts-synth".into())
-            .spawn(move || output::synthesize(text_rx, audio_tx, engine, updates, &ctl))?
-    };
-    let out_thread = {
+        tasks.thread("tts-synth", move || {
+            synth::synthesize(text_rx, audio_tx, engine, updates, &ctl)
+        })?;
+    }
+    {
         let (ctl, updates) = (ctl.clone(), params.updates.clone());
-        std::thread::Builder::new()
-            .name("tts-out".into())
-            .spawn(move || output::output(audio_rx, out, speaker, updates, &ctl))?
-    };
-
+        tasks.thread("tts-out", move || {
+            output::output(audio_rx, out, speaker, updates, &ctl)
+        })?;
+    }
     {
         let (tx, ctl, log) = (text_tx.clone(), ctl.clone(), log.clone());
-        tokio::spawn(async move {
-            while let Some(c) = chunks.next().await {
-                if !ctl.is_cancelled_turn(&c.turn_id) {
-                    ctl.note_reply(&c);
-                    enqueue(&tx, TextJob::from_chunk(c, ctl.epoch()), &ctl, &log);
-                }
+        tasks.each("reply/chunk", chunks, move |c| {
+            if !ctl.is_cancelled_turn(&c.turn_id) {
+                ctl.note_reply(&c);
+                enqueue(&tx, TextJob::from_chunk(c, ctl.epoch()), &ctl, &log);
             }
         });
     }
     {
         let (tx, ctl, log) = (text_tx, ctl.clone(), log.clone());
         let mut n = 0u64;
-        tokio::spawn(async move {
-            while let Some(m) = says.next().await {
-                let mut text = m.data;
-                if text.chars().count() > MAX_SAY_CHARS {
-                    log.warn(format!(
-                        "say text of {} chars cut to {MAX_SAY_CHARS}",
-                        text.chars().count()
-                    ));
-                    text = text.chars().take(MAX_SAY_CHARS).collect();
-                }
-                n += 1;
-                enqueue(
-                    &tx,
-                    TextJob::say(format!("say-{n}"), text, ctl.epoch()),
-                    &ctl,
-                    &log,
-                );
+        tasks.each("say", says, move |m| {
+            let mut text = m.data;
+            if text.chars().count() > MAX_SAY_CHARS {
+                log.warn(format!(
+                    "say text of {} chars cut to {MAX_SAY_CHARS}",
+                    text.chars().count()
+                ));
+                text = text.chars().take(MAX_SAY_CHARS).collect();
             }
+            n += 1;
+            enqueue(
+                &tx,
+                TextJob::say(format!("say-{n}"), text, ctl.epoch()),
+                &ctl,
+                &log,
+            );
         });
     }
     {
         let ctl = ctl.clone();
-        tokio::spawn(async move {
-            while let Some(m) = interrupts.next().await {
-                ctl.interrupt(&m.data);
-            }
-        });
+        tasks.each("interrupt", interrupts, move |m| ctl.interrupt(&m.data));
     }
     {
         let ctl = ctl.clone();
-        tokio::spawn(async move {
-            while let Some(u) = transcripts.next().await {
-                ctl.remember_stt(&u);
-            }
-        });
+        tasks.each("transcript", transcripts, move |u| ctl.remember_stt(&u));
     }
     {
         let ctl = ctl.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                tick.tick().await;
-                let r = Report::new(&fq, &hw)
-                    .kv("engine", &hw)
-                    .kv("speaking", ctl.speaking.load(Ordering::Relaxed))
-                    .kv("sentences", ctl.sentences.load(Ordering::Relaxed))
-                    .kv("audio_s", format!("{:.2}", ctl.audio_s()))
-                    .kv("real_time_factor", format!("{:.3}", ctl.rtf()))
-                    .kv("interrupts", ctl.interrupts.load(Ordering::Relaxed))
-                    .kv("dropped", ctl.dropped.load(Ordering::Relaxed))
-                    .kv(
-                        "superseded_sentences",
-                        ctl.superseded.load(Ordering::Relaxed),
-                    );
-                let _ = diag_pub.publish(&r.into_array());
-            }
-        });
+        tasks.diagnostics(&mut node, move || {
+            Report::new(&fq, &hw)
+                .kv("engine", &hw)
+                .kv("speaking", ctl.speaking.load(Ordering::Relaxed))
+                .kv("sentences", ctl.sentences.load(Ordering::Relaxed))
+                .kv("audio_s", format!("{:.2}", ctl.audio_s()))
+                .kv("real_time_factor", format!("{:.3}", ctl.rtf()))
+                .kv("interrupts", ctl.interrupts.load(Ordering::Relaxed))
+                .kv("dropped", ctl.dropped.load(Ordering::Relaxed))
+                .kv(
+                    "superseded_sentences",
+                    ctl.superseded.load(Ordering::Relaxed),
+                )
+                .into_array()
+        })?;
     }
 
-    let stop = node::shutdown_flag()?;
-    log.info("ready: listening on reply/chunk and say");
-    tokio::task::block_in_place(|| node::spin_until(&mut node, &stop));
-    log.info("shutting down");
-    ctl.stop.store(true, Ordering::SeqCst);
-    ctl.cancel_now.store(true, Ordering::SeqCst);
-    let _ = synth_thread.join();
-    let _ = out_thread.join();
-    Ok(())
+    tasks.spin(node, "ready: listening on reply/chunk and say", move || {
+        ctl.stop.store(true, Ordering::SeqCst);
+        ctl.cancel_now.store(true, Ordering::SeqCst);
+    })
 }

@@ -23,6 +23,7 @@ pub mod queue;
 pub mod resample;
 pub mod robot_state;
 pub mod room;
+pub mod scheduler;
 pub mod transcript;
 pub mod turn;
 pub mod utf8;

@@ -1,14 +1,23 @@
 //! Node start-up and shutdown shared by the executables: typed parameters with
-//! a check for unknown names, QoS choices, signal handling and the spin loop.
+//! a check for unknown names, QoS choices, and [`Tasks`]: named tasks and
+//! threads, the diagnostics ticker, signal handling and one shutdown path.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
+use futures::{Stream, StreamExt};
+use r2r::diagnostic_msgs::msg::DiagnosticArray;
 use r2r::QosProfile;
+use tokio::signal::unix::{signal, SignalKind};
 
+use crate::log::Log;
 use crate::params::{Live, NodeParams};
+
+/// How often each node publishes its status on `/diagnostics`.
+pub const DIAGNOSTICS_PERIOD: Duration = Duration::from_secs(1);
 
 /// Creates the node (name and namespace can be remapped with --ros-args).
 pub fn create(name: &str) -> Result<r2r::Node> {
@@ -46,25 +55,148 @@ pub fn state_qos() -> QosProfile {
         .transient_local()
 }
 
-/// Set by SIGINT / SIGTERM.
-pub fn shutdown_flag() -> Result<Arc<AtomicBool>> {
-    let flag = Arc::new(AtomicBool::new(false));
-    use tokio::signal::unix::{signal, SignalKind};
-    for kind in [SignalKind::interrupt(), SignalKind::terminate()] {
-        let f = flag.clone();
-        let mut stream = signal(kind).context("cannot install signal handler")?;
-        tokio::spawn(async move {
-            stream.recv().await;
-            f.store(true, Ordering::SeqCst);
-        });
-    }
-    Ok(flag)
-}
-
 /// Spins the node on the current thread until the flag is set.
 pub fn spin_until(node: &mut r2r::Node, stop: &AtomicBool) {
     while !stop.load(Ordering::SeqCst) {
         node.spin_once(Duration::from_millis(20));
+    }
+}
+
+/// The signals that stop a node, by name.
+const STOP_SIGNALS: [(&str, fn() -> SignalKind); 2] = [
+    ("SIGINT", SignalKind::interrupt),
+    ("SIGTERM", SignalKind::terminate),
+];
+
+/// Set by the first stop signal; which one it was.
+struct Signalled {
+    flag: AtomicBool,
+    name: OnceLock<&'static str>,
+}
+
+fn watch_signals() -> Result<Arc<Signalled>> {
+    let s = Arc::new(Signalled {
+        flag: AtomicBool::new(false),
+        name: OnceLock::new(),
+    });
+    for (name, kind) in STOP_SIGNALS {
+        let mut stream =
+            signal(kind()).with_context(|| format!("cannot install the {name} handler"))?;
+        let s = s.clone();
+        tokio::spawn(async move {
+            stream.recv().await;
+            let _ = s.name.set(name);
+            s.flag.store(true, Ordering::SeqCst);
+        });
+    }
+    Ok(s)
+}
+
+/// A node's running parts, and its one way to stop: named tasks (one per
+/// subscription, service or timer), named threads (the engines), the
+/// diagnostics ticker; [`Tasks::spin`] runs the node until SIGINT or
+/// SIGTERM, then stops everything in order.
+pub struct Tasks {
+    log: Log,
+    stop: Arc<AtomicBool>,
+    threads: Vec<(String, std::thread::JoinHandle<()>)>,
+}
+
+impl Tasks {
+    pub fn new(log: &Log) -> Self {
+        Self {
+            log: log.clone(),
+            stop: Arc::new(AtomicBool::new(false)),
+            threads: Vec::new(),
+        }
+    }
+
+    /// Set when shutdown starts; the node's threads watch it.
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
+    /// Calls `f` with every message of `stream` (a subscription) on the
+    /// runtime; `f` must not block (it hands work to bounded queues).
+    pub fn each<S, T, F>(&self, name: &'static str, mut stream: S, mut f: F)
+    where
+        S: Stream<Item = T> + Unpin + Send + 'static,
+        T: Send + 'static,
+        F: FnMut(T) + Send + 'static,
+    {
+        let log = self.log.clone();
+        tokio::spawn(async move {
+            while let Some(m) = stream.next().await {
+                f(m);
+            }
+            log.debug(format!("task {name}: its stream ended"));
+        });
+    }
+
+    /// Runs an async task (a service that awaits its answer) on the runtime.
+    pub fn task(&self, name: &'static str, fut: impl Future<Output = ()> + Send + 'static) {
+        let log = self.log.clone();
+        tokio::spawn(async move {
+            fut.await;
+            log.debug(format!("task {name} ended"));
+        });
+    }
+
+    /// Starts a named thread (an engine); it is joined at shutdown.
+    pub fn thread(&mut self, name: &str, f: impl FnOnce() + Send + 'static) -> Result<()> {
+        let handle = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(f)
+            .with_context(|| format!("cannot start thread {name}"))?;
+        self.threads.push((name.into(), handle));
+        Ok(())
+    }
+
+    /// Publishes `report()` on `/diagnostics` once a second.
+    pub fn diagnostics(
+        &self,
+        node: &mut r2r::Node,
+        mut report: impl FnMut() -> DiagnosticArray + Send + 'static,
+    ) -> Result<()> {
+        let publisher = node.create_publisher::<DiagnosticArray>("/diagnostics", event_qos())?;
+        let log = self.log.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(DIAGNOSTICS_PERIOD);
+            loop {
+                tick.tick().await;
+                if let Err(e) = publisher.publish(&report()) {
+                    log.debug(format!("/diagnostics publish failed: {e}"));
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Spins `node` until SIGINT or SIGTERM (`ready` is logged first). Then
+    /// the one shutdown path: the stop flag is set, `stopping` runs (it
+    /// wakes the threads: closes queues, cancels work), the node is dropped
+    /// (its subscriptions end) and every thread is joined; a thread that
+    /// panicked is an error naming it.
+    pub fn spin(self, mut node: r2r::Node, ready: &str, stopping: impl FnOnce()) -> Result<()> {
+        let signalled = watch_signals()?;
+        self.log.info(ready);
+        tokio::task::block_in_place(|| spin_until(&mut node, &signalled.flag));
+        self.log.info(format!(
+            "{}: shutting down",
+            signalled.name.get().copied().unwrap_or("stop")
+        ));
+        self.stop.store(true, Ordering::SeqCst);
+        stopping();
+        drop(node);
+        let panicked: Vec<String> = self
+            .threads
+            .into_iter()
+            .filter_map(|(name, h)| h.join().is_err().then_some(name))
+            .collect();
+        if !panicked.is_empty() {
+            anyhow::bail!("shutdown: thread(s) {} panicked", panicked.join(", "));
+        }
+        Ok(())
     }
 }
 

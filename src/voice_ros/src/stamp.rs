@@ -35,3 +35,18 @@ pub fn is_zero(t: &Time) -> bool {
 pub fn ms_between(from: &Time, to: &Time) -> f64 {
     (to_secs(to) - to_secs(from)) * 1e3
 }
+
+/// A ROS stamp as the engines carry it (voice_core knows no ROS types).
+pub fn to_core(t: &Time) -> voice_core::scheduler::Stamp {
+    voice_core::scheduler::Stamp {
+        sec: t.sec,
+        nanosec: t.nanosec,
+    }
+}
+
+pub fn from_core(s: voice_core::scheduler::Stamp) -> Time {
+    Time {
+        sec: s.sec,
+        nanosec: s.nanosec,
+    }
+}
