@@ -200,10 +200,8 @@ def main() -> int:
             dur = (frames[-1][0] - frames[0][0]) / 1e9
             print(f"{args.bag}: {len(frames)} AudioFrames, {dur:.1f} s, references {references(args.bag)}")
         else:
-            import os
-            import random
-            from va_harness import Harness
-            h = Harness(int(os.environ.get("ROS_DOMAIN_ID", random.randint(1, 100))), Path("/tmp"))
+            from va_harness import Harness, pick_domain
+            h = Harness(pick_domain(from_env=True), Path("/tmp"))
             try:
                 n = play(h, args.bag, args.rate, args.clock, args.topic)
                 print(f"played {n} frames")

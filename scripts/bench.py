@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import statistics
 import subprocess
 import sys
@@ -20,7 +19,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from va_harness import (BIN, LLM_MODEL, ONNXRUNTIME, PIPER_VOICE, ROOT, VAD_MODEL, WHISPER_MODEL,  # noqa: E402
-                        Harness, Microphone, add_noise, clause_audio, latched, publish_audio, read_wav, reliable,
+                        Harness, Microphone, add_noise, pick_domain, clause_audio, latched, publish_audio, read_wav, reliable,
                         speak, start_loop, wer, with_pauses, write_wav)
 
 OUT = ROOT / "out" / "bench"
@@ -33,13 +32,8 @@ SENTENCES = [
 STORY = "Tell me a short story about a robot."
 TTS_TEXT = ("The kitchen is at the end of the hallway. I will bring you a glass of water. "
             "The battery is at eighty five percent, so we can keep going.")
-_domain = random.randint(1, 100)
-
-
 def harness(name):
-    global _domain
-    _domain = _domain % 100 + 1
-    return Harness(_domain, OUT / name)
+    return Harness(pick_domain(), OUT / name)
 
 
 def direct(*args) -> dict:
@@ -173,7 +167,8 @@ def intent():
               "use_mlock": False, "flash_attn": True, "n_gpu_layers": 0, "ctx_size": 2048, "parallel": 1}
     answers = ["What color is the sky?", STORY, "What is the capital of France?"]
     res = {}
-    for mode, extra in (("off", {}), ("on", {"places_file": ROOT / "config" / "places" / "example.yaml"})):
+    for mode, extra in (("off", {}), ("on", {"places_file": ROOT / "config" / "places" / "example.yaml",
+                                            "nav_mode": "topic"})):
         h = harness(f"intent-{mode}")
         try:
             chunks, pub = start_llm(h, {**common, **extra})

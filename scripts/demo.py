@@ -13,8 +13,6 @@ replies are written as WAV files.
 from __future__ import annotations
 
 import argparse
-import os
-import random
 import statistics
 import sys
 import time
@@ -23,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from va_harness import (LLM_MODEL, ONNXRUNTIME, PIPER_VOICE, ROOT, VAD_MODEL, WHISPER_MODEL, Harness,  # noqa: E402
-                        latched, publish_audio, read_wav, reliable, speak, write_wav)
+from va_harness import (ROOT, Harness, latched, pick_domain, publish_audio, read_wav, reliable, speak,  # noqa: E402
+                        start_nodes, write_wav)
 
 REQUESTS = [
     "What color is the sky on a clear day?",
@@ -63,7 +61,6 @@ def main() -> int:
                          "Nav2 stand-in (goals, pose, battery at 42%%)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    profile = ROOT / "config" / f"{args.profile}.yaml"
 
     if args.wav:
         requests = [(str(w), w) for w in args.wav]
@@ -71,15 +68,13 @@ def main() -> int:
         texts = PLACES_REQUESTS if args.places else REQUESTS
         requests = [(t, speak(t, args.out / f"request{i + 1}.wav", rate=MIC_RATE)) for i, t in enumerate(texts)]
 
-    domain = int(os.environ.get("ROS_DOMAIN_ID", random.randint(120, 200) % 100 + 1))
+    domain = pick_domain(from_env=True)
     h = Harness(domain, args.out)
     from std_msgs.msg import Bool, String
     from voice_agent.msg import AudioFrame, Intent, ReplyChunk, TurnStats, Utterance
 
     print(f"starting stt_node, llm_node, tts_node (profile {args.profile}, ROS_DOMAIN_ID {domain})", flush=True)
-    pf = ["--params-file", str(profile)]
-    h.start("stt_node", params={"model_path": WHISPER_MODEL, "vad.model_path": VAD_MODEL}, extra_args=pf)
-    llm = {"model_path": LLM_MODEL}
+    llm = {}
     goals_file = args.out / "nav2_received.jsonl"
     if args.places:
         goals_file.unlink(missing_ok=True)
@@ -87,9 +82,7 @@ def main() -> int:
                 params={"battery": 0.42, "record": goals_file, "drive_s": 3.0})
         llm.update(places_file=args.places.resolve(), battery_topic="battery_state", pose_topic="amcl_pose")
         print(f"intents on: places {args.places}; Nav2 stand-in records goals in {goals_file}", flush=True)
-    h.start("llm_node", params=llm, extra_args=pf)
-    h.start("tts_node", params={"engine": args.tts_engine, "voice_path": PIPER_VOICE,
-                                "onnxruntime_path": ONNXRUNTIME}, extra_args=pf)
+    start_nodes(h, args.profile, llm=llm, tts={"engine": args.tts_engine})
     heard = h.collect(Utterance, "/transcript")
     replies = h.collect(String, "/reply/text")
     chunks = h.collect(ReplyChunk, "/reply/chunk")

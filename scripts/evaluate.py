@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bag as bagtool  # noqa: E402
-from va_harness import (LLM_MODEL, ONNXRUNTIME, PIPER_VOICE, ROOT, VAD_MODEL, WHISPER_MODEL, Harness, wer)  # noqa: E402
+from va_harness import ROOT, Harness, pick_domain, start_nodes, wer  # noqa: E402
 
 STAGES = [("stt_ms", "speech end -> transcript"), ("llm_first_chunk_ms", "transcript -> first chunk"),
           ("tts_first_audio_ms", "first chunk -> first audio"), ("end_of_speech_to_first_audio_ms", "end to end")]
@@ -40,14 +39,9 @@ def run(bags: list[Path], out: Path, rate: float, sim_time: bool, timeout: float
     for b in bags:
         list(bagtool.read_audio(b))  # fail early and clearly on a bad bag
         refs.append(bagtool.references(b))
-    h = Harness(random.randint(1, 100), out)
-    pf = ["--params-file", str(ROOT / "config" / "cpu_small.yaml")]
-    sim = {"use_sim_time": sim_time}
+    h = Harness(pick_domain(), out)
     try:
-        h.start("stt_node", params={"model_path": WHISPER_MODEL, "vad.model_path": VAD_MODEL, **sim}, extra_args=pf,
-                remaps={"speaking": "/evaluation/gate_unplugged"})
-        h.start("llm_node", params={"model_path": LLM_MODEL, **sim}, extra_args=pf)
-        h.start("tts_node", params={"voice_path": PIPER_VOICE, "onnxruntime_path": ONNXRUNTIME, **sim}, extra_args=pf)
+        start_nodes(h, common={"use_sim_time": sim_time}, stt_remaps={"speaking": "/evaluation/gate_unplugged"})
         heard = h.collect(Utterance, "/transcript")
         chunks = h.collect(ReplyChunk, "/reply/chunk")
         stats = h.collect(TurnStats, "/turn_stats")

@@ -15,7 +15,6 @@ seen twice).
 from __future__ import annotations
 
 import argparse
-import random
 import sys
 import time
 from pathlib import Path
@@ -23,8 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from va_harness import (LLM_MODEL, ONNXRUNTIME, PIPER_VOICE, ROOT, VAD_MODEL, WHISPER_MODEL, Harness,  # noqa: E402
-                        latched, publish_audio, read_wav, speak)
+from va_harness import ROOT, Harness, latched, pick_domain, publish_audio, read_wav, speak, start_nodes  # noqa: E402
 
 REQUESTS = [
     "What color is the sky on a clear day?",
@@ -53,13 +51,8 @@ def main() -> int:
     from voice_agent.msg import AudioFrame, TurnStats, Utterance
 
     wavs = [read_wav(speak(t, args.out / f"r{i}.wav"))[0][:, 0] for i, t in enumerate(REQUESTS)]
-    h = Harness(random.randint(1, 100), args.out)
-    pf = ["--params-file", str(ROOT / "config" / "cpu_small.yaml")]
-    nodes = {
-        "stt_node": h.start("stt_node", params={"model_path": WHISPER_MODEL, "vad.model_path": VAD_MODEL}, extra_args=pf),
-        "llm_node": h.start("llm_node", params={"model_path": LLM_MODEL}, extra_args=pf),
-        "tts_node": h.start("tts_node", params={"voice_path": PIPER_VOICE, "onnxruntime_path": ONNXRUNTIME}, extra_args=pf),
-    }
+    h = Harness(pick_domain(), args.out)
+    nodes = start_nodes(h)
     heard = h.collect(Utterance, "/transcript")
     stats = h.collect(TurnStats, "/turn_stats")
     speaking = h.collect(Bool, "/speaking", latched())

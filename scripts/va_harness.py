@@ -15,6 +15,7 @@ import wave
 from pathlib import Path
 
 import collections
+import itertools
 
 import numpy as np
 import rclpy
@@ -305,23 +306,49 @@ RATE = 16000
 FRAME = RATE // 50  # 20 ms
 
 
-def start_loop(ros, stt=None, tts=None, llm=None, stt_remaps=None, profile="cpu_small", with_tts=True,
-               log_level=None):
-    """The three nodes with a config profile and the embedded models (plus
-    overrides), the test's collectors on their topics, and a microphone
-    publisher matched to stt_node. Returns (mic publisher, collectors)."""
-    from rclpy.qos import qos_profile_sensor_data
-    from std_msgs.msg import Bool, String
-    from voice_agent.msg import AudioFrame, EndOfTurn, PartialTranscript, ReplyChunk, TurnStats, Utterance
+_domains = itertools.count(os.getpid() % 100)
+
+
+def pick_domain(from_env: bool = False) -> int:
+    """The ROS domain for the next Harness: ROS_DOMAIN_ID when `from_env` and
+    it is set (the demo, so `ros2 topic echo` in another shell hears it),
+    else the next of 1..100 starting from this process's id, so runs side by
+    side and tests one after another never hear each other."""
+    if from_env and os.environ.get("ROS_DOMAIN_ID"):
+        return int(os.environ["ROS_DOMAIN_ID"])
+    return next(_domains) % 100 + 1
+
+
+def start_nodes(ros, profile="cpu_small", stt=None, llm=None, tts=None, stt_remaps=None, with_tts=True,
+                common=None, log_level=None) -> dict:
+    """stt_node, llm_node and (`with_tts`) tts_node on `ros` with a config
+    profile and the embedded models, plus per-node overrides and `common`
+    parameters for all of them. Returns the node processes by name."""
     prof = ["--params-file", str(ROOT / "config" / f"{profile}.yaml")]
     if log_level:
         prof += ["--log-level", log_level]
-    ros.start("stt_node", params={"model_path": WHISPER_MODEL, "vad.model_path": VAD_MODEL, **(stt or {})},
-              extra_args=prof, remaps=stt_remaps)
-    ros.start("llm_node", params={"model_path": LLM_MODEL, **(llm or {})}, extra_args=prof)
+    common = common or {}
+    nodes = {
+        "stt_node": ros.start("stt_node", params={"model_path": WHISPER_MODEL, "vad.model_path": VAD_MODEL,
+                                                  **common, **(stt or {})}, extra_args=prof, remaps=stt_remaps),
+        "llm_node": ros.start("llm_node", params={"model_path": LLM_MODEL, **common, **(llm or {})}, extra_args=prof),
+    }
     if with_tts:
-        ros.start("tts_node", params={"voice_path": PIPER_VOICE, "onnxruntime_path": ONNXRUNTIME, **(tts or {})},
-                  extra_args=prof)
+        nodes["tts_node"] = ros.start("tts_node", params={"voice_path": PIPER_VOICE, "onnxruntime_path": ONNXRUNTIME,
+                                                          **common, **(tts or {})}, extra_args=prof)
+    return nodes
+
+
+def start_loop(ros, stt=None, tts=None, llm=None, stt_remaps=None, profile="cpu_small", with_tts=True,
+               log_level=None):
+    """The three nodes (start_nodes), the test's collectors on their topics,
+    and a microphone publisher matched to stt_node. Returns (mic publisher,
+    collectors)."""
+    from rclpy.qos import qos_profile_sensor_data
+    from std_msgs.msg import Bool, String
+    from voice_agent.msg import AudioFrame, EndOfTurn, PartialTranscript, ReplyChunk, TurnStats, Utterance
+    start_nodes(ros, profile, stt=stt, llm=llm, tts=tts, stt_remaps=stt_remaps, with_tts=with_tts,
+                log_level=log_level)
     t = {
         "partials": ros.collect(PartialTranscript, "/transcript/partial"),
         "eot": ros.collect(EndOfTurn, "/end_of_turn"),

@@ -6,23 +6,19 @@ Each test gets its own ROS_DOMAIN_ID, so tests (and parallel runs) never hear
 each other. Nothing sleeps-and-hopes: helpers wait for publisher/subscriber
 matching and for messages, with timeouts.
 """
-import itertools
-import os
 import sys
 from pathlib import Path
 
 import pytest
 
+# the tests import their helpers from scripts/va_harness.py
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-from va_harness import *  # noqa: E402,F401,F403
-from va_harness import Harness  # noqa: E402
-
-_domains = itertools.count((os.getpid() % 40) * 2 + 1)
+from va_harness import Harness, pick_domain  # noqa: E402
 
 
 @pytest.fixture
 def ros(tmp_path):
-    h = Harness(next(_domains) % 100 + 1, tmp_path)
+    h = Harness(pick_domain(), tmp_path)
     yield h
     h.close()
 

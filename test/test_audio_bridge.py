@@ -10,7 +10,7 @@ import numpy as np
 from audio_common_msgs.msg import AudioData, AudioDataStamped, AudioInfo
 from voice_agent.msg import AudioFrame, Utterance
 
-from conftest import VAD_MODEL, WHISPER_MODEL, latched, reliable, utterance, wer
+from va_harness import VAD_MODEL, WHISPER_MODEL, latched, reliable, utterance, wer
 
 SENTENCE = "Please bring me a glass of water from the kitchen."
 

@@ -11,7 +11,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from std_msgs.msg import Bool, String
 from voice_agent.msg import AudioFrame, Utterance
 
-from conftest import (BIN, LLM_MODEL, ONNXRUNTIME, PIPER_VOICE, RATE, ROOT, VAD_MODEL, WHISPER_MODEL, latched,
+from va_harness import (BIN, LLM_MODEL, ONNXRUNTIME, PIPER_VOICE, RATE, ROOT, VAD_MODEL, WHISPER_MODEL, latched,
                       reliable, utterance, wer)
 from test_params import Params
 
@@ -179,7 +179,7 @@ def test_list_devices_runs_without_a_sound_card():
 def test_a_recorded_talker_feeds_the_loop_without_any_publisher(ros, tmp_path):
     """sim.talker_wav: the room's talker says a recording (what the GPU run kit
     uses to drive the loop with the Rust binaries alone, no rclpy)."""
-    from conftest import speak
+    from va_harness import speak
     wav = speak("Please go to the kitchen.", tmp_path / "kitchen.wav", rate=22050)
     stt = ros.start("stt_node", params={"model_path": WHISPER_MODEL, "vad.model_path": VAD_MODEL},
                     extra_args=PROFILE)

@@ -11,7 +11,7 @@ import pytest
 from rosbags.highlevel import AnyReader
 from rosbags.typesys import Stores, get_typestore
 
-from conftest import ROOT, speak
+from va_harness import ROOT, speak
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import bag as bagtool  # noqa: E402

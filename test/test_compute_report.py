@@ -6,7 +6,7 @@ by scripts/cuda_check.sh."""
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 
-from conftest import LLM_MODEL, WHISPER_MODEL
+from va_harness import LLM_MODEL, WHISPER_MODEL
 
 
 def compute_values(diags, node):

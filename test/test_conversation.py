@@ -11,7 +11,7 @@ from geometry_msgs.msg import PoseStamped
 from std_msgs.msg import String
 from voice_agent.msg import AudioFrame, EndOfTurn, Intent, PartialTranscript, ReplyChunk, Utterance
 
-from conftest import (LLM_MODEL, ROOT, Microphone, add_noise, clause_audio, diag_value, quiet, reliable, start_loop,
+from va_harness import (LLM_MODEL, ROOT, Microphone, add_noise, clause_audio, diag_value, quiet, reliable, start_loop,
                       utterance, wer, with_pauses)
 
 # one sentence each, cut where people pause: at commas, between clauses

@@ -18,8 +18,8 @@ from geometry_msgs.msg import PoseStamped
 from std_msgs.msg import Empty, String
 from voice_agent.msg import Intent, ReplyChunk, Utterance
 
-from conftest import LLM_MODEL, ROOT, reliable, wer
-from conftest import Microphone, start_loop, utterance
+from va_harness import LLM_MODEL, ROOT, reliable, wer
+from va_harness import Microphone, start_loop, utterance
 
 PLACES = ROOT / "config" / "places" / "example.yaml"
 STANDIN = ROOT / "scripts" / "nav2_standin.py"

@@ -17,7 +17,7 @@ import yaml
 from rcl_interfaces.srv import GetParameters
 
 import launch_contract
-from conftest import BIN, LLM_MODEL, ONNXRUNTIME, PIPER_VOICE, ROOT, VAD_MODEL, WHISPER_MODEL
+from va_harness import BIN, LLM_MODEL, ONNXRUNTIME, PIPER_VOICE, ROOT, VAD_MODEL, WHISPER_MODEL
 
 NODES = ["stt_node", "llm_node", "tts_node", "audio_node"]
 # what starts without mic:=true

@@ -6,7 +6,7 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 from voice_agent.msg import ReplyChunk, Utterance
 
-from conftest import LLM_MODEL, reliable
+from va_harness import LLM_MODEL, reliable
 
 STORY = "Tell me a short story about a robot."
 

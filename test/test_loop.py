@@ -1,7 +1,7 @@
 """The whole voice loop with the cpu_small profile and the embedded models:
 microphone audio in, transcript, streamed reply, speech out, turn stats;
 the robot's own voice heard back (echo) and barge-in."""
-from conftest import Microphone, diag_value, quiet, start_loop, utterance, wer
+from va_harness import Microphone, diag_value, quiet, start_loop, utterance, wer
 
 
 def test_spoken_request_is_answered_with_turn_stats(ros, tmp_path):

@@ -8,7 +8,7 @@ from rcl_interfaces.srv import DescribeParameters, GetParameters, SetParameters,
 from std_msgs.msg import String
 from voice_agent.msg import AudioFrame, ReplyChunk, Utterance
 
-from conftest import LLM_MODEL, reliable
+from va_harness import LLM_MODEL, reliable
 
 
 def value(v):
@@ -136,7 +136,7 @@ def test_tts_volume_is_live(ros):
 
 
 def test_stt_refuses_bad_vad_values_and_names_them(ros):
-    from conftest import VAD_MODEL, WHISPER_MODEL
+    from va_harness import VAD_MODEL, WHISPER_MODEL
     node = ros.start("stt_node", params={"model_path": WHISPER_MODEL, "vad.model_path": VAD_MODEL, "n_threads": 2})
     p = Params(ros, "stt_node")
     r = p.set("vad.min_silence_ms", 5)

@@ -8,7 +8,7 @@ from rclpy.qos import qos_profile_sensor_data
 from std_msgs.msg import Bool, String
 from voice_agent.msg import AudioFrame, ReplyChunk, Utterance
 
-from conftest import (LLM_MODEL, diag_value, latched, ONNXRUNTIME, PIPER_VOICE, ROOT, VAD_MODEL, WHISPER_MODEL, publish_audio, read_wav,
+from va_harness import (LLM_MODEL, diag_value, latched, ONNXRUNTIME, PIPER_VOICE, ROOT, VAD_MODEL, WHISPER_MODEL, publish_audio, read_wav,
                       reliable, speak)
 
 NODE_PARAMS = {

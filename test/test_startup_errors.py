@@ -4,7 +4,7 @@ import subprocess
 
 import pytest
 
-from conftest import BIN, LLM_MODEL, ONNXRUNTIME, PIPER_VOICE, WHISPER_MODEL
+from va_harness import BIN, LLM_MODEL, ONNXRUNTIME, PIPER_VOICE, WHISPER_MODEL
 
 
 def run_node(exe, params, timeout=30):

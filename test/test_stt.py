@@ -4,7 +4,7 @@ import pytest
 from std_msgs.msg import Bool, String
 from voice_agent.msg import AudioFrame, Utterance
 
-from conftest import (WHISPER_MODEL, VAD_MODEL, diag_value, latched, publish_audio, read_wav, reliable, silence, speak,
+from va_harness import (WHISPER_MODEL, VAD_MODEL, diag_value, latched, publish_audio, read_wav, reliable, silence, speak,
                       wer)
 
 SENTENCES = [

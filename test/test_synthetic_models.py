@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 
-from conftest import BIN, LLM_MODEL, ROOT, WHISPER_MODEL, speak
+from va_harness import BIN, LLM_MODEL, ROOT, WHISPER_MODEL, speak
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import synthetic_models as sm  # noqa: E402

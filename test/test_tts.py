@@ -7,7 +7,7 @@ import pytest
 from std_msgs.msg import Bool, String
 from voice_agent.msg import AudioFrame, ReplyChunk, TurnStats, Utterance
 
-from conftest import ONNXRUNTIME, PIPER_VOICE, VAD_MODEL, WHISPER_MODEL, reliable, latched, wer
+from va_harness import ONNXRUNTIME, PIPER_VOICE, VAD_MODEL, WHISPER_MODEL, reliable, latched, wer
 
 # sentences Whisper tiny.en understands from both voices (espeak-ng's formant
 # voice defeats it on some sentences, e.g. "The kitchen is at the end of the hallway.")
