@@ -63,10 +63,12 @@ pub fn spin_until(node: &mut r2r::Node, stop: &AtomicBool) {
 }
 
 /// The signals that stop a node, by name.
-const STOP_SIGNALS: [(&str, fn() -> SignalKind); 2] = [
-    ("SIGINT", SignalKind::interrupt),
-    ("SIGTERM", SignalKind::terminate),
-];
+fn stop_signals() -> [(&'static str, SignalKind); 2] {
+    [
+        ("SIGINT", SignalKind::interrupt()),
+        ("SIGTERM", SignalKind::terminate()),
+    ]
+}
 
 /// Set by the first stop signal; which one it was.
 struct Signalled {
@@ -79,9 +81,9 @@ fn watch_signals() -> Result<Arc<Signalled>> {
         flag: AtomicBool::new(false),
         name: OnceLock::new(),
     });
-    for (name, kind) in STOP_SIGNALS {
+    for (name, kind) in stop_signals() {
         let mut stream =
-            signal(kind()).with_context(|| format!("cannot install the {name} handler"))?;
+            signal(kind).with_context(|| format!("cannot install the {name} handler"))?;
         let s = s.clone();
         tokio::spawn(async move {
             stream.recv().await;
