@@ -20,7 +20,7 @@ mod format;
 use std::process::ExitCode;
 
 use r2r::RosParams;
-use voice_core::params::{check, ParamError};
+use voice_core::params::{check, in_range, ParamError};
 use voice_ros::node;
 use voice_ros::params::NodeParams;
 
@@ -50,21 +50,35 @@ impl Default for BridgeParams {
     }
 }
 
+/// audio_bridge's validated settings.
+#[derive(Debug, Clone)]
+pub struct BridgeConfig {
+    pub input: bool,
+    pub output: bool,
+    pub output_sample_rate: u32,
+    pub frame_id: String,
+}
+
 impl NodeParams for BridgeParams {
-    type Config = BridgeParams;
+    type Config = BridgeConfig;
     const READ_ONLY: &'static [&'static str] =
         &["input", "output", "output_sample_rate", "frame_id"];
 
-    fn validate(&self) -> Result<BridgeParams, ParamError> {
-        check(
-            (8_000..=48_000).contains(&self.output_sample_rate),
+    fn validate(&self) -> Result<BridgeConfig, ParamError> {
+        in_range(
+            self.output_sample_rate,
+            8_000..=48_000,
             "output_sample_rate",
-            || format!("must be 8000..=48000, got {}", self.output_sample_rate),
         )?;
         check(self.input || self.output, "input", || {
             "input and output are both off: nothing to bridge".into()
         })?;
-        Ok(self.clone())
+        Ok(BridgeConfig {
+            input: self.input,
+            output: self.output,
+            output_sample_rate: self.output_sample_rate as u32,
+            frame_id: self.frame_id.clone(),
+        })
     }
 }
 
@@ -159,7 +173,7 @@ async fn run() -> anyhow::Result<()> {
         let data_pub =
             node.create_publisher::<AudioData>("audio_out_data", node::audio_qos(true, 200))?;
         let info_pub = node.create_publisher::<AudioInfo>("audio_out_info", node::state_qos())?;
-        let rate = p.output_sample_rate as u32;
+        let rate = p.output_sample_rate;
         info_pub.publish(&AudioInfo {
             channels: 1,
             sample_rate: rate,

@@ -2,7 +2,7 @@
 //! `end_of_turn`, `interrupt` (a replaced reply's speech) and with intents
 //! the action topics / Nav2 client.
 
-use r2r::std_msgs::msg::String as StringMsg;
+use r2r::std_msgs::msg::{Header, String as StringMsg};
 use r2r::voice_agent::msg::{EndOfTurn, ReplyChunk};
 use voice_core::intent::Decision;
 use voice_ros::stamp;
@@ -22,10 +22,33 @@ pub struct Sink {
     pub log: voice_ros::log::Log,
 }
 
+impl Sink {
+    /// Publishes `m` on `topic`; a failure is a warning (nothing to retry).
+    fn send<T: r2r::WrappedTypesupport + 'static>(
+        &self,
+        p: &r2r::Publisher<T>,
+        topic: &str,
+        m: &T,
+    ) {
+        if let Err(e) = p.publish(m) {
+            self.log.warn(format!("{topic} publish failed: {e}"));
+        }
+    }
+}
+
+/// A header stamped now (wall clock, as every latency figure).
+fn stamped() -> Header {
+    Header {
+        stamp: stamp::now(),
+        ..Default::default()
+    }
+}
+
 impl Output for Sink {
     /// Publishes a reply chunk, stamped now.
     fn chunk(&self, c: Chunk) {
         let m = ReplyChunk {
+            header: stamped(),
             turn_id: c.turn_id,
             conversation_id: c.conversation_id,
             index: c.index,
@@ -39,38 +62,25 @@ impl Output for Sink {
             prefilled_tokens: c.prefilled_tokens,
             generated_tokens: c.generated_tokens,
             tokens_per_s: c.tokens_per_s,
-            header: r2r::std_msgs::msg::Header {
-                stamp: stamp::now(),
-                ..Default::default()
-            },
         };
-        if let Err(e) = self.chunk.publish(&m) {
-            self.log.warn(format!("reply/chunk publish failed: {e}"));
-        }
+        self.send(&self.chunk, "reply/chunk", &m);
     }
 
     fn reply(&self, text: &str) {
-        if let Err(e) = self.text.publish(&StringMsg { data: text.into() }) {
-            self.log.warn(format!("reply/text publish failed: {e}"));
-        }
+        self.send(&self.text, "reply/text", &StringMsg { data: text.into() });
     }
 
     /// Publishes an end-of-turn judgement, stamped now.
     fn end_of_turn(&self, j: Judgement) {
         let m = EndOfTurn {
+            header: stamped(),
             turn_id: j.turn_id,
             revision: j.revision,
             probability: j.probability,
             compute_ms: j.compute_ms,
             prefilled_tokens: j.prefilled_tokens,
-            header: r2r::std_msgs::msg::Header {
-                stamp: stamp::now(),
-                ..Default::default()
-            },
         };
-        if let Err(e) = self.end_of_turn.publish(&m) {
-            self.log.warn(format!("end_of_turn publish failed: {e}"));
-        }
+        self.send(&self.end_of_turn, "end_of_turn", &m);
     }
 
     /// Stops tts_node speaking (the reply of `turn` was replaced). The
@@ -80,9 +90,7 @@ impl Output for Sink {
         let m = StringMsg {
             data: format!("replaced:{turn}"),
         };
-        if let Err(e) = self.interrupt.publish(&m) {
-            self.log.warn(format!("interrupt publish failed: {e}"));
-        }
+        self.send(&self.interrupt, "interrupt", &m);
     }
 
     fn act(&self, d: &Decision<'_>, turn: &TurnInfo<'_>) -> Option<String> {

@@ -31,8 +31,8 @@ pub fn run(args: &[String]) -> Result<()> {
         use_gpu,
         ..p
     };
-    let decode = voice_ros::params::NodeParams::validate(&p)?.decode;
-    let mut t = Transcriber::load(&p, decode)?;
+    let cfg = voice_ros::params::NodeParams::validate(&p)?;
+    let mut t = Transcriber::load(&cfg.model, cfg.decode)?;
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
     let mut times = Vec::new();
     let mut text = String::new();

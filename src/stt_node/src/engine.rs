@@ -12,7 +12,7 @@ use whisper_rs::{
     WhisperVadContext, WhisperVadContextParams,
 };
 
-use crate::params::{AudioCtx, DecodeConfig, Strategy, SttParams};
+use crate::params::{AudioCtx, DecodeConfig, Strategy, WhisperModel};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -49,28 +49,28 @@ pub struct Transcriber {
 }
 
 impl Transcriber {
-    pub fn load(p: &SttParams, decode: DecodeConfig) -> Result<Self, EngineError> {
-        model_file::check("model_path", &p.model_path, Format::WhisperGgml)?;
+    pub fn load(m: &WhisperModel, decode: DecodeConfig) -> Result<Self, EngineError> {
+        model_file::check("model_path", &m.path, Format::WhisperGgml)?;
         let cp = WhisperContextParameters {
-            use_gpu: p.use_gpu,
-            flash_attn: p.flash_attn,
+            use_gpu: m.use_gpu,
+            flash_attn: m.flash_attn,
             ..Default::default()
         };
         let load_err = |err| EngineError::Load {
             param: "model_path",
-            path: p.model_path.clone(),
+            path: m.path.clone(),
             err,
         };
-        let ctx = WhisperContext::new_with_params(&p.model_path, cp).map_err(load_err)?;
+        let ctx = WhisperContext::new_with_params(&m.path, cp).map_err(load_err)?;
         let state = ctx.create_state().map_err(load_err)?;
-        let model_name = std::path::Path::new(&p.model_path)
+        let model_name = std::path::Path::new(&m.path)
             .file_name()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
         let mut t = Self {
             _ctx: ctx,
             state,
-            n_threads: p.n_threads,
+            n_threads: m.n_threads,
             decode,
             model_name,
             warm_up_ms: 0.0,

@@ -40,28 +40,33 @@ fn main() -> ExitCode {
 
 async fn run() -> Result<()> {
     let (mut node, log, params) = node::start::<SttParams>(NODE_NAME)?;
-    let p = params.values.clone();
+    let cfg = params.config.clone();
     let mut tasks = Tasks::new(&log);
 
-    let transcriber = Transcriber::load(&p, params.config.decode.clone())?;
+    let transcriber = Transcriber::load(&cfg.model, cfg.decode.clone())?;
     let model_name = transcriber.model_name.clone();
-    let detector = if p.vad.model_path.trim().is_empty() {
-        log.info("vad.model_path empty: using the energy-based endpointer");
-        Detector::Energy(Default::default())
-    } else {
-        Detector::Silero(Box::new(SileroDetector::load(&p.vad.model_path)?))
+    let detector = match &cfg.vad_model {
+        Some(path) => Detector::Silero(Box::new(SileroDetector::load(path)?)),
+        None => {
+            log.info("vad.model_path empty: using the energy-based endpointer");
+            Detector::Energy(Default::default())
+        }
     };
     let vad_name = match &detector {
         Detector::Silero(_) => "silero",
         Detector::Energy(_) => "energy",
     };
     log.info(format!(
-        "loaded Whisper {} (language {}, {} threads, {}; first inference {:.0} ms), VAD {vad_name}",
-        transcriber.model_name, p.language, p.n_threads, p.strategy, transcriber.warm_up_ms,
+        "loaded Whisper {} (language {}, {} threads, {:?}; first inference {:.0} ms), VAD {vad_name}",
+        transcriber.model_name,
+        cfg.decode.language.as_deref().unwrap_or("auto"),
+        cfg.model.n_threads,
+        cfg.decode.strategy,
+        transcriber.warm_up_ms,
     ));
     let gpu_build = cfg!(feature = "cuda");
     let devices = devices::list();
-    let on_gpu = compute::gpu_used(p.use_gpu, gpu_build, &devices);
+    let on_gpu = compute::gpu_used(cfg.model.use_gpu, gpu_build, &devices);
     let compute = compute::summary(
         gpu_build,
         &devices,
@@ -70,10 +75,10 @@ async fn run() -> Result<()> {
         } else {
             "Whisper on CPU"
         },
-        p.flash_attn,
+        cfg.model.flash_attn,
     );
     log.info(format!("compute: {compute}"));
-    if let Some(why) = compute::no_gpu(gpu_build, &devices).filter(|_| p.use_gpu) {
+    if let Some(why) = compute::no_gpu(gpu_build, &devices).filter(|_| cfg.model.use_gpu) {
         log.warn(format!(
             "use_gpu is true but {}: running on CPU",
             why.explain(NODE_NAME)
@@ -81,7 +86,8 @@ async fn run() -> Result<()> {
     }
 
     let fq = node::fq_name(&node);
-    let audio_sub = node.subscribe::<AudioFrame>("audio", node::audio_qos(p.reliable_audio, 50))?;
+    let audio_sub =
+        node.subscribe::<AudioFrame>("audio", node::audio_qos(cfg.reliable_audio, 50))?;
     let speaking_sub = node.subscribe::<Bool>("speaking", node::state_qos())?;
     let eot_sub = node.subscribe::<EndOfTurn>("end_of_turn", node::event_qos())?;
     // what the robot says, for telling its echo from the user's words
@@ -93,7 +99,7 @@ async fn run() -> Result<()> {
         partial: node
             .create_publisher::<PartialTranscript>("transcript/partial", node::event_qos())?,
         interrupt: node.create_publisher::<StringMsg>("interrupt", node::event_qos())?,
-        normalized: if p.publish_normalized {
+        normalized: if cfg.publish_normalized {
             Some(node.create_publisher::<AudioFrame>("~/audio_16k", node::audio_qos(true, 100))?)
         } else {
             None

@@ -170,9 +170,23 @@ pub enum AudioCtx {
     Frames(i32),
 }
 
+/// The Whisper model and how it runs (fixed at start).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WhisperModel {
+    pub path: String,
+    pub n_threads: i32,
+    pub use_gpu: bool,
+    pub flash_attn: bool,
+}
+
 /// stt_node's validated settings.
 #[derive(Debug, Clone)]
 pub struct SttConfig {
+    pub model: WhisperModel,
+    /// Silero VAD model; `None` = the energy-based endpointer.
+    pub vad_model: Option<String>,
+    pub reliable_audio: bool,
+    pub publish_normalized: bool,
     pub decode: DecodeConfig,
     pub endpoint: EndpointConfig,
     pub conversation_id: String,
@@ -279,7 +293,17 @@ impl NodeParams for SttParams {
             "turn.continuation_ms",
         )?;
         in_range(self.turn.follow_up_s, 0.0..=600.0, "turn.follow_up_s")?;
+        let vad_model = self.vad.model_path.trim();
         Ok(SttConfig {
+            model: WhisperModel {
+                path: self.model_path.clone(),
+                n_threads: self.n_threads,
+                use_gpu: self.use_gpu,
+                flash_attn: self.flash_attn,
+            },
+            vad_model: (!vad_model.is_empty()).then(|| vad_model.to_string()),
+            reliable_audio: self.reliable_audio,
+            publish_normalized: self.publish_normalized,
             decode: DecodeConfig {
                 language: (self.language != "auto").then(|| self.language.clone()),
                 strategy,

@@ -23,7 +23,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let text = args.get(3).context(usage)?;
     let t0 = Instant::now();
     let cfg = voice_ros::params::NodeParams::validate(&p)?;
-    let mut engine = Engine::load(&p, &cfg)?;
+    let mut engine = Engine::load(&cfg)?;
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
     let cancel = AtomicBool::new(false);
     // warm-up sentence (first inference allocates)
@@ -66,7 +66,7 @@ pub fn speak(args: &[String]) -> Result<()> {
     let out = std::path::PathBuf::from(args.get(4).context(usage)?);
     let texts = args.get(5..).filter(|t| !t.is_empty()).context(usage)?;
     let cfg = voice_ros::params::NodeParams::validate(&p)?;
-    let mut engine = Engine::load(&p, &cfg)?;
+    let mut engine = Engine::load(&cfg)?;
     let cancel = AtomicBool::new(false);
     for (i, text) in texts.iter().enumerate() {
         let audio = engine.synthesize(&normalize(text), &cancel)?;

@@ -3,7 +3,7 @@
 use std::sync::atomic::AtomicBool;
 
 use crate::espeak;
-use crate::params::{EngineKind, TtsConfig, TtsParams};
+use crate::params::{EngineKind, TtsConfig};
 use crate::piper::{PiperError, PiperVoice, Settings};
 
 /// espeak-ng's default speaking rate [words per minute].
@@ -27,19 +27,19 @@ fn espeak_wpm(length_scale: Option<f32>) -> u32 {
 }
 
 impl Engine {
-    pub fn load(p: &TtsParams, cfg: &TtsConfig) -> Result<Self, PiperError> {
-        match cfg.engine {
-            EngineKind::Espeak => Ok(Self::Espeak {
-                voice: p.espeak_voice.clone(),
+    pub fn load(cfg: &TtsConfig) -> Result<Self, PiperError> {
+        match &cfg.engine {
+            EngineKind::Espeak { voice } => Ok(Self::Espeak {
+                voice: voice.clone(),
                 wpm: espeak_wpm(cfg.voice.length_scale),
-                sample_rate: espeak::sample_rate(&p.espeak_voice)?,
+                sample_rate: espeak::sample_rate(voice)?,
             }),
-            EngineKind::Piper => Ok(Self::Piper {
-                voice: Box::new(PiperVoice::load(
-                    &p.voice_path,
-                    &p.onnxruntime_path,
-                    p.n_threads as usize,
-                )?),
+            EngineKind::Piper {
+                voice_path,
+                onnxruntime_path,
+                n_threads,
+            } => Ok(Self::Piper {
+                voice: Box::new(PiperVoice::load(voice_path, onnxruntime_path, *n_threads)?),
                 settings: cfg.voice,
             }),
         }

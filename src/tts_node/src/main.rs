@@ -71,30 +71,26 @@ fn enqueue(tx: &SyncSender<TextJob>, job: TextJob, ctl: &Control, log: &Log) {
 
 async fn run() -> Result<()> {
     let (mut node, log, params) = node::start::<TtsParams>(NODE_NAME)?;
-    let p = params.values.clone();
+    let cfg = params.config.clone();
     let mut tasks = Tasks::new(&log);
     let t0 = Instant::now();
-    let engine = Engine::load(&p, &params.config)?;
+    let engine = Engine::load(&cfg)?;
     log.info(format!(
         "loaded {} in {:.0} ms; audio_out {} ms frames, playback {}",
         engine.name(),
         t0.elapsed().as_secs_f64() * 1e3,
-        p.frame_ms,
-        p.playback
+        cfg.frame_ms,
+        cfg.playback.is_some()
     ));
-    let speaker = if p.playback {
-        match playback::Speaker::open(&p.output_device) {
-            Ok(s) => Some(s),
-            Err(e) => {
+    let speaker = cfg.playback.as_ref().and_then(|device| {
+        playback::Speaker::open(device.as_deref())
+            .inspect_err(|e| {
                 log.warn(format!(
                     "playback disabled, no audio device ({e}); audio_out is still published"
-                ));
-                None
-            }
-        }
-    } else {
-        None
-    };
+                ))
+            })
+            .ok()
+    });
 
     let out = output::Publishers {
         audio: node.create_publisher::<AudioFrame>("audio_out", node::audio_qos(true, 200))?,

@@ -65,11 +65,17 @@ impl Default for TtsParams {
     }
 }
 
-/// The synthesis engine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The synthesis engine and what it loads.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EngineKind {
-    Piper,
-    Espeak,
+    Piper {
+        voice_path: String,
+        onnxruntime_path: String,
+        n_threads: usize,
+    },
+    Espeak {
+        voice: String,
+    },
 }
 
 /// Voice settings applied per sentence; `None` = the voice's own default.
@@ -93,6 +99,8 @@ pub struct TtsConfig {
     pub output_sample_rate: Option<u32>,
     pub frame_ms: u32,
     pub realtime: bool,
+    /// Speaker playback: `Some(device)` when on, `None` device = the system default.
+    pub playback: Option<Option<String>>,
 }
 
 /// -1 (the voice's default) or a value in `range`.
@@ -128,9 +136,16 @@ impl NodeParams for TtsParams {
     ];
 
     fn validate(&self) -> Result<TtsConfig, ParamError> {
+        in_range(self.n_threads, 1..=64, "n_threads")?;
         let engine = match self.engine.as_str() {
-            "piper" => EngineKind::Piper,
-            "espeak" => EngineKind::Espeak,
+            "piper" => EngineKind::Piper {
+                voice_path: self.voice_path.clone(),
+                onnxruntime_path: self.onnxruntime_path.clone(),
+                n_threads: self.n_threads as usize,
+            },
+            "espeak" => EngineKind::Espeak {
+                voice: self.espeak_voice.clone(),
+            },
             other => {
                 return Err(ParamError {
                     name: "engine",
@@ -157,7 +172,6 @@ impl NodeParams for TtsParams {
             },
         )?;
         in_range(self.frame_ms, 10..=200, "frame_ms")?;
-        in_range(self.n_threads, 1..=64, "n_threads")?;
         check(self.speaker_id >= 0, "speaker_id", || {
             format!("must be >= 0, got {}", self.speaker_id)
         })?;
@@ -170,6 +184,10 @@ impl NodeParams for TtsParams {
                 .then_some(self.output_sample_rate as u32),
             frame_ms: self.frame_ms as u32,
             realtime: self.realtime,
+            playback: self.playback.then(|| {
+                let d = self.output_device.trim();
+                (!d.is_empty()).then(|| d.to_string())
+            }),
         })
     }
 }

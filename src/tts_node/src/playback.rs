@@ -10,11 +10,9 @@ pub struct Speaker {
 }
 
 impl Speaker {
-    /// Opens `device` (by name; "" = default). Err says why, for one warning.
-    pub fn open(device: &str) -> Result<Self, String> {
-        let mut stream = if device.is_empty() {
-            rodio::OutputStreamBuilder::open_default_stream().map_err(|e| e.to_string())?
-        } else {
+    /// Opens `device` (by name; `None` = the default). Err says why, for one warning.
+    pub fn open(device: Option<&str>) -> Result<Self, String> {
+        let mut stream = if let Some(device) = device {
             let host = rodio::cpal::default_host();
             let dev = host
                 .output_devices()
@@ -24,6 +22,8 @@ impl Speaker {
             rodio::OutputStreamBuilder::from_device(dev)
                 .and_then(|b| b.open_stream())
                 .map_err(|e| e.to_string())?
+        } else {
+            rodio::OutputStreamBuilder::open_default_stream().map_err(|e| e.to_string())?
         };
         stream.log_on_drop(false);
         let sink = rodio::Sink::connect_new(stream.mixer());
