@@ -21,11 +21,10 @@ use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::params::LlamaModelParams;
-use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
+use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::LlamaBackendDeviceType;
-use voice_core::chat::{Message, Role};
 use voice_core::compute;
 use voice_core::intent::{self, Decision};
 use voice_core::model_file::{self, Format, ModelFileError};
@@ -35,6 +34,7 @@ use voice_core::scheduler::{
 };
 
 use crate::params::{LlmConfig, NavOut};
+use crate::prompt::Prompter;
 use crate::turn::{ms, Chunk, Judgement, Turn};
 
 /// Idle wait for commands before checking the stop flag.
@@ -170,14 +170,11 @@ pub struct Engine<'m> {
     cfg: LlmConfig,
     model: &'m LlamaModel,
     ctx: LlamaContext<'m>,
-    template: LlamaChatTemplate,
+    prompts: Prompter<'m>,
     seqs: Vec<Seq>,
     sched: Scheduler,
     /// Tokens per sequence.
     budget: usize,
-    /// The configured system prompt plus, with intents, their instructions
-    /// (fixed for the node's life; the robot state is added per turn).
-    base_prompt: String,
     out: Box<dyn Output>,
     /// Latest robot state for the system prompt.
     state: Arc<Mutex<RobotState>>,
@@ -249,15 +246,7 @@ impl<'m> Engine<'m> {
                 cfg.ctx_size, cfg.parallel
             ))
         })?;
-        let template = match model.chat_template(None) {
-            Ok(t) => t,
-            Err(e) => {
-                log.warn(format!(
-                    "model has no usable chat template ({e}); using ChatML"
-                ));
-                LlamaChatTemplate::new("chatml").map_err(|e| EngineError::Context(e.to_string()))?
-            }
-        };
+        let prompts = Prompter::new(model, &cfg, state.clone(), &log)?;
         let budget = (ctx.n_ctx() / cfg.parallel) as usize;
         let seqs = (0..cfg.parallel as i32)
             .map(|id| Seq {
@@ -269,11 +258,10 @@ impl<'m> Engine<'m> {
             .collect();
         let mut engine = Self {
             sched: Scheduler::new(cfg.parallel as usize, cfg.busy_policy, cfg.history_turns),
-            base_prompt: base_prompt(&cfg),
             cfg,
             model,
             ctx,
-            template,
+            prompts,
             seqs,
             budget,
             out,
@@ -299,10 +287,7 @@ impl<'m> Engine<'m> {
     /// The system prompt with an empty question must leave room for a
     /// reply (and for the robot-state lines when they are configured).
     fn check_room(&self) -> Result<(), EngineError> {
-        let sys = self.count(&[
-            Message::new(Role::System, self.system_prompt()),
-            Message::new(Role::User, ""),
-        ]);
+        let sys = self.prompts.count(&self.prompts.system_only(&self.cfg));
         let reserve = if self.cfg.context.battery_topic.is_some()
             || self.cfg.context.pose_topic.is_some()
             || self.cfg.intents.is_some()
@@ -394,14 +379,11 @@ impl<'m> Engine<'m> {
     /// a cold small machine), and the default conversation's first turn then
     /// finds its system prompt in the KV cache.
     fn warm_up(&mut self) {
-        let messages = [
-            Message::new(Role::System, self.system_prompt()),
-            Message::new(Role::User, ""),
-        ];
-        let Some(prompt) = self.render(&messages) else {
+        let messages = self.prompts.system_only(&self.cfg);
+        let Some(prompt) = self.prompts.render(&messages) else {
             return;
         };
-        let tokens = self.tokenize(&prompt);
+        let tokens = self.prompts.tokenize(&prompt);
         let n = tokens.len().min(self.ctx.n_batch() as usize);
         let mut batch = LlamaBatch::new(n.max(1), 1);
         for (i, &t) in tokens[..n].iter().enumerate() {
@@ -417,50 +399,6 @@ impl<'m> Engine<'m> {
         self.seqs[0].cached = tokens[..n].to_vec();
     }
 
-    /// The configured system prompt, the intent instructions and the robot's
-    /// current state, in that order: what changes most comes last, so the KV
-    /// cache keeps the longest prefix.
-    fn system_prompt(&self) -> String {
-        let mut s = self.base_prompt.clone();
-        let described = self.state.lock().ok().and_then(|st| {
-            st.describe(
-                self.cfg.intents.as_ref().map(|i| &i.places),
-                Instant::now(),
-                self.cfg.context.max_age,
-            )
-        });
-        if let Some(state) = described {
-            s += "\n\n";
-            s += &state;
-        }
-        s
-    }
-
-    fn render(&self, messages: &[Message]) -> Option<String> {
-        let chat: Vec<LlamaChatMessage> = messages
-            .iter()
-            .filter_map(|m| LlamaChatMessage::new(m.role.as_str().into(), m.content.clone()).ok())
-            .collect();
-        self.model
-            .apply_chat_template(&self.template, &chat, true)
-            .ok()
-    }
-
-    fn tokenize(&self, text: &str) -> Vec<LlamaToken> {
-        let vocab = self.model.vocab();
-        let mut t = vocab.tokenize(text.as_bytes(), true, true);
-        // templates that spell out BOS themselves would give two
-        if t.len() >= 2 && t[0] == vocab.bos() && t[1] == vocab.bos() {
-            t.remove(0);
-        }
-        t
-    }
-
-    fn count(&self, messages: &[Message]) -> usize {
-        self.render(messages)
-            .map_or(usize::MAX, |s| self.tokenize(&s).len())
-    }
-
     /// Takes the values of an accepted runtime parameter set; turns that
     /// start from now on use them.
     fn apply_updates(&mut self) {
@@ -469,7 +407,7 @@ impl<'m> Engine<'m> {
         }
         let new = self.updates.borrow_and_update().clone();
         self.cfg.apply_live(&new);
-        self.base_prompt = base_prompt(&self.cfg);
+        self.prompts.update(&self.cfg);
         self.sched
             .set_policy(self.cfg.busy_policy, self.cfg.history_turns);
         self.log.info(format!(
@@ -634,46 +572,23 @@ impl<'m> Engine<'m> {
         s.prefilled = None;
     }
 
-    /// The prompt of a turn: system prompt, history fitted to the context,
-    /// the user's text (truncated when it cannot fit), the chat template and,
-    /// with intents, the action prefill. Tokens and the user text kept.
+    /// The prompt of a turn (see [`Prompter::turn`]): tokens and the user
+    /// text as it went in.
     fn prompt_for(
         &mut self,
         turn_id: &str,
         conversation_id: &str,
         text: &str,
     ) -> Result<(Vec<LlamaToken>, String), String> {
-        let user = voice_core::chat::sanitize(text);
         let room = self.budget.saturating_sub(self.cfg.max_tokens as usize);
-        let history = self.sched.history(conversation_id).clone();
-        let system = self.system_prompt();
-        let Some(fitted) = history.fit(&system, &user, room, |m| self.count(m)) else {
-            return Err("prompt cannot fit the context".into());
-        };
-        if let Some(kept) = fitted.truncated_user {
+        let history = self.sched.history(conversation_id);
+        let p = self.prompts.turn(&self.cfg, history, text, room)?;
+        if let Some((given, kept)) = p.truncated {
             self.log.warn(format!(
-                "turn {turn_id}: input of {} chars truncated to {kept} chars to fit the context",
-                user.chars().count()
+                "turn {turn_id}: input of {given} chars truncated to {kept} chars to fit the context"
             ));
         }
-        let user_text = fitted
-            .messages
-            .last()
-            .map(|m| m.content.clone())
-            .unwrap_or_default();
-        let Some(prompt) = self.render(&fitted.messages) else {
-            return Err("chat template failed".into());
-        };
-        Ok((self.tokenize(&(prompt + self.prefill())), user_text))
-    }
-
-    /// With intents, the start of the action written into the prompt.
-    fn prefill(&self) -> &'static str {
-        if self.cfg.intents.is_some() {
-            intent::PREFILL
-        } else {
-            ""
-        }
+        Ok((p.tokens, p.user_text))
     }
 
     /// Keeps the KV cache's common prefix with `tokens` (at most `limit`
@@ -1033,15 +948,4 @@ impl<'m> Engine<'m> {
             other => Some(other.say().to_string()),
         }
     }
-}
-
-/// The configured system prompt plus, with intents, their instructions (the
-/// robot state is added per turn).
-fn base_prompt(cfg: &LlmConfig) -> String {
-    let mut p = cfg.system_prompt.clone();
-    if let Some(i) = &cfg.intents {
-        p += "\n\n";
-        p += &intent::instructions(&i.places);
-    }
-    p
 }

@@ -14,6 +14,7 @@ mod engine;
 mod eot;
 mod nav;
 mod params;
+mod prompt;
 mod publish;
 mod sampling;
 mod turn;
