@@ -143,12 +143,16 @@ def test_two_minutes_of_talk_never_fall_behind(ros, tmp_path):
     for f in out:
         first_audio.setdefault(f.turn_id, f.header.stamp.sec + f.header.stamp.nanosec * 1e-9)
     ends = {u.turn_id: u.speech_end.sec + u.speech_end.nanosec * 1e-9 for u in t["heard"]}
-    lags = sorted(round(first_audio[k] - ends[k], 2) for k in first_audio if k in ends)
+    answered = [k for k in first_audio if k in ends]
     assert len(t["heard"]) >= 8, [u.text for u in t["heard"]]
-    assert len(lags) >= 3, (lags, len(t["heard"]))
-    # a reply is heard soon after the speech it answers, or not at all
-    # (stale replies are dropped when the user has already said more)
-    assert max(lags) < 8.0, lags
+    assert len(answered) >= 3, (answered, len(t["heard"]))
+    # a reply is heard before the user is two sentences further, or not at
+    # all (stale replies are dropped when the user has already said more):
+    # replies never queue up behind each other. Counted in sentences, not
+    # seconds, so a slow or busy machine does not decide it.
+    for k in answered:
+        later = sorted(e for e in ends.values() if ends[k] < e < first_audio[k])
+        assert len(later) <= 1, (k, round(first_audio[k] - ends[k], 2), len(later))
     # and the talk's last words are answered once the user stops
     assert max(first_audio.values()) > talk_end, "nothing answered after the talk ended"
 
