@@ -23,6 +23,13 @@ if [ "${VOICE_AGENT_TEST_INTERFACES:-1}" = 1 ]; then
     || { tail -40 "$VA_CACHE/colcon-test-interfaces.log"; echo "test interfaces failed" >&2; exit 1; }
 fi
 step "colcon build (interfaces + Rust nodes, release) -> $VA_INSTALL"
+# colcon reuses a configured build folder without configuring again: one
+# configured from another checkout (a fresh clone sharing this cache) would
+# build that checkout's sources. Start over when the source differs.
+cache="$VA_CACHE/colcon-build/voice_agent/CMakeCache.txt"
+if [ -f "$cache" ] && ! grep -qx "CMAKE_HOME_DIRECTORY:INTERNAL=$VA_ROOT" "$cache"; then
+  rm -rf "$VA_CACHE/colcon-build/voice_agent"
+fi
 colcon_log="$VA_CACHE/colcon-build.log"
 set +e
 colcon --log-base "$VA_CACHE/colcon-log" build \
