@@ -155,12 +155,13 @@ async fn run() -> Result<()> {
     log.info(format!("loaded {model_name}: {}", report.context));
     log.info(format!("compute: {}", report.compute));
 
+    // every handler hands its command over without blocking (send)
     let command = {
-        let (log, stats) = (log.clone(), stats.clone());
-        move |tx: &SyncSender<Command>, c: Command| send(tx, c, &log, &stats)
+        let (tx, log, stats) = (tx.clone(), log.clone(), stats.clone());
+        move |c: Command| send(&tx, c, &log, &stats)
     };
     {
-        let (tx, command) = (tx.clone(), command.clone());
+        let command = command.clone();
         tasks.each("transcript", utterances, move |u| {
             let req = TurnRequest {
                 turn_id: u.turn_id,
@@ -171,12 +172,12 @@ async fn run() -> Result<()> {
                 received: Instant::now(),
                 replaces: (!u.replaces.is_empty()).then_some(u.replaces),
             };
-            command(&tx, Command::Turn(req));
+            command(Command::Turn(req));
         });
     }
     {
         // a pause in the user's speech: judge whether the turn ends there
-        let (tx, command) = (tx.clone(), command.clone());
+        let command = command.clone();
         tasks.each("transcript/partial", partials, move |p| {
             if p.tentative_end && !p.is_final {
                 let req = JudgeRequest {
@@ -185,12 +186,12 @@ async fn run() -> Result<()> {
                     conversation_id: p.conversation_id,
                     text: p.text,
                 };
-                command(&tx, Command::Judge(req));
+                command(Command::Judge(req));
             }
         });
     }
     {
-        let (tx, command) = (tx.clone(), command.clone());
+        let command = command.clone();
         let counter = AtomicU64::new(0);
         tasks.each("prompt", prompts, move |m| {
             let n = counter.fetch_add(1, Ordering::Relaxed) + 1;
@@ -203,23 +204,23 @@ async fn run() -> Result<()> {
                 received: Instant::now(),
                 replaces: None,
             };
-            command(&tx, Command::Turn(req));
+            command(Command::Turn(req));
         });
     }
     {
-        let (tx, command) = (tx.clone(), command.clone());
+        let command = command.clone();
         tasks.each("interrupt", interrupts, move |m| {
             let which = (!INTERRUPT_ALL.contains(&m.data.as_str())).then_some(m.data);
-            command(&tx, Command::Interrupt(which));
+            command(Command::Interrupt(which));
         });
     }
     {
-        let (tx, command) = (tx.clone(), command.clone());
+        // the last handler takes the closure itself (no clone left in run())
         let mut reset = reset;
         tasks.task("~/reset", async move {
             while let Some(req) = reset.next().await {
                 let (rtx, rrx) = tokio::sync::oneshot::channel();
-                command(&tx, Command::Reset(rtx));
+                command(Command::Reset(rtx));
                 let (success, message) =
                     match tokio::time::timeout(Duration::from_secs(10), rrx).await {
                         Ok(Ok(m)) => (true, m),
