@@ -82,8 +82,8 @@ async fn run() -> Result<()> {
         cfg.frame_ms,
         cfg.playback.is_some()
     ));
-    let speaker = cfg.playback.as_ref().and_then(|device| {
-        playback::Speaker::open(device.as_deref())
+    let speaker = cfg.playback.as_ref().and_then(|p| {
+        playback::Speaker::open(p.device.as_deref())
             .inspect_err(|e| {
                 log.warn(format!(
                     "playback disabled, no audio device ({e}); audio_out is still published"

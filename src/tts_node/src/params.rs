@@ -99,8 +99,15 @@ pub struct TtsConfig {
     pub output_sample_rate: Option<u32>,
     pub frame_ms: u32,
     pub realtime: bool,
-    /// Speaker playback: `Some(device)` when on, `None` device = the system default.
-    pub playback: Option<Option<String>>,
+    /// Speaker playback; `None` = off.
+    pub playback: Option<Playback>,
+}
+
+/// Where speech is played.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Playback {
+    /// Output device by name; `None` = the system default.
+    pub device: Option<String>,
 }
 
 /// -1 (the voice's default) or a value in `range`.
@@ -186,7 +193,9 @@ impl NodeParams for TtsParams {
             realtime: self.realtime,
             playback: self.playback.then(|| {
                 let d = self.output_device.trim();
-                (!d.is_empty()).then(|| d.to_string())
+                Playback {
+                    device: (!d.is_empty()).then(|| d.to_string()),
+                }
             }),
         })
     }
