@@ -399,7 +399,7 @@ def audio():
     the node's CPU with AEC on / off."""
     from diagnostic_msgs.msg import DiagnosticArray
     from std_msgs.msg import Bool, String
-    from voice_agent.msg import AudioFrame, Utterance
+    from voice_agent.msg import AudioFrame, Interrupt, Utterance
     print("\n== audio_node: echo cancellation on the simulated room (2 cores) ==")
     wavs = [speak(AEC_TEXT, OUT / "aec1.wav"),
             speak("My battery is at forty two percent, enough for three more hours of work today.",
@@ -418,7 +418,7 @@ def audio():
             h.start("tts_node", params={"voice_path": PIPER_VOICE, "onnxruntime_path": ONNXRUNTIME},
                     extra_args=prof)
             heard = h.collect(Utterance, "/transcript")
-            interrupts = h.collect(String, "/interrupt")
+            interrupts = h.collect(Interrupt, "/interrupt")
             speaking = h.collect(Bool, "/speaking", latched())
             say = h.node.create_publisher(String, "/say", reliable())
             h.wait_matched(say)
@@ -454,7 +454,7 @@ def audio():
                 extra_args=prof)
         h.start("tts_node", params={"voice_path": PIPER_VOICE, "onnxruntime_path": ONNXRUNTIME}, extra_args=prof)
         h.start("llm_node", params={"model_path": LLM_MODEL, "max_tokens": 80}, extra_args=prof)
-        interrupts = h.collect(String, "/interrupt")
+        interrupts = h.collect(Interrupt, "/interrupt")
         speaking = h.collect(Bool, "/speaking", latched())
         talker = h.node.create_publisher(AudioFrame, "/sim/talker", reliable(500))
         h.wait_matched(talker)

@@ -346,7 +346,7 @@ def start_loop(ros, stt=None, tts=None, llm=None, stt_remaps=None, profile="cpu_
     collectors)."""
     from rclpy.qos import qos_profile_sensor_data
     from std_msgs.msg import Bool, String
-    from voice_agent.msg import AudioFrame, EndOfTurn, PartialTranscript, ReplyChunk, TurnStats, Utterance
+    from voice_agent.msg import AudioFrame, EndOfTurn, Interrupt, PartialTranscript, ReplyChunk, TurnStats, Utterance
     start_nodes(ros, profile, stt=stt, llm=llm, tts=tts, stt_remaps=stt_remaps, with_tts=with_tts,
                 log_level=log_level)
     t = {
@@ -357,7 +357,7 @@ def start_loop(ros, stt=None, tts=None, llm=None, stt_remaps=None, profile="cpu_
         "replies": ros.collect(String, "/reply/text"),
         "stats": ros.collect(TurnStats, "/turn_stats"),
         "speaking": ros.collect(Bool, "/speaking", latched()),
-        "interrupts": ros.collect(String, "/interrupt"),
+        "interrupts": ros.collect(Interrupt, "/interrupt"),
     }
     mic = ros.node.create_publisher(AudioFrame, "/audio", qos_profile_sensor_data)
     ros.wait_matched(mic, timeout=60)

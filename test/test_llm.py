@@ -4,7 +4,7 @@ import time
 import pytest
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
-from voice_agent.msg import ReplyChunk, Utterance
+from voice_agent.msg import Interrupt, ReplyChunk, Utterance
 
 from va_harness import LLM_MODEL, reliable
 
@@ -118,12 +118,12 @@ def test_history_is_used_and_reset_clears_it(ros):
 
 def test_interrupt_stops_generation_promptly(ros):
     node, pub, chunks, texts = llm(ros, max_tokens=400)
-    stop = ros.node.create_publisher(String, "/interrupt", reliable())
+    stop = ros.node.create_publisher(Interrupt, "/interrupt", reliable())
     ros.wait_matched(stop)
     ask(pub, STORY, "long")
     ros.wait_for(lambda: len(of_turn(chunks, "long")) >= 1, 60, "first chunk")
     t0 = time.monotonic()
-    stop.publish(String(data="barge_in"))
+    stop.publish(Interrupt(reason="test"))
     ros.wait_for(lambda: any(c.is_final for c in chunks), 5, "final chunk after interrupt")
     waited = time.monotonic() - t0
     mine = of_turn(chunks, "long")

@@ -21,8 +21,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use futures::StreamExt;
-use r2r::std_msgs::msg::String as StringMsg;
-use r2r::voice_agent::msg::AudioFrame;
+use r2r::voice_agent::msg::{AudioFrame, Interrupt};
 use voice_ros::diag::Report;
 use voice_ros::frames;
 use voice_ros::node::{self, Tasks};
@@ -55,7 +54,7 @@ async fn run() -> Result<()> {
 
     let audio_pub = node.create_publisher::<AudioFrame>("audio", node::audio_qos(true, 50))?;
     let audio_out = node.subscribe::<AudioFrame>("audio_out", node::audio_qos(true, 200))?;
-    let interrupts = node.subscribe::<StringMsg>("interrupt", node::event_qos())?;
+    let interrupts = node.subscribe::<Interrupt>("interrupt", node::event_qos())?;
     let fq = node::fq_name(&node);
 
     let playback = cfg.playback;
@@ -98,8 +97,8 @@ async fn run() -> Result<()> {
             });
             if n > 0 {
                 log.info(format!(
-                    "interrupt {:?}: {:.0} ms of queued speech dropped",
-                    m.data,
+                    "interrupt ({}): {:.0} ms of queued speech dropped",
+                    voice_ros::interrupt::describe(&m),
                     n as f64 * 1e3 / f64::from(shared.rate)
                 ));
             }
@@ -220,6 +219,13 @@ async fn run() -> Result<()> {
                 .kv(
                     "playout_dropped",
                     shared.playout.lock().map_or(0, |q| q.dropped),
+                )
+                .kv(
+                    "playout_queued_ms",
+                    shared
+                        .playout
+                        .lock()
+                        .map_or(0, |q| q.len() as u64 * 1000 / u64::from(shared.rate)),
                 )
                 .kv(
                     "talker_dropped",

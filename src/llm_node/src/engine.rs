@@ -95,8 +95,12 @@ pub enum Command {
     Turn(TurnRequest),
     /// Score a tentative end of turn, pre-filling the reply's prompt.
     Judge(JudgeRequest),
-    /// Stop generation: `None` = every conversation, else that one.
-    Interrupt(Option<String>),
+    /// Stop generation: `which` `None` = every conversation, else that one;
+    /// only of turns received before the interrupt was `raised`.
+    Interrupt {
+        which: Option<String>,
+        raised: Instant,
+    },
     /// Forget every conversation's history; the reply says what was cleared.
     Reset(tokio::sync::oneshot::Sender<String>),
 }
@@ -458,8 +462,8 @@ impl<'m> Engine<'m> {
                 self.carry_out(acts);
             }
             Command::Judge(req) => self.judge(req),
-            Command::Interrupt(which) => {
-                let acts = self.sched.interrupt(which.as_deref());
+            Command::Interrupt { which, raised } => {
+                let acts = self.sched.interrupt(which.as_deref(), raised);
                 self.carry_out(acts);
             }
             Command::Reset(reply) => {

@@ -29,7 +29,8 @@ use anyhow::Result;
 use futures::StreamExt;
 use r2r::std_msgs::msg::String as StringMsg;
 use r2r::std_srvs::srv::Trigger;
-use r2r::voice_agent::msg::{EndOfTurn, PartialTranscript, ReplyChunk, Utterance};
+use r2r::voice_agent::msg::{EndOfTurn, Interrupt, PartialTranscript, ReplyChunk, Utterance};
+use voice_core::interrupt::Target;
 use voice_core::queue::{offer, Offered};
 use voice_core::scheduler::TurnRequest;
 use voice_ros::diag::Report;
@@ -42,8 +43,6 @@ use crate::params::LlmParams;
 const NODE_NAME: &str = "llm_node";
 /// Commands waiting for the engine (turns, interrupts, resets).
 const COMMAND_QUEUE: usize = 64;
-/// Interrupt messages that mean "every conversation".
-const INTERRUPT_ALL: &[&str] = &["", "*", "barge_in"];
 
 fn main() -> ExitCode {
     node::main::<LlmParams, _, _>(
@@ -92,14 +91,14 @@ async fn run() -> Result<()> {
         chunk: node.create_publisher::<ReplyChunk>("reply/chunk", node::event_qos())?,
         text: node.create_publisher::<StringMsg>("reply/text", node::event_qos())?,
         end_of_turn: node.create_publisher::<EndOfTurn>("end_of_turn", node::event_qos())?,
-        interrupt: node.create_publisher::<StringMsg>("interrupt", node::event_qos())?,
+        interrupt: node.create_publisher::<Interrupt>("interrupt", node::event_qos())?,
         actions,
         log: log.clone(),
     };
     let utterances = node.subscribe::<Utterance>("transcript", node::event_qos())?;
     let partials = node.subscribe::<PartialTranscript>("transcript/partial", node::event_qos())?;
     let prompts = node.subscribe::<StringMsg>("prompt", node::event_qos())?;
-    let interrupts = node.subscribe::<StringMsg>("interrupt", node::event_qos())?;
+    let interrupts = node.subscribe::<Interrupt>("interrupt", node::event_qos())?;
     let reset =
         node.create_service::<Trigger::Service>("~/reset", r2r::QosProfile::services_default())?;
     let fq = node::fq_name(&node);
@@ -210,8 +209,17 @@ async fn run() -> Result<()> {
     {
         let command = command.clone();
         tasks.each("interrupt", interrupts, move |m| {
-            let which = (!INTERRUPT_ALL.contains(&m.data.as_str())).then_some(m.data);
-            command(Command::Interrupt(which));
+            // a turn's speech (a replaced reply) is tts_node's business
+            let cut = voice_ros::interrupt::cut(&m);
+            let which = match cut.target {
+                Target::All => None,
+                Target::Conversation(c) => Some(c),
+                Target::Turn(_) => return,
+            };
+            command(Command::Interrupt {
+                which,
+                raised: cut.raised,
+            });
         });
     }
     {

@@ -3,8 +3,9 @@
 //! the action topics / Nav2 client.
 
 use r2r::std_msgs::msg::{Header, String as StringMsg};
-use r2r::voice_agent::msg::{EndOfTurn, ReplyChunk};
+use r2r::voice_agent::msg::{EndOfTurn, Interrupt, ReplyChunk};
 use voice_core::intent::Decision;
+use voice_core::interrupt::Target;
 use voice_ros::stamp;
 
 use crate::engine::{Output, TurnInfo};
@@ -16,7 +17,7 @@ pub struct Sink {
     pub text: r2r::Publisher<StringMsg>,
     pub end_of_turn: r2r::Publisher<EndOfTurn>,
     /// `interrupt`, to stop the speech of a replaced turn's reply.
-    pub interrupt: r2r::Publisher<StringMsg>,
+    pub interrupt: r2r::Publisher<Interrupt>,
     /// With intents: where goals, stops and intents go.
     pub actions: Option<crate::actions::ActionSink>,
     pub log: voice_ros::log::Log,
@@ -84,12 +85,10 @@ impl Output for Sink {
     }
 
     /// Stops tts_node speaking (the reply of `turn` was replaced). The
-    /// message names the turn; llm_node's own interrupt handler matches it
-    /// to no conversation, so only speech stops.
+    /// interrupt's target is the turn; llm_node's own interrupt handler
+    /// ignores turn targets, so only speech stops.
     fn stop_speech(&self, turn: &str) {
-        let m = StringMsg {
-            data: format!("replaced:{turn}"),
-        };
+        let m = voice_ros::interrupt::raise(&Target::Turn(turn.into()), "replaced");
         self.send(&self.interrupt, "interrupt", &m);
     }
 

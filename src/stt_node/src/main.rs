@@ -21,7 +21,9 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use r2r::std_msgs::msg::{Bool, String as StringMsg};
-use r2r::voice_agent::msg::{AudioFrame, EndOfTurn, PartialTranscript, ReplyChunk, Utterance};
+use r2r::voice_agent::msg::{
+    AudioFrame, EndOfTurn, Interrupt, PartialTranscript, ReplyChunk, Utterance,
+};
 use voice_core::compute;
 use voice_ros::node::{self, Tasks};
 
@@ -98,7 +100,7 @@ async fn run() -> Result<()> {
         text: node.create_publisher::<StringMsg>("transcript/text", node::event_qos())?,
         partial: node
             .create_publisher::<PartialTranscript>("transcript/partial", node::event_qos())?,
-        interrupt: node.create_publisher::<StringMsg>("interrupt", node::event_qos())?,
+        interrupt: node.create_publisher::<Interrupt>("interrupt", node::event_qos())?,
         normalized: if cfg.publish_normalized {
             Some(node.create_publisher::<AudioFrame>("~/audio_16k", node::audio_qos(true, 100))?)
         } else {

@@ -1,6 +1,7 @@
 //! tts_node's control state, shared by the subscription tasks and both
-//! threads: the interrupt epoch, cancelled turns, counters, the figures
-//! remembered for turn stats; and the jobs that travel between them.
+//! threads: the interrupts (what they stop: what was asked for before they
+//! were raised), cancelled turns, counters, the figures remembered for turn
+//! stats; and the jobs that travel between them.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -8,6 +9,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use r2r::voice_agent::msg::{ReplyChunk, Utterance};
+use voice_core::interrupt::{Cut, Target};
 use voice_ros::log::Log;
 
 use crate::params::TtsConfig;
@@ -19,6 +21,8 @@ pub type Updates = tokio::sync::watch::Receiver<std::sync::Arc<TtsConfig>>;
 pub const AUDIO_QUEUE: usize = 16;
 /// Turns whose chunks are ignored after an interrupt / whose stats are tracked.
 pub const TURN_MEMORY: usize = 32;
+/// Interrupts remembered (what they stop is checked against each of them).
+const CUTS: usize = 16;
 /// How far audio_out may run ahead of real time [s].
 pub const LEAD_S: f64 = 0.2;
 pub const POLL: Duration = Duration::from_millis(20);
@@ -31,30 +35,89 @@ pub struct TextJob {
     /// absent for `say`.
     pub meta: Option<ReplyChunk>,
     pub received: Instant,
-    pub epoch: u64,
 }
 
 impl TextJob {
     /// A reply chunk's text; the rest of the message (LLM timing) rides along
     /// for the turn's stats.
-    pub fn from_chunk(mut c: ReplyChunk, epoch: u64) -> Self {
+    pub fn from_chunk(mut c: ReplyChunk) -> Self {
         Self {
             turn_id: c.turn_id.clone(),
             text: std::mem::take(&mut c.text),
             meta: Some(c),
             received: Instant::now(),
-            epoch,
         }
     }
 
-    pub fn say(turn_id: String, text: String, epoch: u64) -> Self {
+    pub fn say(turn_id: String, text: String) -> Self {
         Self {
             turn_id,
             text,
             meta: None,
             received: Instant::now(),
-            epoch,
         }
+    }
+}
+
+/// What an interrupt is checked against: the text a job came from.
+pub trait Asked {
+    fn turn_id(&self) -> &str;
+    fn received(&self) -> Instant;
+    /// The reply's conversation (`None` for `say` text).
+    fn conversation(&self) -> Option<&str>;
+}
+
+impl Asked for TextJob {
+    fn turn_id(&self) -> &str {
+        &self.turn_id
+    }
+    fn received(&self) -> Instant {
+        self.received
+    }
+    fn conversation(&self) -> Option<&str> {
+        self.meta.as_ref().map(|m| m.conversation_id.as_str())
+    }
+}
+
+/// What an interrupt needs to know of a job, kept after its audio is gone.
+#[derive(Debug, Clone)]
+pub struct Key {
+    turn_id: String,
+    received: Instant,
+    conversation: Option<String>,
+}
+
+impl Key {
+    pub fn of(job: &impl Asked) -> Self {
+        Self {
+            turn_id: job.turn_id().to_string(),
+            received: job.received(),
+            conversation: job.conversation().map(str::to_string),
+        }
+    }
+}
+
+impl Asked for Key {
+    fn turn_id(&self) -> &str {
+        &self.turn_id
+    }
+    fn received(&self) -> Instant {
+        self.received
+    }
+    fn conversation(&self) -> Option<&str> {
+        self.conversation.as_deref()
+    }
+}
+
+impl Asked for AudioJob {
+    fn turn_id(&self) -> &str {
+        &self.turn_id
+    }
+    fn received(&self) -> Instant {
+        self.received
+    }
+    fn conversation(&self) -> Option<&str> {
+        self.meta.as_ref().map(|m| m.conversation_id.as_str())
     }
 }
 
@@ -65,23 +128,29 @@ pub struct AudioJob {
     pub rate: u32,
     pub meta: Option<ReplyChunk>,
     pub received: Instant,
-    pub epoch: u64,
 }
 
 /// Shared control state.
 pub struct Control {
     pub log: Log,
     pub stop: AtomicBool,
-    /// Set on interrupt; espeak-ng's callback polls it.
+    /// Set on an interrupt that stops the text being synthesized;
+    /// espeak-ng's callback polls it.
     pub cancel_now: AtomicBool,
+    /// Counts interrupts: the threads check what they hold when it moves.
     epoch: AtomicU64,
+    /// Recent interrupts.
+    cuts: Mutex<VecDeque<Cut>>,
+    /// The text being synthesized.
+    synthesizing: Mutex<Option<Key>>,
     pub speaking: AtomicBool,
     pub interrupts: AtomicU64,
     pub dropped: AtomicU64,
     pub sentences: AtomicU64,
     pub audio_compute: Mutex<(f64, f64)>,
-    /// Turns being spoken (for cancelling their late chunks).
-    current_turns: Mutex<VecDeque<String>>,
+    /// Reply turns heard of: turn, conversation, first chunk received (an
+    /// interrupt that covers that chunk cancels the turn's later chunks too).
+    reply_turns: Mutex<VecDeque<(String, String, Instant)>>,
     cancelled: Mutex<VecDeque<String>>,
     stt: Mutex<VecDeque<(String, SttFigures)>>,
     /// Newest reply turn per conversation.
@@ -98,12 +167,14 @@ impl Control {
             stop: AtomicBool::new(false),
             cancel_now: AtomicBool::new(false),
             epoch: AtomicU64::new(0),
+            cuts: Mutex::new(VecDeque::new()),
+            synthesizing: Mutex::new(None),
             speaking: AtomicBool::new(false),
             interrupts: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             sentences: AtomicU64::new(0),
             audio_compute: Mutex::new((0.0, 0.0)),
-            current_turns: Mutex::new(VecDeque::new()),
+            reply_turns: Mutex::new(VecDeque::new()),
             cancelled: Mutex::new(VecDeque::new()),
             stt: Mutex::new(VecDeque::new()),
             latest: Mutex::new(VecDeque::new()),
@@ -115,24 +186,82 @@ impl Control {
         self.epoch.load(Ordering::SeqCst)
     }
 
-    /// Stops synthesis and output at once and drops everything queued. Chunks
-    /// of the turns being spoken that arrive later are ignored too.
-    pub fn interrupt(&self, reason: &str) {
-        self.epoch.fetch_add(1, Ordering::SeqCst);
-        self.cancel_now.store(true, Ordering::SeqCst);
-        self.interrupts.fetch_add(1, Ordering::Relaxed);
-        if let (Ok(cur), Ok(mut c)) = (self.current_turns.lock(), self.cancelled.lock()) {
-            for t in cur.iter() {
-                push_bounded(&mut c, t.clone());
+    /// An interrupt: stops at once the speech and text it covers, i.e.
+    /// what matches its target and was received before it was raised (a
+    /// `say` published after it, even one that arrives first, is spoken).
+    /// Chunks of the reply turns it stops that arrive later are ignored too.
+    pub fn interrupt(&self, cut: Cut, what: &str) {
+        if let (Ok(turns), Ok(mut c)) = (self.reply_turns.lock(), self.cancelled.lock()) {
+            for (turn, conv, first) in turns.iter() {
+                if cut.covers(*first, turn, Some(conv)) && !c.contains(turn) {
+                    push_bounded(&mut c, turn.clone());
+                }
+            }
+            if let Target::Turn(t) = &cut.target {
+                if !c.contains(t) {
+                    push_bounded(&mut c, t.clone());
+                }
             }
         }
+        let stops_synthesis = self.synthesizing.lock().is_ok_and(|s| {
+            s.as_ref()
+                .is_some_and(|k| cut.covers(k.received, &k.turn_id, k.conversation()))
+        });
+        if let Ok(mut cuts) = self.cuts.lock() {
+            if cuts.len() >= CUTS {
+                cuts.pop_front();
+            }
+            cuts.push_back(cut);
+        }
+        if stops_synthesis {
+            self.cancel_now.store(true, Ordering::SeqCst);
+        }
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.interrupts.fetch_add(1, Ordering::Relaxed);
         self.log.info(format!(
-            "interrupt ({reason:?}): speech stopped, queue cleared"
+            "interrupt ({what}): speech and text asked for before it stopped"
         ));
+    }
+
+    /// Whether an interrupt stopped what `job` asks for (it was received
+    /// before an interrupt covering it was raised, or its turn was cancelled).
+    pub fn cleared(&self, job: &impl Asked) -> bool {
+        let turn = job.turn_id();
+        let cut = self.cuts.lock().is_ok_and(|cuts| {
+            cuts.iter()
+                .any(|c| c.covers(job.received(), turn, job.conversation()))
+        });
+        cut || self.is_cancelled_turn(turn)
+    }
+
+    /// Marks `job` as being synthesized (`None`: done); an interrupt that
+    /// covers it cancels the synthesis. Returns false when it is already
+    /// cleared (then nothing is marked).
+    pub fn synthesizing(&self, job: Option<&TextJob>) -> bool {
+        if let Ok(mut s) = self.synthesizing.lock() {
+            *s = job.map(Key::of);
+        }
+        match job {
+            Some(j) if self.cleared(j) => {
+                if let Ok(mut s) = self.synthesizing.lock() {
+                    *s = None;
+                }
+                false
+            }
+            _ => true,
+        }
     }
 
     /// Notes the newest reply turn of its conversation (from its first chunk).
     pub fn note_reply(&self, c: &ReplyChunk) {
+        if let Ok(mut t) = self.reply_turns.lock() {
+            if !t.iter().any(|(turn, _, _)| turn == &c.turn_id) {
+                if t.len() >= TURN_MEMORY {
+                    t.pop_front();
+                }
+                t.push_back((c.turn_id.clone(), c.conversation_id.clone(), Instant::now()));
+            }
+        }
         if let Ok(mut l) = self.latest.lock() {
             if l.iter().any(|(_, t)| t == &c.turn_id) {
                 return;
@@ -167,14 +296,6 @@ impl Control {
         self.cancelled
             .lock()
             .is_ok_and(|c| c.iter().any(|t| t == turn))
-    }
-
-    pub fn note_turn(&self, turn: &str) {
-        if let Ok(mut cur) = self.current_turns.lock() {
-            if !cur.iter().any(|t| t == turn) {
-                push_bounded(&mut cur, turn.to_string());
-            }
-        }
     }
 
     /// Keeps a transcript's figures for the turn's stats.

@@ -24,7 +24,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 use r2r::std_msgs::msg::{Bool, String as StringMsg};
-use r2r::voice_agent::msg::{AudioFrame, ReplyChunk, TurnStats, Utterance};
+use r2r::voice_agent::msg::{AudioFrame, Interrupt, ReplyChunk, TurnStats, Utterance};
 use voice_core::queue::{offer, Offered};
 use voice_ros::diag::Report;
 use voice_ros::log::Log;
@@ -99,7 +99,7 @@ async fn run() -> Result<()> {
     };
     let chunks = node.subscribe::<ReplyChunk>("reply/chunk", node::event_qos())?;
     let says = node.subscribe::<StringMsg>("say", node::event_qos())?;
-    let interrupts = node.subscribe::<StringMsg>("interrupt", node::event_qos())?;
+    let interrupts = node.subscribe::<Interrupt>("interrupt", node::event_qos())?;
     let transcripts = node.subscribe::<Utterance>("transcript", node::event_qos())?;
     let fq = node::fq_name(&node);
     let hw = engine.name();
@@ -124,7 +124,7 @@ async fn run() -> Result<()> {
         tasks.each("reply/chunk", chunks, move |c| {
             if !ctl.is_cancelled_turn(&c.turn_id) {
                 ctl.note_reply(&c);
-                enqueue(&tx, TextJob::from_chunk(c, ctl.epoch()), &ctl, &log);
+                enqueue(&tx, TextJob::from_chunk(c), &ctl, &log);
             }
         });
     }
@@ -141,17 +141,17 @@ async fn run() -> Result<()> {
                 text = text.chars().take(MAX_SAY_CHARS).collect();
             }
             n += 1;
-            enqueue(
-                &tx,
-                TextJob::say(format!("say-{n}"), text, ctl.epoch()),
-                &ctl,
-                &log,
-            );
+            enqueue(&tx, TextJob::say(format!("say-{n}"), text), &ctl, &log);
         });
     }
     {
         let ctl = ctl.clone();
-        tasks.each("interrupt", interrupts, move |m| ctl.interrupt(&m.data));
+        tasks.each("interrupt", interrupts, move |m| {
+            ctl.interrupt(
+                voice_ros::interrupt::cut(&m),
+                &voice_ros::interrupt::describe(&m),
+            )
+        });
     }
     {
         let ctl = ctl.clone();

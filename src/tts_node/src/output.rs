@@ -10,7 +10,7 @@ use r2r::std_msgs::msg::Bool;
 use r2r::voice_agent::msg::{AudioFrame, ReplyChunk, TurnStats};
 use voice_ros::stamp;
 
-use crate::control::{AudioJob, Control, Updates, LEAD_S, POLL, TURN_MEMORY};
+use crate::control::{AudioJob, Control, Key, Updates, LEAD_S, POLL, TURN_MEMORY};
 use crate::playback::Speaker;
 
 pub struct Publishers {
@@ -40,6 +40,8 @@ pub fn output(
     // audio of the current stretch of speech ends at this instant
     let mut speech_end: Option<Instant> = None;
     let mut seen_epoch = ctl.epoch();
+    // the text whose audio went out last (an interrupt that covers it stops the speech)
+    let mut playing: Option<Key> = None;
     let mut turns: HashMap<String, TurnTrack> = HashMap::new();
     let set_speaking = |on: bool| {
         if ctl.speaking.swap(on, Ordering::SeqCst) != on {
@@ -51,11 +53,14 @@ pub fn output(
     while !ctl.stop.load(Ordering::SeqCst) {
         if ctl.epoch() != seen_epoch {
             seen_epoch = ctl.epoch();
-            if let Some(s) = &speaker {
-                s.stop();
+            if playing.as_ref().is_some_and(|j| ctl.cleared(j)) {
+                playing = None;
+                if let Some(s) = &speaker {
+                    s.stop();
+                }
+                speech_end = None;
+                set_speaking(false);
             }
-            speech_end = None;
-            set_speaking(false);
         }
         let job = match jobs.recv_timeout(POLL) {
             Ok(j) => j,
@@ -69,7 +74,7 @@ pub fn output(
             }
             Err(RecvTimeoutError::Disconnected) => break,
         };
-        if job.epoch < ctl.epoch() {
+        if ctl.cleared(&job) {
             continue;
         }
         if ctl.superseded(job.meta.as_ref()) {
@@ -97,7 +102,6 @@ pub fn output(
             track.last = Some(m.clone());
         }
         if !job.samples.is_empty() {
-            ctl.note_turn(&job.turn_id);
             if let Some(s) = &speaker {
                 s.play(&job.samples, job.rate);
             }
@@ -121,7 +125,12 @@ pub fn output(
                         std::thread::sleep(POLL.min(due.saturating_duration_since(Instant::now())));
                     }
                 }
-                if ctl.epoch() != seen_epoch || ctl.stop.load(Ordering::SeqCst) {
+                if ctl.epoch() != seen_epoch {
+                    // an interrupt came: it may be about other speech
+                    seen_epoch = ctl.epoch();
+                    interrupted = ctl.cleared(&job);
+                }
+                if interrupted || ctl.stop.load(Ordering::SeqCst) {
                     interrupted = true;
                     break;
                 }
@@ -134,6 +143,12 @@ pub fn output(
                 }
             }
             if interrupted {
+                if let Some(s) = &speaker {
+                    s.stop();
+                }
+                playing = None;
+                speech_end = None;
+                set_speaking(false);
                 continue;
             }
             let dur = Duration::from_secs_f64(job.samples.len() as f64 / f64::from(job.rate));
@@ -142,6 +157,7 @@ pub fn output(
             } else {
                 Instant::now()
             });
+            playing = Some(Key::of(&job));
         }
         if job.meta.as_ref().is_some_and(|m| m.is_final) {
             publish_stats(&job.turn_id, track, &pubs, ctl);

@@ -34,10 +34,10 @@ pub fn synthesize(
         }
         let out_rate = p.output_sample_rate.unwrap_or(rate);
         let silence = (p.sentence_silence * out_rate as f32) as usize;
-        if job.epoch < ctl.epoch() {
-            continue; // queued before an interrupt
-        }
         ctl.cancel_now.store(false, Ordering::SeqCst);
+        if !ctl.synthesizing(Some(&job)) {
+            continue; // asked for before an interrupt
+        }
         // `say` text may hold many sentences: speak the first as soon as it is ready
         let mut splitter = Chunker::new(ChunkerConfig::default());
         let mut sentences = splitter.push(&job.text);
@@ -53,13 +53,13 @@ pub fn synthesize(
                     rate: out_rate,
                     meta: job.meta,
                     received: job.received,
-                    epoch: job.epoch,
                 });
             }
+            ctl.synthesizing(None);
             continue;
         }
         for (k, sentence) in sentences.into_iter().enumerate() {
-            if job.epoch < ctl.epoch()
+            if ctl.cleared(&job)
                 || ctl.stop.load(Ordering::SeqCst)
                 || ctl.superseded(job.meta.as_ref())
             {
@@ -104,13 +104,13 @@ pub fn synthesize(
                     rate: out_rate,
                     meta,
                     received: job.received,
-                    epoch: job.epoch,
                 })
                 .is_err()
             {
                 return;
             }
         }
+        ctl.synthesizing(None);
     }
 }
 

@@ -14,6 +14,7 @@ pub mod compute;
 pub mod endpoint;
 pub mod ingest;
 pub mod intent;
+pub mod interrupt;
 pub mod model_file;
 pub mod normalize;
 pub mod params;

@@ -356,14 +356,16 @@ impl Scheduler {
 
     /// `interrupt`: stops the running replies of one conversation (or all)
     /// and drops their waiting and queued turns.
-    pub fn interrupt(&mut self, which: Option<&str>) -> Vec<Action> {
-        let matches = |conv: &str| which.is_none_or(|w| w == conv);
-        let acts = self.stop_where(StopReason::Interrupted, |r| matches(&r.req.conversation_id));
-        self.waiting.retain(|r| !matches(&r.conversation_id));
-        for (id, c) in self.conversations.iter_mut() {
-            if matches(id) {
-                c.queued.clear();
-            }
+    pub fn interrupt(&mut self, which: Option<&str>, raised: Instant) -> Vec<Action> {
+        // only turns asked for before the interrupt was raised: a turn that
+        // reached the node after it (topics are not ordered with each
+        // other) is answered
+        let matches =
+            |r: &TurnRequest| r.received <= raised && which.is_none_or(|w| w == r.conversation_id);
+        let acts = self.stop_where(StopReason::Interrupted, |r| matches(&r.req));
+        self.waiting.retain(|r| !matches(r));
+        for c in self.conversations.values_mut() {
+            c.queued.retain(|r| !matches(r));
         }
         acts
     }
@@ -701,7 +703,7 @@ mod tests {
         let (sb, _, _) = start(&mut s);
         s.admit(req("a2", "a", "queued"));
         assert_eq!(
-            s.interrupt(Some("a")),
+            s.interrupt(Some("a"), Instant::now()),
             vec![Action::Stop {
                 slot: sa,
                 why: StopReason::Interrupted
@@ -710,9 +712,30 @@ mod tests {
         answer(&mut s, sa, "x");
         assert!(s.next_start().is_none(), "a's queued turn was dropped");
         assert_eq!(
-            s.interrupt(None),
+            s.interrupt(None, Instant::now()),
             vec![Action::Stop {
                 slot: sb,
+                why: StopReason::Interrupted
+            }]
+        );
+    }
+
+    #[test]
+    fn an_interrupt_spares_turns_that_came_after_it_was_raised() {
+        let mut s = Scheduler::new(2, BusyPolicy::Queue, 8);
+        s.admit(req("a1", "a", "old"));
+        let (sa, _, _) = start(&mut s);
+        let raised = Instant::now();
+        // asked for after the interrupt was raised, received before it arrived
+        let mut later = req("b1", "b", "new");
+        later.received = raised + std::time::Duration::from_millis(5);
+        s.admit(later);
+        let (_, id, _) = start(&mut s);
+        assert_eq!(id, "b1");
+        assert_eq!(
+            s.interrupt(None, raised),
+            vec![Action::Stop {
+                slot: sa,
                 why: StopReason::Interrupted
             }]
         );

@@ -7,6 +7,7 @@
 
 pub mod diag;
 pub mod frames;
+pub mod interrupt;
 pub mod log;
 pub mod node;
 pub mod params;
