@@ -7,10 +7,12 @@ in test/interfaces (same definitions as released)."""
 import time
 
 import numpy as np
+import pytest
 from audio_common_msgs.msg import AudioData, AudioDataStamped, AudioInfo
+from diagnostic_msgs.msg import DiagnosticArray
 from voice_agent.msg import AudioFrame, Utterance
 
-from va_harness import VAD_MODEL, WHISPER_MODEL, latched, reliable, utterance, wer
+from va_harness import VAD_MODEL, WHISPER_MODEL, diag_value, latched, reliable, utterance, wer
 
 SENTENCE = "Please bring me a glass of water from the kitchen."
 
@@ -21,23 +23,33 @@ def stereo_48k(x16k: np.ndarray) -> np.ndarray:
     return np.stack([up, up * 0.8], axis=1)
 
 
-def test_audio_common_capture_is_transcribed(ros, tmp_path):
-    ros.start("audio_bridge", params={"output": False})
+@pytest.mark.parametrize("info_after_s", [0.0, 1.2], ids=["info-first", "frames-before-info"])
+def test_audio_common_capture_is_transcribed(ros, tmp_path, info_after_s):
+    """A 48 kHz stereo capture becomes `audio` with the driver's stamps and is
+    transcribed, also when its first frames reach the bridge before the
+    latched AudioInfo (a subscriber can match the data topic first): those
+    are held and bridged in order, not refused."""
+    bridge = ros.start("audio_bridge", params={"output": False})
     stt = ros.start("stt_node", params={"model_path": WHISPER_MODEL, "vad.model_path": VAD_MODEL, "n_threads": 2})
     heard = ros.collect(Utterance, "/transcript")
     frames = ros.collect(AudioFrame, "/audio", reliable(500))
+    diags = ros.collect(DiagnosticArray, "/diagnostics")
     info = ros.node.create_publisher(AudioInfo, "/audio_info", latched())
     data = ros.node.create_publisher(AudioDataStamped, "/audio_stamped", reliable(100))
     ros.wait_matched(data, timeout=30)
+    ros.wait_matched(info, timeout=30)
     ros.wait_publisher("/transcript", timeout=60)
-    info.publish(AudioInfo(channels=2, sample_rate=48000, sample_format="S16LE", bitrate=48000 * 32,
-                           coding_format="wave"))
     x = np.concatenate([np.zeros(8000, np.float32), utterance(tmp_path, SENTENCE, "water"),
                         np.zeros(24000, np.float32)])
     pcm = (np.clip(stereo_48k(x), -1, 1) * 32767).astype("<i2")
     block = 4800  # 100 ms, as audio_capture's buffers
     t0 = time.time()
+    sent_info = False
     for k, i in enumerate(range(0, len(pcm), block)):
+        if not sent_info and k * 0.1 >= info_after_s:
+            info.publish(AudioInfo(channels=2, sample_rate=48000, sample_format="S16LE", bitrate=48000 * 32,
+                                   coding_format="wave"))
+            sent_info = True
         m = AudioDataStamped()
         s = t0 + k * 0.1
         m.header.stamp.sec, m.header.stamp.nanosec = int(s), int((s % 1) * 1e9)
@@ -49,6 +61,13 @@ def test_audio_common_capture_is_transcribed(ros, tmp_path):
     f = frames[0]
     assert (f.sample_rate, f.channels, f.encoding) == (48000, 2, "S16LE")
     assert abs(f.header.stamp.sec + f.header.stamp.nanosec * 1e-9 - t0) < 1e-3  # the driver's stamp
+    stamps = [f.header.stamp.sec + f.header.stamp.nanosec * 1e-9 for f in frames]
+    assert np.allclose(np.diff(stamps), 0.1, atol=1e-3), "frames lost or out of order"
+    held = "frames_held_before_info"
+    ros.wait_for(lambda: diag_value(diags, "audio_bridge", held, -1) >= 0, 5, "bridge diagnostics", [bridge])
+    if info_after_s:
+        assert diag_value(diags, "audio_bridge", held) >= 10, "the early frames were not held"
+    assert diag_value(diags, "audio_bridge", "frames_refused") == 0
 
 
 def test_encoded_capture_is_refused_with_the_fix(ros):

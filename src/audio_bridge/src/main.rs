@@ -112,48 +112,19 @@ async fn run() -> anyhow::Result<()> {
     let refused = Arc::new(AtomicU64::new(0));
     let tasks = node::Tasks::new(&log);
     let fq = node::fq_name(&node);
+    let mut held_in: Option<Arc<Mutex<format::Input>>> = None;
 
     if p.input {
         let data =
             node.subscribe::<AudioDataStamped>("audio_stamped", node::audio_qos(true, 50))?;
         let infos = node.subscribe::<AudioInfo>("audio_info", node::state_qos())?;
         let out = node.create_publisher::<AudioFrame>("audio", node::audio_qos(true, 50))?;
-        let format: Arc<Mutex<Option<Result<format::Format, String>>>> = Arc::default();
-        {
-            let (format, log) = (format.clone(), log.clone());
-            tasks.each("audio_info", infos, move |i| {
-                let f = format::Format::from_info(
-                    i.channels,
-                    i.sample_rate,
-                    &i.sample_format,
-                    &i.coding_format,
-                );
-                match &f {
-                    Ok(f) => log.info(format!("audio_info: {f}")),
-                    Err(e) => log.error(format!("audio_info refused: {e}")),
-                }
-                if let Ok(mut cur) = format.lock() {
-                    *cur = Some(f);
-                }
-            });
-        }
-        let (n, bad, log, frame_id) = (
-            bridged_in.clone(),
-            refused.clone(),
-            log.clone(),
-            p.frame_id.clone(),
-        );
-        let mut throttle = voice_ros::log::Throttle::new(Duration::from_secs(5));
-        tasks.each("audio_stamped", data, move |m: AudioDataStamped| {
-            let fmt = format.lock().ok().and_then(|f| f.clone());
-            let frame = match fmt {
-                Some(Ok(f)) => f.frame(m.audio.data, m.header.clone(), &frame_id),
-                Some(Err(e)) => Err(e),
-                None => Err(
-                    "no AudioInfo on audio_info yet (audio_capture publishes it latched)".into(),
-                ),
-            };
-            match frame {
+        let input: Arc<Mutex<format::Input>> = Arc::default();
+        // publishes one bridged frame (or counts and warns why it was refused)
+        let bridge = {
+            let (n, bad, log) = (bridged_in.clone(), refused.clone(), log.clone());
+            let mut throttle = voice_ros::log::Throttle::new(Duration::from_secs(5));
+            move |frame: Result<AudioFrame, String>| match frame {
                 Ok(frame) => {
                     if out.publish(&frame).is_ok() {
                         n.fetch_add(1, Ordering::Relaxed);
@@ -166,7 +137,48 @@ async fn run() -> anyhow::Result<()> {
                     }
                 }
             }
+        };
+        let bridge = Arc::new(Mutex::new(bridge));
+        {
+            let (input, bridge, log, frame_id) = (
+                input.clone(),
+                bridge.clone(),
+                log.clone(),
+                p.frame_id.clone(),
+            );
+            tasks.each("audio_info", infos, move |i| {
+                let f = format::Format::from_info(
+                    i.channels,
+                    i.sample_rate,
+                    &i.sample_format,
+                    &i.coding_format,
+                );
+                match &f {
+                    Ok(f) => log.info(format!("audio_info: {f}")),
+                    Err(e) => log.error(format!("audio_info refused: {e}")),
+                }
+                // held frames go out under the lock, before any newer one
+                if let (Ok(mut input), Ok(mut bridge)) = (input.lock(), bridge.lock()) {
+                    let held = input.info(f, &frame_id);
+                    if !held.is_empty() {
+                        log.info(format!(
+                            "{} frame(s) that came before audio_info bridged",
+                            held.len()
+                        ));
+                    }
+                    held.into_iter().for_each(&mut *bridge);
+                }
+            });
+        }
+        let (frame_id, early) = (p.frame_id.clone(), input.clone());
+        tasks.each("audio_stamped", data, move |m: AudioDataStamped| {
+            if let (Ok(mut input), Ok(mut bridge)) = (input.lock(), bridge.lock()) {
+                if let Some(frame) = input.data(m.audio.data, m.header, &frame_id) {
+                    (*bridge)(frame);
+                }
+            }
         });
+        held_in = Some(early);
     }
     if p.output {
         let audio_out = node.subscribe::<AudioFrame>("audio_out", node::audio_qos(true, 200))?;
@@ -207,10 +219,17 @@ async fn run() -> anyhow::Result<()> {
     }
     tasks.diagnostics(&mut node, move || {
         let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let (held, held_dropped, waiting) = held_in
+            .as_ref()
+            .and_then(|i| i.lock().ok().map(|i| (i.held, i.held_dropped, i.waiting())))
+            .unwrap_or_default();
         Report::new(&fq, "audio_common")
             .kv("frames_in", n(&bridged_in))
             .kv("frames_out", n(&bridged_out))
             .kv("frames_refused", n(&refused))
+            .kv("frames_held_before_info", held)
+            .kv("frames_dropped_before_info", held_dropped)
+            .kv("frames_waiting_for_info", waiting)
             .into_array()
     })?;
     let ready = format!(
