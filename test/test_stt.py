@@ -1,10 +1,12 @@
 """stt_node through real topics with the embedded Whisper tiny.en and Silero VAD."""
 import numpy as np
 import pytest
+from diagnostic_msgs.msg import DiagnosticArray
 from std_msgs.msg import Bool, String
-from voice_agent.msg import AudioFrame, Utterance
+from voice_agent.msg import AudioFrame, Interrupt, Utterance
 
-from va_harness import (WHISPER_MODEL, VAD_MODEL, diag_value, latched, publish_audio, read_wav, reliable, silence, speak,
+from va_harness import (WHISPER_MODEL, VAD_MODEL, clause_audio, diag_value, latched, publish_audio, read_wav, reliable,
+                        silence, speak, with_pauses,
                       wer)
 
 SENTENCES = [
@@ -138,7 +140,7 @@ def test_half_duplex_ignores_input_and_counts_it(ros, tmp_path):
 
 def test_barge_in_publishes_interrupt(ros, tmp_path):
     node, pub, utts, _ = setup(ros, barge_in=True)
-    interrupts = ros.collect(String, "/interrupt")
+    interrupts = ros.collect(Interrupt, "/interrupt")
     speaking = ros.node.create_publisher(Bool, "/speaking", latched())
     ros.wait_matched(speaking)
     ros.wait_publisher("/interrupt")
@@ -235,3 +237,48 @@ def test_wake_words_follow_up_window(ros, tmp_path):
     ros.wait_for(lambda: diag_value(diags, "stt_node", "not_addressed") >= 2, 5, "two utterances not addressed")
     assert len(utts) == 2, [u.text for u in utts]
     assert "robot" in utts[0].text.lower() and "joke" in utts[1].text.lower()
+
+
+REQUEST = ["Please go to the kitchen,", "and bring me a glass of water."]
+
+
+@pytest.mark.parametrize("gap_ms", [300, 0], ids=["stream-gap-on", "control-off"])
+def test_a_turn_is_not_lost_when_the_stream_stops_right_after_it(ros, tmp_path, gap_ms):
+    """A request with a pause inside, then 0.25 s of silence, then no more
+    frames (a bag that ends, a driver that stops): the missing time counts
+    as silence and the turn comes out. No llm_node answers for the pauses
+    here, so the turn needs the whole vad.max_silence_ms (1200 ms): a judge
+    asking for a long wait. The control (stream_gap_ms 0: silence only
+    counts in frames, as before) gets no turn until more frames come."""
+    node, pub, utts, _ = setup(ros, **{"vad.max_silence_ms": 1200, "stream_gap_ms": gap_ms})
+    diags = ros.collect(DiagnosticArray, "/diagnostics")
+    x = with_pauses(clause_audio(REQUEST, tmp_path), [0.7])
+    publish_audio(ros, pub, np.concatenate([silence(0.5), x, silence(0.25)]), 16000)
+    if gap_ms:
+        ros.wait_for(lambda: utts, 20, "the turn after the stream stopped", [node])
+        ros.wait_for(lambda: diag_value(diags, "stt_node", "turns_ended_in_stream_gap") >= 1, 5,
+                     "the turn counted as ended in a stream gap", [node])
+        assert diag_value(diags, "stt_node", "stream_gaps") == 1
+        assert diag_value(diags, "stt_node", "silence_filled_s") >= 0.5
+    else:
+        # the listener saw the speech and is waiting for silence that never comes
+        ros.wait_for(lambda: diag_value(diags, "stt_node", "tentative_ends") >= 1, 10, "the pause seen", [node])
+        ros.spin_for(3.0)
+        assert utts == [], [u.text for u in utts]
+        publish_audio(ros, pub, silence(1.5), 16000)
+        ros.wait_for(lambda: utts, 20, "the turn once silence frames came", [node])
+    assert len(utts) == 1 and wer(" ".join(REQUEST), utts[0].text) <= 0.3, [u.text for u in utts]
+
+
+def test_a_phrase_repeated_over_and_over_is_not_a_turn(ros, tmp_path):
+    """Whisper's repetition loop ("Okay. Okay. Okay. ..." from echo or noise)
+    is not a turn (counted in /diagnostics); a request after it is."""
+    node, pub, utts, _ = setup(ros)
+    diags = ros.collect(DiagnosticArray, "/diagnostics")
+    loop, _ = read_wav(speak("Okay. Okay. Okay. Okay. Okay. Okay. Okay. Okay.", tmp_path / "loop.wav", wpm=170))
+    req, _ = read_wav(speak(SENTENCES[1], tmp_path / "req.wav"))
+    publish_audio(ros, pub, np.concatenate([silence(0.5), loop[:, 0], silence(1.5), req[:, 0], silence(1.5)]), 16000)
+    ros.wait_for(lambda: utts, 30, "the request", [node])
+    ros.wait_for(lambda: diag_value(diags, "stt_node", "rejected_repetition") >= 1, 5, "the loop counted", [node])
+    assert len(utts) == 1 and wer(SENTENCES[1], utts[0].text) <= WER_MAX, [u.text for u in utts]
+    assert "loop" in node.log() or "repeated over and over" in node.log()

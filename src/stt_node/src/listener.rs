@@ -8,15 +8,22 @@
 //! what that probability asks for (`voice_core::turn::required_silence_ms`),
 //! at the latest after `vad.max_silence_ms`. Speech before that resumes the
 //! same utterance: a sentence with pauses stays one turn.
+//!
+//! Silence is also counted by the clock: when frames stop arriving while a
+//! turn is pending (a bag that ended, a driver that stopped) for longer than
+//! `stream_gap_ms` beyond the last frame's length, the missing time is fed
+//! as silence, so the turn ends as it would have with a microphone that
+//! heard silence. (Not closed at once: a driver that stalls mid-sentence and
+//! resumes keeps the user's sentence one turn, as a real pause would.)
 
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant, SystemTime};
 
-use r2r::std_msgs::msg::String as StringMsg;
 use r2r::voice_agent::msg::AudioFrame;
 use voice_core::endpoint::{Event, Segment};
 use voice_core::ingest::Ingest;
+use voice_core::interrupt::Target;
 use voice_core::turn::required_silence_ms;
 use voice_ros::frames;
 
@@ -29,6 +36,9 @@ pub const POLL: Duration = Duration::from_millis(100);
 
 /// Silence up to this still counts as speaking, for partials [ms] (two VAD windows).
 const SPEAKING_MS: u32 = 64;
+
+/// How often the listener looks at the clock when no frame comes (stream gaps, answers).
+const GAP_POLL: Duration = Duration::from_millis(50);
 
 /// An end-of-turn answer from llm_node: turn id, revision, probability.
 pub type Answer = (String, u32, f32);
@@ -57,6 +67,12 @@ struct Listener<'a> {
     speech_end: SystemTime,
     /// Barge-in already sent while the robot is audible.
     barged: bool,
+    /// The stream's audio is accounted for up to here (arrival of the last
+    /// frame, or silence fed for a stopped stream), and that frame's length.
+    heard_until: Instant,
+    last_frame: Duration,
+    /// Silence is being fed for a stopped stream.
+    in_gap: bool,
 }
 
 /// Listener thread.
@@ -78,18 +94,24 @@ pub fn listen(
         next_utt: 1,
         speech_end: SystemTime::now(),
         barged: false,
+        heard_until: Instant::now(),
+        last_frame: Duration::ZERO,
+        in_gap: false,
     };
     while !shared.stop.load(Ordering::SeqCst) {
-        let msg = match frames.recv_timeout(POLL) {
-            Ok(m) => m,
-            Err(RecvTimeoutError::Timeout) => continue,
+        let msg = match frames.recv_timeout(GAP_POLL) {
+            Ok(m) => Some(m),
+            Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => break,
         };
         if updates.has_changed().unwrap_or(false) {
             l.cfg = updates.borrow_and_update().clone();
             l.ingest.set_config(l.cfg.endpoint.clone());
         }
-        l.frame(&msg);
+        match msg {
+            Some(m) => l.frame(&m),
+            None => l.gap(),
+        }
         while let Ok(a) = answers.try_recv() {
             l.answer(a);
         }
@@ -108,13 +130,7 @@ impl Listener<'_> {
                 return;
             }
         };
-        let audible = shared.robot_audible(self.cfg.echo_guard);
-        if !audible {
-            self.barged = false;
-        }
-        // Half-duplex only when asked for: by default speech over the robot
-        // is heard (and echo-checked), never silently dropped.
-        let listen = !audible || self.cfg.barge_in || self.cfg.hear_while_speaking;
+        let (audible, listen) = self.listening();
         let out = match self
             .ingest
             .push(frame.sample_rate, &frame.samples, arrived, listen)
@@ -125,14 +141,11 @@ impl Listener<'_> {
                 return;
             }
         };
-        if !listen {
-            shared
-                .samples_ignored_while_speaking
-                .fetch_add(out.normalized.len() as u64, Ordering::Relaxed);
-            if self.utt.take().is_some() {
-                *shared.tentative.lock().unwrap_or_else(|e| e.into_inner()) = None;
-            }
-        }
+        self.heard_until = Instant::now();
+        self.last_frame = Duration::from_secs_f64(
+            frame.samples.len() as f64 / f64::from(frame.sample_rate.max(1)),
+        );
+        self.in_gap = false;
         if let (Some(publ), false) = (&self.pubs.normalized, out.normalized.is_empty()) {
             let mut f = frames::mono_s16(
                 &out.normalized,
@@ -142,6 +155,74 @@ impl Listener<'_> {
             );
             f.header.stamp = msg.header.stamp.clone();
             let _ = publ.publish(&f);
+        }
+        self.process(out, arrived, audible, listen);
+    }
+
+    /// Whether the robot is audible, and whether to listen meanwhile.
+    fn listening(&mut self) -> (bool, bool) {
+        let audible = self.shared.robot_audible(self.cfg.echo_guard);
+        if !audible {
+            self.barged = false;
+        }
+        // Half-duplex only when asked for: by default speech over the robot
+        // is heard (and echo-checked), never silently dropped.
+        let listen = !audible || self.cfg.barge_in || self.cfg.hear_while_speaking;
+        (audible, listen)
+    }
+
+    /// No frame came: while a turn is pending and the stream has stopped
+    /// (nothing for `stream_gap_ms` beyond the last frame's length), the
+    /// time since the last audio is fed as silence.
+    fn gap(&mut self) {
+        let Some(gap) = self.cfg.stream_gap else {
+            return;
+        };
+        let since = self.heard_until.elapsed();
+        let stalled = self.in_gap || since > self.last_frame + gap;
+        if !stalled || !self.ingest.in_speech() {
+            return;
+        }
+        if !self.in_gap {
+            self.in_gap = true;
+            self.shared.stream_gaps.fetch_add(1, Ordering::Relaxed);
+            self.shared.log.info(format!(
+                "no audio for {:.0} ms while a turn is pending (the stream stopped): counting the time as silence",
+                since.as_secs_f64() * 1e3
+            ));
+        }
+        let samples = (since.as_secs_f64() * f64::from(voice_core::PIPELINE_RATE)) as usize;
+        self.heard_until = Instant::now();
+        self.shared
+            .silence_filled_ms
+            .fetch_add((since.as_secs_f64() * 1e3) as u64, Ordering::Relaxed);
+        let (audible, listen) = self.listening();
+        let now = SystemTime::now();
+        match self.ingest.push_silence(samples, now, listen) {
+            Ok(out) => self.process(out, now, audible, listen),
+            Err(e) => self
+                .shared
+                .warn_throttled(&format!("silence for a stopped stream: {e}")),
+        }
+    }
+
+    /// The 16 kHz audio and endpointing events of a frame (or of silence fed
+    /// for a stopped stream).
+    fn process(
+        &mut self,
+        out: voice_core::ingest::Output<SystemTime>,
+        arrived: SystemTime,
+        audible: bool,
+        listen: bool,
+    ) {
+        let shared = self.shared;
+        if !listen {
+            shared
+                .samples_ignored_while_speaking
+                .fetch_add(out.normalized.len() as u64, Ordering::Relaxed);
+            if self.utt.take().is_some() {
+                *shared.tentative.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            }
         }
         if let Some(u) = self.utt.as_mut() {
             u.since_partial += out.normalized.len();
@@ -200,9 +281,10 @@ impl Listener<'_> {
             self.shared
                 .log
                 .info("barge-in: user speech while speaking, publishing interrupt");
-            let _ = self.pubs.interrupt.publish(&StringMsg {
-                data: "barge_in".into(),
-            });
+            let _ = self
+                .pubs
+                .interrupt
+                .publish(&voice_ros::interrupt::raise(&Target::All, "barge_in"));
         }
     }
 
@@ -309,6 +391,9 @@ impl Listener<'_> {
             &self.shared.ended_by_silence
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        if self.in_gap {
+            self.shared.ended_in_gap.fetch_add(1, Ordering::Relaxed);
+        }
         let wait_ms = self
             .speech_end
             .elapsed()

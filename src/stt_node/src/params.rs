@@ -43,6 +43,8 @@ pub struct SttParams {
     pub barge_in: bool,
     /// After `speaking` goes false, the robot counts as audible this long (speaker echo tail) [ms].
     pub echo_guard_ms: i32,
+    /// No audio frame for this long while the user's turn is pending (a bag that ended, a driver that stopped) counts the missing time as silence, so the turn is judged and ends as if the silence had been heard [ms]; 0 = off (only heard silence counts).
+    pub stream_gap_ms: i32,
     /// Voice activity detection.
     pub vad: VadParams,
     /// Turn taking: partial transcripts, end of turn, speech over the robot.
@@ -120,6 +122,7 @@ impl Default for SttParams {
             publish_normalized: false,
             barge_in: false,
             echo_guard_ms: 300,
+            stream_gap_ms: 300,
             vad: VadParams::default(),
             turn: TurnParams::default(),
         }
@@ -193,6 +196,8 @@ pub struct SttConfig {
     pub max_frame_s: f64,
     pub barge_in: bool,
     pub echo_guard: std::time::Duration,
+    /// Frames missing this long count as silence; `None` = off.
+    pub stream_gap: Option<std::time::Duration>,
     pub end_threshold: f32,
     pub partial_interval_ms: u32,
     pub hear_while_speaking: bool,
@@ -258,6 +263,11 @@ impl NodeParams for SttParams {
             || format!("must be in (0, 60], got {}", self.max_frame_s),
         )?;
         in_range(self.echo_guard_ms, 0..=5_000, "echo_guard_ms")?;
+        check(
+            self.stream_gap_ms == 0 || (50..=10_000).contains(&self.stream_gap_ms),
+            "stream_gap_ms",
+            || format!("must be 0 (off) or 50..=10000, got {}", self.stream_gap_ms),
+        )?;
         let non_neg = |name: &'static str, v: i32| -> Result<u32, ParamError> {
             u32::try_from(v).map_err(|_| ParamError {
                 name,
@@ -316,6 +326,8 @@ impl NodeParams for SttParams {
             max_frame_s: self.max_frame_s,
             barge_in: self.barge_in,
             echo_guard: std::time::Duration::from_millis(self.echo_guard_ms as u64),
+            stream_gap: (self.stream_gap_ms > 0)
+                .then(|| std::time::Duration::from_millis(self.stream_gap_ms as u64)),
             end_threshold: self.turn.end_threshold,
             partial_interval_ms: self.turn.partial_interval_ms as u32,
             hear_while_speaking: self.turn.hear_while_speaking,

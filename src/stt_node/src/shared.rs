@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use r2r::diagnostic_msgs::msg::DiagnosticArray;
 use r2r::std_msgs::msg::String as StringMsg;
-use r2r::voice_agent::msg::{AudioFrame, PartialTranscript, Utterance};
+use r2r::voice_agent::msg::{AudioFrame, Interrupt, PartialTranscript, Utterance};
 use voice_ros::diag::{Level, Report};
 use voice_ros::log::{Log, Throttle};
 
@@ -36,7 +36,7 @@ pub struct Publishers {
     pub utterance: r2r::Publisher<Utterance>,
     pub text: r2r::Publisher<StringMsg>,
     pub partial: r2r::Publisher<PartialTranscript>,
-    pub interrupt: r2r::Publisher<StringMsg>,
+    pub interrupt: r2r::Publisher<Interrupt>,
     pub normalized: Option<r2r::Publisher<AudioFrame>>,
 }
 
@@ -157,6 +157,8 @@ pub struct Shared {
     pub segments_dropped: AtomicU64,
     pub utterances: AtomicU64,
     pub rejected_non_speech: AtomicU64,
+    /// Transcripts that were one phrase repeated (Whisper's loop), not turns.
+    pub rejected_repetition: AtomicU64,
     /// 16 kHz samples not listened to while the robot spoke (turn.hear_while_speaking false).
     pub samples_ignored_while_speaking: AtomicU64,
     pub heard_while_speaking: AtomicU64,
@@ -171,6 +173,11 @@ pub struct Shared {
     pub ended_by_silence: AtomicU64,
     /// Turns that continued (and replaced) the one before.
     pub continued: AtomicU64,
+    /// Times the stream stopped while a turn was pending; silence fed for
+    /// them [ms]; turns that ended during such silence.
+    pub stream_gaps: AtomicU64,
+    pub silence_filled_ms: AtomicU64,
+    pub ended_in_gap: AtomicU64,
     /// Utterances without a wake word outside the follow-up window.
     pub not_addressed: AtomicU64,
     pub tentative: Mutex<Option<Tentative>>,
@@ -199,6 +206,7 @@ impl Shared {
             segments_dropped: AtomicU64::new(0),
             utterances: AtomicU64::new(0),
             rejected_non_speech: AtomicU64::new(0),
+            rejected_repetition: AtomicU64::new(0),
             samples_ignored_while_speaking: AtomicU64::new(0),
             heard_while_speaking: AtomicU64::new(0),
             echo_rejected: AtomicU64::new(0),
@@ -209,6 +217,9 @@ impl Shared {
             ended_by_score: AtomicU64::new(0),
             ended_by_silence: AtomicU64::new(0),
             continued: AtomicU64::new(0),
+            stream_gaps: AtomicU64::new(0),
+            silence_filled_ms: AtomicU64::new(0),
+            ended_in_gap: AtomicU64::new(0),
             not_addressed: AtomicU64::new(0),
             tentative: Mutex::new(None),
             last_score: Mutex::new(None),
@@ -344,12 +355,19 @@ impl Shared {
             .kv("segments_dropped", n(&self.segments_dropped))
             .kv("utterances", n(&self.utterances))
             .kv("rejected_non_speech", n(&self.rejected_non_speech))
+            .kv("rejected_repetition", n(&self.rejected_repetition))
             .kv("partials", n(&self.partials))
             .kv("tentative_ends", n(&self.tentative_ends))
             .kv("tentative_ends_resumed", n(&self.resumed))
             .kv("turns_ended_by_score", n(&self.ended_by_score))
             .kv("turns_ended_by_silence", n(&self.ended_by_silence))
             .kv("turns_continued", n(&self.continued))
+            .kv("stream_gaps", n(&self.stream_gaps))
+            .kv(
+                "silence_filled_s",
+                format!("{:.2}", n(&self.silence_filled_ms) as f64 / 1e3),
+            )
+            .kv("turns_ended_in_stream_gap", n(&self.ended_in_gap))
             .kv("not_addressed", n(&self.not_addressed))
             .kv("last_end_of_turn_score", score)
             .kv("heard_while_speaking", n(&self.heard_while_speaking))

@@ -65,6 +65,29 @@ impl<D: SpeechDetector, T: Copy> Ingest<D, T> {
         listen: bool,
     ) -> Result<Output<T>, IngestError> {
         let normalized = self.resampler.push(sample_rate, samples)?;
+        self.feed(normalized, t, listen)
+    }
+
+    /// Time passed with no audio (the stream stopped: a bag ended, a driver
+    /// stalled): `samples` of silence at 16 kHz, at time `t`, so a pending
+    /// turn is judged as if the silence had been heard. The resampler's
+    /// held tail of the audio before goes first.
+    pub fn push_silence(
+        &mut self,
+        samples: usize,
+        t: T,
+        listen: bool,
+    ) -> Result<Output<T>, IngestError> {
+        let mut x = if self.resampler.holds_samples() {
+            self.resampler.flush()?
+        } else {
+            Vec::new()
+        };
+        x.resize(x.len() + samples, 0.0);
+        self.feed(x, t, listen)
+    }
+
+    fn feed(&mut self, normalized: Vec<f32>, t: T, listen: bool) -> Result<Output<T>, IngestError> {
         self.received += normalized.len() as u64;
         self.clock.mark(self.received, t);
         self.pending.extend_from_slice(&normalized);
@@ -186,6 +209,36 @@ mod tests {
         // arrival of the last speech sample: frame ~99 (2.0 s at 20 ms frames)
         let t = segs[0].1.unwrap();
         assert!((95..=105).contains(&t), "{t}");
+    }
+
+    #[test]
+    fn silence_for_a_stopped_stream_ends_the_utterance() {
+        // the stream stops 100 ms after the speech: without more frames no
+        // segment; the missing time pushed as silence ends it
+        let cfg = EndpointConfig {
+            min_silence_ms: 300,
+            max_silence_ms: 0,
+            ..EndpointConfig::default()
+        };
+        let mut ing = Ingest::new(EnergyDetector::default(), cfg);
+        let mut x = vec![0.0; 48_000];
+        x.extend(tone(48_000, 1.0, 0.3));
+        x.extend(vec![0.0; 4_800]);
+        let ev = feed(&mut ing, 48_000, &x, true);
+        assert!(!ev.iter().any(|(e, _)| matches!(e, Event::Segment(_))));
+        assert!(ing.in_speech());
+        let out = ing.push_silence(16_000 / 2, 999, true).unwrap();
+        let seg = out.events.iter().find_map(|(e, t)| match e {
+            Event::Segment(s) => Some((s, t)),
+            _ => None,
+        });
+        let (seg, _) = seg.expect("the utterance ended");
+        assert!(
+            seg.is_last && (seg.duration_s() - 1.6).abs() < 0.1,
+            "{}",
+            seg.duration_s()
+        );
+        assert!(!ing.in_speech());
     }
 
     #[test]

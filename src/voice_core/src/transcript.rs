@@ -88,6 +88,38 @@ pub fn repeats(text: &str) -> bool {
     (3..=w.len() / 2).any(|k| (0..=w.len() - 2 * k).any(|i| w[i..i + k] == w[i + k..i + 2 * k]))
 }
 
+/// Longest phrase [words] checked for a repetition loop.
+const LOOP_PHRASE_MAX: usize = 4;
+/// Share of the transcript a loop must cover to make all of it one.
+const LOOP_COVERAGE: f32 = 0.8;
+
+/// Times a phrase of `k` words must repeat back to back to be a loop: a
+/// person may well say "no, no, no, no" to a robot, Whisper looping on echo
+/// or noise says "Okay." until its token bound.
+fn loop_repeats(k: usize) -> usize {
+    match k {
+        1 => 5,
+        2 => 4,
+        _ => 3,
+    }
+}
+
+/// Whether the transcript is (nearly all) one short phrase repeated back
+/// to back ("Okay. Okay. Okay. Okay. Okay. Okay.", "Thank you. Thank you.
+/// Thank you. Thank you."): Whisper's repetition loop on echo or noise,
+/// not a request. Such a transcript is not a turn.
+pub fn repetition_loop(text: &str) -> bool {
+    let w = normalize_words(text);
+    let n = w.len();
+    (1..=LOOP_PHRASE_MAX).any(|k| {
+        (0..n.saturating_sub(k)).any(|i| {
+            let phrase = &w[i..i + k];
+            let reps = w[i..].chunks_exact(k).take_while(|c| *c == phrase).count();
+            reps >= loop_repeats(k) && (reps * k) as f32 >= LOOP_COVERAGE * n as f32
+        })
+    })
+}
+
 /// Fraction of `heard`'s words (normalized) that occur in `spoken`: how much
 /// of a transcript is the robot's own recent speech heard back.
 pub fn overlap(heard: &str, spoken: &std::collections::HashSet<String>) -> f32 {
@@ -138,6 +170,28 @@ mod tests {
         assert!(!repeats("Go to the kitchen and then go to the lab."));
         assert!(!repeats("no no no"));
         assert!(!repeats(""));
+    }
+
+    #[test]
+    fn hallucination_loops_are_told_from_people_repeating_themselves() {
+        for t in [
+            "Okay. Okay. Okay. Okay. Okay. Okay. Okay. Okay.",
+            "Thank you. Thank you. Thank you. Thank you.",
+            "so okay okay okay okay okay",
+            "Go to the lab. Go to the lab. Go to the lab.",
+        ] {
+            assert!(repetition_loop(t), "{t}");
+        }
+        for t in [
+            "No, no, no, no.",
+            "Okay. Okay.",
+            "Go to the lab. Go to the lab.",
+            "Okay okay okay okay okay, now tell me where the kitchen is and how far it is.",
+            "",
+            "Go to the kitchen.",
+        ] {
+            assert!(!repetition_loop(t), "{t}");
+        }
     }
 
     #[test]
