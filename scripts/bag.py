@@ -72,7 +72,10 @@ def metadata_yaml(name: str, topic: str, start_ns: int, end_ns: int, count: int,
 
 
 def make(out: Path, wavs: list[Path], texts: list[str], gap: float = 2.0, topic: str = "/audio",
-         start_ns: int | None = None) -> Path:
+         start_ns: int | None = None, tail: float | None = None) -> Path:
+    """A bag of the WAVs said one after another, `gap` s of silence around
+    each (half before, half after); `tail` s after the last one instead
+    (a bag that ends right after the speech)."""
     from mcap.writer import CompressionType
     from mcap_ros2.writer import Writer
     out.mkdir(parents=True, exist_ok=True)
@@ -97,11 +100,12 @@ def make(out: Path, wavs: list[Path], texts: list[str], gap: float = 2.0, topic:
                 count += 1
                 t += int(len(block) / rate * 1e9)
 
-        for wav in wavs:
+        for k, wav in enumerate(wavs):
             x, rate = read_wav(wav)
+            after = tail if tail is not None and k + 1 == len(wavs) else gap / 2
             write_block(np.zeros(int(rate * gap / 2), np.float32), rate)
             write_block(x.mean(axis=1).astype(np.float32), rate)
-            write_block(np.zeros(int(rate * gap / 2), np.float32), rate)
+            write_block(np.zeros(int(rate * after), np.float32), rate)
         w.finish()
     (out / "metadata.yaml").write_text(metadata_yaml(name, topic, start_ns, t, count, texts))
     return out

@@ -8,7 +8,8 @@ Writes report.json, report.md and latency.png.
 
 Replayed audio holds no echo of the robot, so stt_node's half-duplex gate is
 left unplugged here (the robot may still be speaking when the next recorded
-utterance starts).
+utterance starts). llm_node answers every request on its own
+(busy_policy queue), so each reference utterance gets its own row.
 """
 from __future__ import annotations
 
@@ -41,7 +42,12 @@ def run(bags: list[Path], out: Path, rate: float, sim_time: bool, timeout: float
         refs.append(bagtool.references(b))
     h = Harness(pick_domain(), out)
     try:
-        start_nodes(h, common={"use_sim_time": sim_time}, stt_remaps={"speaking": "/evaluation/gate_unplugged"})
+        # busy_policy queue: every recorded request gets its own reply and
+        # figures (merge, the default, would answer a request transcribed
+        # while the one before is still unanswered together with it: right
+        # for a person talking on, but then that request has no row here)
+        start_nodes(h, common={"use_sim_time": sim_time}, stt_remaps={"speaking": "/evaluation/gate_unplugged"},
+                    llm={"busy_policy": "queue"})
         heard = h.collect(Utterance, "/transcript")
         chunks = h.collect(ReplyChunk, "/reply/chunk")
         stats = h.collect(TurnStats, "/turn_stats")

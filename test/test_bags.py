@@ -11,7 +11,7 @@ import pytest
 from rosbags.highlevel import AnyReader
 from rosbags.typesys import Stores, get_typestore
 
-from va_harness import ROOT, speak
+from va_harness import ROOT, clause_audio, speak, with_pauses, write_wav
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import bag as bagtool  # noqa: E402
@@ -61,6 +61,21 @@ def test_bag_replay_gives_three_turns_with_correct_transcripts(three, tmp_path, 
         assert t["end_of_speech_to_first_audio_ms"] > 0
     assert (tmp_path / "report.md").read_text().count("\n| ") >= 3 + 4
     assert (tmp_path / "latency.png").stat().st_size > 5000
+
+
+def test_a_bag_that_ends_right_after_the_request_still_gets_its_turn(tmp_path):
+    """The bag's last request (a pause inside it) is followed by 0.25 s of
+    silence, then the bag ends: stt_node counts the time with no frames as
+    silence, so the request is answered (before, it never was)."""
+    clauses = ["Please go to the kitchen,", "and bring me a glass of water."]
+    wav = tmp_path / "request.wav"
+    write_wav(wav, with_pauses(clause_audio(clauses, tmp_path / "voice"), [0.7]), 16000)
+    b = bagtool.make(tmp_path / "ends", [wav], [" ".join(clauses)], gap=1.0, tail=0.25)
+    r, rep = evaluate(tmp_path / "eval", "--bags", str(b), "--timeout", "60")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert len(rep["turns"]) == 1, rep
+    t = rep["turns"][0]
+    assert t["wer"] <= 0.3 and t["reply"].strip(), t
 
 
 def run_tool(*args):
