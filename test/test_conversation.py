@@ -59,9 +59,16 @@ def test_sentences_with_inner_pauses_are_one_turn_each(ros, tmp_path, speaker):
     for clauses, u in zip(SENTENCES, heard):
         ref = " ".join(clauses)
         assert wer(ref, u.text) <= 0.3, (ref, u.text)
-    # the judge answered for the pauses; its scores went out
-    assert len(t["eot"]) >= len(SENTENCES)
-    assert any(u.end_of_turn_score >= 0 for u in heard)
+    # every pause sent for judgement was answered (a busy conversation
+    # answers -1), and a turn the judge ended carries the score it gave
+    # (whether the judge or vad.max_silence_ms ends a turn first depends on
+    # the machine's speed: bench.sh measures it)
+    asked = {(p.turn_id, p.revision) for p in t["partials"] if p.tentative_end and not p.is_final}
+    assert asked, "no pause was sent for judgement"
+    mic.run(lambda: asked <= {(e.turn_id, e.revision) for e in t["eot"]}, 30, "a judgement for every pause")
+    for u in heard:
+        assert u.end_of_turn_score < 0 or any(
+            e.turn_id == u.turn_id and abs(e.probability - u.end_of_turn_score) < 1e-6 for e in t["eot"]), u
 
     # partial transcripts: during speech, revisions counting up, the
     # committed prefix never changing, the last one the final text
@@ -75,9 +82,10 @@ def test_sentences_with_inner_pauses_are_one_turn_each(ros, tmp_path, speaker):
             assert b.stable.startswith(a.stable), (a.stable, b.stable)
         assert mine[-1].is_final and mine[-1].text == u.text
         assert not any(p.is_final for p in mine[:-1])
-        first = mine[0].header.stamp.sec + mine[0].header.stamp.nanosec * 1e-9
-        end = u.speech_end.sec + u.speech_end.nanosec * 1e-9
-        assert first < end, "no partial before the end of speech"
+        # the first hypothesis was of the speech so far, not of all of it
+        # (when it is published depends on the machine's speed: the partial
+        # lag is in TurnStats and bench.sh)
+        assert mine[0].audio_duration_s < u.audio_duration_s - 0.5, (mine[0].audio_duration_s, u.audio_duration_s)
 
 
 def test_two_sentences_with_a_clear_pause_are_two_turns(ros, tmp_path):
