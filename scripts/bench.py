@@ -2,7 +2,7 @@
 on the same machine, with ratios; and the whole loop, streaming against the
 sequential alternative. Figures, never pass/fail.
 
-    python scripts/bench.py                 # all: stt llm intent tts loop conversation audio
+    python scripts/bench.py                 # all: stt llm intent tts loop conversation first_chunk audio
     python scripts/bench.py llm intent tts  # some
 """
 from __future__ import annotations
@@ -381,6 +381,81 @@ def conversation():
         print(f"  {name:<40} median {med([f(s) for s in rows]):8.2f}")
 
 
+FIRST_CHUNK_PROMPTS = [
+    "Explain what the saying ask not what your country can do for you means.",
+    "Describe the kitchen of a large and busy restaurant.",
+    "Why is the sky blue during the day and red in the evening?",
+    "Tell me about the history of robots in factories.",
+    "What should I pack for a hiking trip in the mountains?",
+    "How does a cleaning robot find its way around a house?",
+]
+
+
+def first_chunk():
+    """The reply's first chunk cut after its first words (llm_node
+    first_chunk_words) vs at its first sentence or clause only (0), side by
+    side on the same text prompts (greedy: the same replies): TTS first
+    audio, prompt -> first audio, and whether the split is audible to a
+    listener: Whisper tiny.en transcribing the spoken reply, WER against the
+    reply text, split vs whole."""
+    from voice_agent.msg import AudioFrame, TurnStats, Utterance
+    from std_msgs.msg import Bool, String
+    print("\n== First chunk: cut after its first words vs at its first sentence (llm + tts Piper + Whisper listener) ==")
+    prof = ["--params-file", str(ROOT / "config" / "cpu_small.yaml")]
+    res = {}
+    for words in (0, 6):
+        h = harness(f"first-chunk-{words}")
+        try:
+            h.start("tts_node", params={"voice_path": PIPER_VOICE, "onnxruntime_path": ONNXRUNTIME,
+                                        "noise_scale": 0.0, "noise_w": 0.0}, extra_args=prof)
+            h.start("stt_node", name="listener", extra_args=prof,
+                    params={"model_path": WHISPER_MODEL, "vad.model_path": VAD_MODEL, "reliable_audio": True,
+                            "vad.min_silence_ms": 700, "vad.max_silence_ms": 0},
+                    remaps={"audio": "/audio_out", "speaking": "/not_speaking", "transcript": "/heard",
+                            "reply/chunk": "/not_reply", "say": "/not_say"})
+            chunks, pub = start_llm(h, {"model_path": LLM_MODEL, "temperature": 0.0, "max_tokens": 48,
+                                        "first_chunk_words": words, "n_threads": THREADS})
+            stats = h.collect(TurnStats, "/turn_stats")
+            replies = h.collect(String, "/reply/text")
+            heard = h.collect(Utterance, "/heard")
+            speaking = h.collect(Bool, "/speaking", latched())
+            first_audio = {}
+            h.node.create_subscription(AudioFrame, "/audio_out",
+                                       lambda f: first_audio.setdefault(f.turn_id, time.monotonic()), reliable(2000))
+            h.wait_publisher("/turn_stats", timeout=60)
+            h.wait_publisher("/heard", timeout=60)
+            rows = []
+            for i, text in enumerate(FIRST_CHUNK_PROMPTS):
+                turn = f"fc{words}-{i}"
+                n_heard, n_replies = len(heard), len(replies)
+                t0 = time.monotonic()
+                pub.publish(Utterance(turn_id=turn, conversation_id=turn, text=text))
+                h.wait_for(lambda: any(s.turn_id == turn for s in stats) and len(replies) > n_replies, 90,
+                           "the reply spoken")
+                h.wait_for(lambda: speaking and not speaking[-1].data, 90, "the reply finished")
+                h.wait_for(lambda: len(heard) > n_heard, 60, "the listener's transcript")
+                h.spin_for(2.5)  # the rest of a reply the listener cut in two
+                s = next(s for s in stats if s.turn_id == turn)
+                said = " ".join(u.text for u in heard[n_heard:])
+                first = [c.text for c in chunks if c.turn_id == turn and c.index == 0]
+                rows.append(dict(tts=s.tts_first_audio_ms, llm=s.llm_first_chunk_ms,
+                                 e2e=(first_audio[turn] - t0) * 1e3, wer=wer(replies[n_replies].data, said),
+                                 first=first[0] if first else "", reply=replies[n_replies].data))
+            res[words] = rows
+        finally:
+            h.close()
+    for words, rows in res.items():
+        label = f"first_chunk_words {words}" + (" (off)" if words == 0 else "")
+        print(f"  {label:<26} tts first audio median {med([r['tts'] for r in rows]):5.0f} ms, "
+              f"llm first chunk {med([r['llm'] for r in rows]):5.0f} ms, prompt -> first audio "
+              f"{med([r['e2e'] for r in rows]):5.0f} ms; WER of the spoken reply {statistics.mean(r['wer'] for r in rows):.3f}")
+    for a, b in zip(res[0], res[6]):
+        print(f"    {a['tts']:5.0f} -> {b['tts']:5.0f} ms  WER {a['wer']:.2f} -> {b['wer']:.2f}  first chunk "
+              f"{a['first']!r} -> {b['first']!r}")
+    ratio = med([r['e2e'] for r in res[6]]) / med([r['e2e'] for r in res[0]])
+    print(f"  prompt -> first audio, cut / not cut: {ratio:.2f}")
+
+
 def cpu_s(pid: int) -> float:
     """CPU time (user + system) a process has used so far [s]."""
     f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -495,11 +570,11 @@ def audio():
 
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
-    which = sys.argv[1:] or ["stt", "llm", "intent", "tts", "loop", "conversation", "audio"]
+    which = sys.argv[1:] or ["stt", "llm", "intent", "tts", "loop", "conversation", "first_chunk", "audio"]
     print(f"machine: {os.cpu_count()} cores; binaries {BIN}")
     for w in which:
         {"stt": stt, "llm": llm, "intent": intent, "tts": tts, "loop": loop_bench,
-         "conversation": conversation, "audio": audio}[w]()
+         "conversation": conversation, "first_chunk": first_chunk, "audio": audio}[w]()
 
 
 if __name__ == "__main__":

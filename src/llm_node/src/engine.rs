@@ -663,6 +663,7 @@ impl<'m> Engine<'m> {
             reused_prefill as u32,
             sampler,
             prefill,
+            self.cfg.first_chunk_words,
         ));
         Ok(())
     }

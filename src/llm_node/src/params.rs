@@ -43,6 +43,8 @@ pub struct LlmParams {
     pub repeat_penalty: f32,
     /// Most tokens generated per reply.
     pub max_tokens: i32,
+    /// The reply's first chunk ends after this many words (at a word boundary) when no sentence or clause ended sooner, so the first audio does not wait for a long first sentence; later chunks are whole sentences; 0 = off.
+    pub first_chunk_words: i32,
     /// Sampling seed (with temperature > 0).
     pub seed: i64,
     /// System prompt of every conversation.
@@ -101,6 +103,7 @@ impl Default for LlmParams {
             top_k: 40,
             repeat_penalty: 1.1,
             max_tokens: 128,
+            first_chunk_words: 6,
             seed: 42,
             system_prompt:
                 "You are a helpful robot assistant. Answer in one or two short spoken sentences."
@@ -145,6 +148,7 @@ pub struct LlmConfig {
     pub top_k: i32,
     pub repeat_penalty: f32,
     pub max_tokens: u32,
+    pub first_chunk_words: usize,
     pub seed: u32,
     pub system_prompt: String,
     pub history_turns: usize,
@@ -163,6 +167,7 @@ impl LlmConfig {
         self.top_k = new.top_k;
         self.repeat_penalty = new.repeat_penalty;
         self.max_tokens = new.max_tokens;
+        self.first_chunk_words = new.first_chunk_words;
         self.seed = new.seed;
         self.system_prompt = new.system_prompt.clone();
         self.history_turns = new.history_turns;
@@ -281,6 +286,7 @@ impl NodeParams for LlmParams {
         })?;
         in_range(self.repeat_penalty, 0.5..=3.0, "repeat_penalty")?;
         in_range(self.max_tokens, 1..=8192, "max_tokens")?;
+        in_range(self.first_chunk_words, 0..=100, "first_chunk_words")?;
         check(
             self.max_tokens < self.ctx_size / self.parallel,
             "max_tokens",
@@ -387,6 +393,7 @@ impl NodeParams for LlmParams {
             top_k: self.top_k,
             repeat_penalty: self.repeat_penalty,
             max_tokens: self.max_tokens as u32,
+            first_chunk_words: self.first_chunk_words as usize,
             seed: self.seed as u32,
             system_prompt: voice_core::chat::sanitize(&self.system_prompt),
             history_turns: self.history_turns as usize,

@@ -95,6 +95,8 @@ pub struct Finished {
 impl Turn {
     /// `prefill`: the start of the output written into the prompt (with
     /// intents, the action's opening; the say stream starts after it).
+    /// `first_words`: the first chunk ends after this many words (0 = at
+    /// its first sentence or clause only).
     pub fn new(
         req: TurnRequest,
         user_text: String,
@@ -102,6 +104,7 @@ impl Turn {
         prefilled: u32,
         sampler: TurnSampler,
         prefill: Option<&str>,
+        first_words: usize,
     ) -> Self {
         let say = prefill.map(|p| {
             let mut say = SayStream::new();
@@ -121,7 +124,10 @@ impl Turn {
             generated: 0,
             utf8: Utf8Stream::new(),
             say,
-            chunker: Chunker::new(ChunkerConfig::default()),
+            chunker: Chunker::new(ChunkerConfig {
+                first_words,
+                ..ChunkerConfig::default()
+            }),
             chunk_index: 0,
             first_token: None,
             first_chunk: None,
@@ -259,6 +265,7 @@ mod tests {
             0,
             sampler,
             prefill,
+            0,
         )
     }
 

@@ -84,7 +84,9 @@ pub fn synthesize(
             for s in &mut samples {
                 *s = (*s * p.volume).clamp(-1.0, 1.0);
             }
-            if !samples.is_empty() {
+            // the pause after a sentence; a chunk cut inside one (a reply's
+            // first words, a clause) runs on into the next without it
+            if !samples.is_empty() && ends_sentence(&sentence) {
                 samples.extend(std::iter::repeat_n(0.0, silence));
             }
             if let Ok(mut a) = ctl.audio_compute.lock() {
@@ -114,6 +116,38 @@ pub fn synthesize(
     }
 }
 
+/// Whether a chunk ends a sentence (terminal punctuation, maybe quoted).
+fn ends_sentence(chunk: &str) -> bool {
+    chunk
+        .trim_end()
+        .trim_end_matches(['"', '\'', ')', '\u{201d}', '\u{2019}'])
+        .ends_with([
+            '.', '!', '?', '\u{2026}', '\u{3002}', '\u{ff01}', '\u{ff1f}',
+        ])
+}
+
 fn truncate(s: &str, n: usize) -> String {
     s.chars().take(n).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sentence_ends() {
+        for t in [
+            "Going now. ",
+            "Really?",
+            "He said \"stop.\" ",
+            "Well\u{2026}",
+        ] {
+            assert!(super::ends_sentence(t), "{t}");
+        }
+        for t in [
+            "This is a classic idiom that ",
+            "When you get to the lab, ",
+            "",
+        ] {
+            assert!(!super::ends_sentence(t), "{t}");
+        }
+    }
 }

@@ -26,6 +26,10 @@ pub struct ChunkerConfig {
     pub first_clause_chars: usize,
     /// A chunk this long with no boundary is cut at the last space.
     pub max_chars: usize,
+    /// The first chunk of a reply ends after this many words (at a word
+    /// boundary) when no sentence or clause boundary came sooner, so the
+    /// first audio does not wait for a long first sentence; 0 = off.
+    pub first_words: usize,
 }
 
 impl Default for ChunkerConfig {
@@ -35,6 +39,7 @@ impl Default for ChunkerConfig {
             clause_chars: 60,
             first_clause_chars: 16,
             max_chars: 200,
+            first_words: 0,
         }
     }
 }
@@ -85,10 +90,17 @@ impl Chunker {
             self.cfg.min_chars
         };
         let mut last_space = None;
+        let mut words = 0;
         for (i, &(pos, c)) in chars.iter().enumerate() {
             let len_chars = i + 1;
             if c.is_whitespace() && len_chars <= self.cfg.max_chars {
                 last_space = Some(pos + c.len_utf8());
+            }
+            if c.is_whitespace() && i > 0 && !chars[i - 1].1.is_whitespace() {
+                words += 1;
+                if self.emitted == 0 && self.cfg.first_words > 0 && words >= self.cfg.first_words {
+                    return Some(pos + c.len_utf8());
+                }
             }
             if c == '\n' && len_chars > 1 && s[..pos].trim().chars().count() >= 2 {
                 return Some(pos + 1);
@@ -248,6 +260,45 @@ mod tests {
         assert_eq!(
             check("Sure! Ok. Fine then."),
             vec!["Sure! ", "Ok. Fine then."]
+        );
+    }
+
+    #[test]
+    fn a_long_first_sentence_is_cut_after_its_first_words() {
+        let cfg = ChunkerConfig {
+            first_words: 6,
+            ..ChunkerConfig::default()
+        };
+        let run = |text: &str| {
+            let mut c = Chunker::new(cfg);
+            let mut out = Vec::new();
+            for ch in text.chars() {
+                out.extend(c.push(&ch.to_string()));
+            }
+            out.push(c.finish());
+            out.retain(|s| !s.is_empty());
+            out
+        };
+        let text = "This is a classic idiom that has been used in various languages to say much. It is old.";
+        let c = run(text);
+        assert_eq!(c.concat(), text);
+        // the first chunk: six words; later chunks stay whole sentences
+        assert_eq!(c[0], "This is a classic idiom that ");
+        assert_eq!(
+            c[1..],
+            [
+                "has been used in various languages to say much. ",
+                "It is old."
+            ]
+        );
+        // a sentence or clause that ends sooner still ends the first chunk
+        assert_eq!(
+            run("Sure! Going to the kitchen now, then the lab.")[0],
+            "Sure! "
+        );
+        assert_eq!(
+            run("When you get to the lab, tell me how warm it is.")[0],
+            "When you get to the lab, "
         );
     }
 
