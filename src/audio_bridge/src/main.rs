@@ -112,14 +112,13 @@ async fn run() -> anyhow::Result<()> {
     let refused = Arc::new(AtomicU64::new(0));
     let tasks = node::Tasks::new(&log);
     let fq = node::fq_name(&node);
-    let mut held_in: Option<Arc<Mutex<format::Input>>> = None;
+    let mut held_in = None;
 
     if p.input {
         let data =
             node.subscribe::<AudioDataStamped>("audio_stamped", node::audio_qos(true, 50))?;
         let infos = node.subscribe::<AudioInfo>("audio_info", node::state_qos())?;
         let out = node.create_publisher::<AudioFrame>("audio", node::audio_qos(true, 50))?;
-        let input: Arc<Mutex<format::Input>> = Arc::default();
         // publishes one bridged frame (or counts and warns why it was refused)
         let bridge = {
             let (n, bad, log) = (bridged_in.clone(), refused.clone(), log.clone());
@@ -138,14 +137,11 @@ async fn run() -> anyhow::Result<()> {
                 }
             }
         };
-        let bridge = Arc::new(Mutex::new(bridge));
+        // the format, the frames held until it is known, and the publisher:
+        // one lock, so held frames go out before any newer one
+        let input = Arc::new(Mutex::new((format::Input::default(), bridge)));
         {
-            let (input, bridge, log, frame_id) = (
-                input.clone(),
-                bridge.clone(),
-                log.clone(),
-                p.frame_id.clone(),
-            );
+            let (input, log, frame_id) = (input.clone(), log.clone(), p.frame_id.clone());
             tasks.each("audio_info", infos, move |i| {
                 let f = format::Format::from_info(
                     i.channels,
@@ -157,8 +153,8 @@ async fn run() -> anyhow::Result<()> {
                     Ok(f) => log.info(format!("audio_info: {f}")),
                     Err(e) => log.error(format!("audio_info refused: {e}")),
                 }
-                // held frames go out under the lock, before any newer one
-                if let (Ok(mut input), Ok(mut bridge)) = (input.lock(), bridge.lock()) {
+                if let Ok(mut guard) = input.lock() {
+                    let (input, bridge) = &mut *guard;
                     let held = input.info(f, &frame_id);
                     if !held.is_empty() {
                         log.info(format!(
@@ -166,15 +162,16 @@ async fn run() -> anyhow::Result<()> {
                             held.len()
                         ));
                     }
-                    held.into_iter().for_each(&mut *bridge);
+                    held.into_iter().for_each(bridge);
                 }
             });
         }
         let (frame_id, early) = (p.frame_id.clone(), input.clone());
         tasks.each("audio_stamped", data, move |m: AudioDataStamped| {
-            if let (Ok(mut input), Ok(mut bridge)) = (input.lock(), bridge.lock()) {
+            if let Ok(mut guard) = input.lock() {
+                let (input, bridge) = &mut *guard;
                 if let Some(frame) = input.data(m.audio.data, m.header, &frame_id) {
-                    (*bridge)(frame);
+                    bridge(frame);
                 }
             }
         });
@@ -221,7 +218,11 @@ async fn run() -> anyhow::Result<()> {
         let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let (held, held_dropped, waiting) = held_in
             .as_ref()
-            .and_then(|i| i.lock().ok().map(|i| (i.held, i.held_dropped, i.waiting())))
+            .and_then(|i| {
+                i.lock()
+                    .ok()
+                    .map(|g| (g.0.held, g.0.held_dropped, g.0.waiting()))
+            })
             .unwrap_or_default();
         Report::new(&fq, "audio_common")
             .kv("frames_in", n(&bridged_in))

@@ -67,17 +67,25 @@ pub trait Asked {
     fn conversation(&self) -> Option<&str>;
 }
 
-impl Asked for TextJob {
-    fn turn_id(&self) -> &str {
-        &self.turn_id
-    }
-    fn received(&self) -> Instant {
-        self.received
-    }
-    fn conversation(&self) -> Option<&str> {
-        self.meta.as_ref().map(|m| m.conversation_id.as_str())
-    }
+/// Text and audio jobs answer from the same fields: the turn, when its
+/// text was received, and the reply chunk it came from (none for `say`).
+macro_rules! asked_from_fields {
+    ($($job:ty),*) => {$(
+        impl Asked for $job {
+            fn turn_id(&self) -> &str {
+                &self.turn_id
+            }
+            fn received(&self) -> Instant {
+                self.received
+            }
+            fn conversation(&self) -> Option<&str> {
+                self.meta.as_ref().map(|m| m.conversation_id.as_str())
+            }
+        }
+    )*};
 }
+
+asked_from_fields!(TextJob, AudioJob);
 
 /// What an interrupt needs to know of a job, kept after its audio is gone.
 #[derive(Debug, Clone)]
@@ -106,18 +114,6 @@ impl Asked for Key {
     }
     fn conversation(&self) -> Option<&str> {
         self.conversation.as_deref()
-    }
-}
-
-impl Asked for AudioJob {
-    fn turn_id(&self) -> &str {
-        &self.turn_id
-    }
-    fn received(&self) -> Instant {
-        self.received
-    }
-    fn conversation(&self) -> Option<&str> {
-        self.meta.as_ref().map(|m| m.conversation_id.as_str())
     }
 }
 
