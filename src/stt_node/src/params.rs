@@ -66,7 +66,7 @@ pub struct TurnParams {
     pub continuation_ms: i32,
     /// Wake words: comma-separated names the robot answers to (e.g. "robbie, hey robot"); a turn must begin with one, tolerant of spelling. "" = answer everything.
     pub wake_words: String,
-    /// After a turn or the robot's reply, follow-ups need no wake word for this long [s].
+    /// After the end of a turn's speech or of the robot's reply, follow-ups need no wake word for this long [s].
     pub follow_up_s: f64,
 }
 

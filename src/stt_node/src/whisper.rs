@@ -25,7 +25,6 @@ pub struct LastTurn {
     turn_id: String,
     text: String,
     speech_end: std::time::SystemTime,
-    published: std::time::SystemTime,
 }
 
 /// One utterance's transcription state.
@@ -293,14 +292,15 @@ fn finish(
         shared.heard_while_speaking.fetch_add(1, Ordering::Relaxed);
     }
     // wake words: a turn must address the robot, unless the user began it
-    // within the follow-up window of the last turn or of the robot's reply
+    // within the follow-up window after the last turn's speech (the user's
+    // clock, not how long Whisper took) or the robot's reply
     if !cfg.wake_words.is_empty() {
         let began_within = |t: std::time::SystemTime| {
             meta.speech_start
                 .duration_since(t)
                 .map_or(true, |d| d <= cfg.follow_up)
         };
-        let attentive = last.as_ref().is_some_and(|l| began_within(l.published))
+        let attentive = last.as_ref().is_some_and(|l| began_within(l.speech_end))
             || shared.robot_audible(cfg.follow_up);
         if !attentive && !voice_core::wake::addressed(&text, &cfg.wake_words) {
             shared.not_addressed.fetch_add(1, Ordering::Relaxed);
@@ -381,6 +381,5 @@ fn finish(
         turn_id,
         text,
         speech_end: meta.speech_end,
-        published: std::time::SystemTime::now(),
     })
 }
