@@ -120,7 +120,7 @@ def test_the_robots_own_voice_is_cancelled_and_without_aec_it_barges_in(ros, roo
     shows the test can fail."""
     t = start_room(ros, aec=True, audio=ROOMS[room])
     say = ros.node.create_publisher(String, "/say", reliable())
-    ros.wait_matched(say)
+    ros.wait_matched(say, n=2)  # tts_node and stt_node (it hears `say` to know the robot's words)
     speak_and_wait(ros, t, say, LONG_REPLY)
     ros.spin_for(1.5)
     assert t["heard"] == [] and t["interrupts"] == [], (t["heard"], t["interrupts"])

@@ -36,8 +36,11 @@ def listener(ros):
                              "transcript/text": "/heard/text"})
 
 
-def wait_ready(ros, pub):
-    ros.wait_matched(pub)
+def wait_ready(ros, pub, subscribers=1):
+    """tts_node (and, with a listener, stt_node: it hears `say` to know the
+    robot's words) subscribed to `pub`: a message published before its
+    subscriber matched would be lost."""
+    ros.wait_matched(pub, n=subscribers)
     ros.wait_publisher("/audio_out")
 
 
@@ -54,7 +57,7 @@ def test_say_is_spoken_and_understood(ros, engine):
     frames = ros.collect(AudioFrame, "/audio_out")
     speaking = ros.collect(Bool, "/speaking", latched())
     say = ros.node.create_publisher(String, "/say", reliable())
-    wait_ready(ros, say)
+    wait_ready(ros, say, subscribers=2)
     ros.wait_for(lambda: ros.node.count_subscribers("/audio_out") >= 2, 15, "stt listener on audio_out")
     for i, text in enumerate(TEXTS):
         say.publish(String(data=text))
@@ -154,7 +157,7 @@ def test_chunk_order_kept_and_turn_stats(ros):
     heard = ros.collect(Utterance, "/heard")
     stats = ros.collect(TurnStats, "/turn_stats")
     pub = ros.node.create_publisher(ReplyChunk, "/reply/chunk", reliable())
-    wait_ready(ros, pub)
+    wait_ready(ros, pub, subscribers=2)
     ros.wait_for(lambda: ros.node.count_subscribers("/audio_out") >= 1, 15, "stt listener on audio_out")
     parts = ["Please go to the kitchen. ", "Then bring me a glass of water. ",
              "The robot should stop near the charging station."]
