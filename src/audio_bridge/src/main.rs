@@ -110,14 +110,17 @@ async fn run() -> anyhow::Result<()> {
     let bridged_in = Arc::new(AtomicU64::new(0));
     let bridged_out = Arc::new(AtomicU64::new(0));
     let refused = Arc::new(AtomicU64::new(0));
-    let tasks = node::Tasks::new(&log);
+    let mut tasks = node::Tasks::new(&log);
     let fq = node::fq_name(&node);
     let mut held_in = None;
 
     if p.input {
-        let data =
-            node.subscribe::<AudioDataStamped>("audio_stamped", node::audio_qos(true, 50))?;
-        let infos = node.subscribe::<AudioInfo>("audio_info", node::state_qos())?;
+        let data = tasks.subscribe::<AudioDataStamped>(
+            &mut node,
+            "audio_stamped",
+            node::audio_qos(true, 50),
+        )?;
+        let infos = tasks.subscribe::<AudioInfo>(&mut node, "audio_info", node::state_qos())?;
         let out = node.create_publisher::<AudioFrame>("audio", node::audio_qos(true, 50))?;
         // publishes one bridged frame (or counts and warns why it was refused)
         let bridge = {
@@ -178,7 +181,8 @@ async fn run() -> anyhow::Result<()> {
         held_in = Some(early);
     }
     if p.output {
-        let audio_out = node.subscribe::<AudioFrame>("audio_out", node::audio_qos(true, 200))?;
+        let audio_out =
+            tasks.subscribe::<AudioFrame>(&mut node, "audio_out", node::audio_qos(true, 200))?;
         let data_pub =
             node.create_publisher::<AudioData>("audio_out_data", node::audio_qos(true, 200))?;
         let info_pub = node.create_publisher::<AudioInfo>("audio_out_info", node::state_qos())?;

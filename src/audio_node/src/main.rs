@@ -53,8 +53,9 @@ async fn run() -> Result<()> {
     let mut tasks = Tasks::new(&log);
 
     let audio_pub = node.create_publisher::<AudioFrame>("audio", node::audio_qos(true, 50))?;
-    let audio_out = node.subscribe::<AudioFrame>("audio_out", node::audio_qos(true, 200))?;
-    let interrupts = node.subscribe::<Interrupt>("interrupt", node::event_qos())?;
+    let audio_out =
+        tasks.subscribe::<AudioFrame>(&mut node, "audio_out", node::audio_qos(true, 200))?;
+    let interrupts = tasks.subscribe::<Interrupt>(&mut node, "interrupt", node::event_qos())?;
     let fq = node::fq_name(&node);
 
     let playback = cfg.playback;
@@ -105,7 +106,8 @@ async fn run() -> Result<()> {
         });
     }
     if let Backend::Sim { .. } = cfg.backend {
-        let talker = node.subscribe::<AudioFrame>("sim/talker", node::audio_qos(true, 500))?;
+        let talker =
+            tasks.subscribe::<AudioFrame>(&mut node, "sim/talker", node::audio_qos(true, 500))?;
         let (shared, bad) = (shared.clone(), bad_frames.clone());
         let rate = shared.rate;
         tasks.task(

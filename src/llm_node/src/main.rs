@@ -95,10 +95,11 @@ async fn run() -> Result<()> {
         actions,
         log: log.clone(),
     };
-    let utterances = node.subscribe::<Utterance>("transcript", node::event_qos())?;
-    let partials = node.subscribe::<PartialTranscript>("transcript/partial", node::event_qos())?;
-    let prompts = node.subscribe::<StringMsg>("prompt", node::event_qos())?;
-    let interrupts = node.subscribe::<Interrupt>("interrupt", node::event_qos())?;
+    let utterances = tasks.subscribe::<Utterance>(&mut node, "transcript", node::event_qos())?;
+    let partials =
+        tasks.subscribe::<PartialTranscript>(&mut node, "transcript/partial", node::event_qos())?;
+    let prompts = tasks.subscribe::<StringMsg>(&mut node, "prompt", node::event_qos())?;
+    let interrupts = tasks.subscribe::<Interrupt>(&mut node, "interrupt", node::event_qos())?;
     let reset =
         node.create_service::<Trigger::Service>("~/reset", r2r::QosProfile::services_default())?;
     let fq = node::fq_name(&node);

@@ -88,13 +88,16 @@ async fn run() -> Result<()> {
     }
 
     let fq = node::fq_name(&node);
-    let audio_sub =
-        node.subscribe::<AudioFrame>("audio", node::audio_qos(cfg.reliable_audio, 50))?;
-    let speaking_sub = node.subscribe::<Bool>("speaking", node::state_qos())?;
-    let eot_sub = node.subscribe::<EndOfTurn>("end_of_turn", node::event_qos())?;
+    let audio_sub = tasks.subscribe::<AudioFrame>(
+        &mut node,
+        "audio",
+        node::audio_qos(cfg.reliable_audio, 50),
+    )?;
+    let speaking_sub = tasks.subscribe::<Bool>(&mut node, "speaking", node::state_qos())?;
+    let eot_sub = tasks.subscribe::<EndOfTurn>(&mut node, "end_of_turn", node::event_qos())?;
     // what the robot says, for telling its echo from the user's words
-    let chunk_sub = node.subscribe::<ReplyChunk>("reply/chunk", node::event_qos())?;
-    let say_sub = node.subscribe::<StringMsg>("say", node::event_qos())?;
+    let chunk_sub = tasks.subscribe::<ReplyChunk>(&mut node, "reply/chunk", node::event_qos())?;
+    let say_sub = tasks.subscribe::<StringMsg>(&mut node, "say", node::event_qos())?;
     let pubs = shared::Publishers {
         utterance: node.create_publisher::<Utterance>("transcript", node::event_qos())?,
         text: node.create_publisher::<StringMsg>("transcript/text", node::event_qos())?,

@@ -97,10 +97,10 @@ async fn run() -> Result<()> {
         speaking: node.create_publisher::<Bool>("speaking", node::state_qos())?,
         stats: node.create_publisher::<TurnStats>("turn_stats", node::event_qos())?,
     };
-    let chunks = node.subscribe::<ReplyChunk>("reply/chunk", node::event_qos())?;
-    let says = node.subscribe::<StringMsg>("say", node::event_qos())?;
-    let interrupts = node.subscribe::<Interrupt>("interrupt", node::event_qos())?;
-    let transcripts = node.subscribe::<Utterance>("transcript", node::event_qos())?;
+    let chunks = tasks.subscribe::<ReplyChunk>(&mut node, "reply/chunk", node::event_qos())?;
+    let says = tasks.subscribe::<StringMsg>(&mut node, "say", node::event_qos())?;
+    let interrupts = tasks.subscribe::<Interrupt>(&mut node, "interrupt", node::event_qos())?;
+    let transcripts = tasks.subscribe::<Utterance>(&mut node, "transcript", node::event_qos())?;
     let fq = node::fq_name(&node);
     let hw = engine.name();
 

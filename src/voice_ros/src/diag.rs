@@ -11,7 +11,7 @@ pub enum Level {
 }
 
 impl Level {
-    fn byte(self) -> u8 {
+    pub(crate) fn byte(self) -> u8 {
         match self {
             Level::Ok => DiagnosticStatus::OK as u8,
             Level::Warn => DiagnosticStatus::WARN as u8,

@@ -1,14 +1,15 @@
 //! Node start-up and shutdown shared by the executables: typed parameters with
 //! a check for unknown names, QoS choices, and [`Tasks`]: named tasks and
-//! threads, the diagnostics ticker, signal handling and one shutdown path.
+//! threads, subscriptions relayed off r2r's channel on the spin thread, the
+//! diagnostics ticker, signal handling and one shutdown path.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use futures::{Stream, StreamExt};
+use futures::{FutureExt as _, Stream, StreamExt};
 use r2r::diagnostic_msgs::msg::DiagnosticArray;
 use r2r::QosProfile;
 use tokio::signal::unix::{signal, SignalKind};
@@ -55,10 +56,59 @@ pub fn state_qos() -> QosProfile {
         .transient_local()
 }
 
-/// Spins the node on the current thread until the flag is set.
-pub fn spin_until(node: &mut r2r::Node, stop: &AtomicBool) {
+/// Spins the node on the current thread until the flag is set; after every
+/// take, the relays move what was taken into their own queues.
+fn spin_until(node: &mut r2r::Node, relays: &mut [Relay], stop: &AtomicBool) {
     while !stop.load(Ordering::SeqCst) {
         node.spin_once(Duration::from_millis(20));
+        for r in relays.iter_mut() {
+            (r.pump)();
+        }
+    }
+}
+
+/// One subscription's relay. r2r hands each taken message to a channel ten
+/// deep and drops, silently, what does not fit (even on a reliable
+/// subscription) when the task reading it is slow to run, as on a loaded
+/// machine. `spin_once` takes at most one message per subscription, and the
+/// relay empties that channel right after it on the same thread, so it never
+/// holds more than one; the relay's own queue is as deep as the QoS history,
+/// and what overflows it is counted (`subscription_overflow` in
+/// /diagnostics) and logged.
+struct Relay {
+    pump: Box<dyn FnMut()>,
+}
+
+/// Messages lost because a node's own subscription queue was full, by topic.
+#[derive(Default)]
+struct Overflow {
+    by_topic: Mutex<Vec<(String, Arc<AtomicU64>)>>,
+}
+
+impl Overflow {
+    fn counter(&self, topic: &str) -> Arc<AtomicU64> {
+        let c = Arc::new(AtomicU64::new(0));
+        if let Ok(mut v) = self.by_topic.lock() {
+            v.push((topic.to_string(), c.clone()));
+        }
+        c
+    }
+
+    /// (total, "topic: n" for each topic that lost any)
+    fn summary(&self) -> (u64, String) {
+        let v = self.by_topic.lock().map(|v| v.clone()).unwrap_or_default();
+        let lost: Vec<(String, u64)> = v
+            .into_iter()
+            .map(|(t, c)| (t, c.load(Ordering::Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        let total = lost.iter().map(|(_, n)| n).sum();
+        let list = lost
+            .iter()
+            .map(|(t, n)| format!("{t}: {n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        (total, list)
     }
 }
 
@@ -102,6 +152,8 @@ pub struct Tasks {
     log: Log,
     stop: Arc<AtomicBool>,
     threads: Vec<(String, std::thread::JoinHandle<()>)>,
+    relays: Vec<Relay>,
+    overflow: Arc<Overflow>,
 }
 
 impl Tasks {
@@ -110,7 +162,52 @@ impl Tasks {
             log: log.clone(),
             stop: Arc::new(AtomicBool::new(false)),
             threads: Vec::new(),
+            relays: Vec::new(),
+            overflow: Arc::new(Overflow::default()),
         }
+    }
+
+    /// Subscribes to `topic` through a relay (see [`Relay`]): no message is
+    /// lost uncounted between the middleware and the node. The queue is
+    /// `qos.depth` deep (at least 1).
+    pub fn subscribe<T>(
+        &mut self,
+        node: &mut r2r::Node,
+        topic: &str,
+        qos: QosProfile,
+    ) -> Result<impl Stream<Item = T> + Unpin + Send + 'static>
+    where
+        T: r2r::WrappedTypesupport + Send + 'static,
+    {
+        let depth = qos.depth.max(1);
+        let mut taken = node
+            .subscribe::<T>(topic, qos)
+            .with_context(|| format!("cannot subscribe to {topic}"))?;
+        let (mut tx, rx) = futures::channel::mpsc::channel::<T>(depth);
+        let lost = self.overflow.counter(topic);
+        let (log, topic) = (self.log.clone(), topic.to_string());
+        let mut last_warned: Option<std::time::Instant> = None;
+        let pump = move || {
+            while let Some(Some(m)) = taken.next().now_or_never() {
+                if let Err(e) = tx.try_send(m) {
+                    if e.is_disconnected() {
+                        continue; // the node stopped reading: shutting down
+                    }
+                    let n = lost.fetch_add(1, Ordering::Relaxed) + 1;
+                    if last_warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
+                        last_warned = Some(std::time::Instant::now());
+                        log.warn(format!(
+                            "{topic}: message dropped, the node's queue ({depth}) is full \
+                             ({n} so far; the node is behind)"
+                        ));
+                    }
+                }
+            }
+        };
+        self.relays.push(Relay {
+            pump: Box::new(pump),
+        });
+        Ok(rx)
     }
 
     /// Set when shutdown starts; the node's threads watch it.
@@ -161,12 +258,16 @@ impl Tasks {
         mut report: impl FnMut() -> DiagnosticArray + Send + 'static,
     ) -> Result<()> {
         let publisher = node.create_publisher::<DiagnosticArray>("/diagnostics", event_qos())?;
-        let log = self.log.clone();
+        let (log, overflow) = (self.log.clone(), self.overflow.clone());
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(DIAGNOSTICS_PERIOD);
             loop {
                 tick.tick().await;
-                if let Err(e) = publisher.publish(&report()) {
+                let mut a = report();
+                if let Some(status) = a.status.first_mut() {
+                    with_overflow(status, overflow.summary());
+                }
+                if let Err(e) = publisher.publish(&a) {
                     log.debug(format!("/diagnostics publish failed: {e}"));
                 }
             }
@@ -179,10 +280,11 @@ impl Tasks {
     /// wakes the threads: closes queues, cancels work), the node is dropped
     /// (its subscriptions end) and every thread is joined; a thread that
     /// panicked is an error naming it.
-    pub fn spin(self, mut node: r2r::Node, ready: &str, stopping: impl FnOnce()) -> Result<()> {
+    pub fn spin(mut self, mut node: r2r::Node, ready: &str, stopping: impl FnOnce()) -> Result<()> {
         let signalled = watch_signals()?;
         self.log.info(ready);
-        tokio::task::block_in_place(|| spin_until(&mut node, &signalled.flag));
+        let relays = &mut self.relays;
+        tokio::task::block_in_place(|| spin_until(&mut node, relays, &signalled.flag));
         self.log.info(format!(
             "{}: shutting down",
             signalled.name.get().copied().unwrap_or("stop")
@@ -199,6 +301,22 @@ impl Tasks {
             anyhow::bail!("shutdown: thread(s) {} panicked", panicked.join(", "));
         }
         Ok(())
+    }
+}
+
+/// Adds the subscription overflow to a node's status: the count, and a
+/// warning naming the topics when any message was lost.
+fn with_overflow(
+    status: &mut r2r::diagnostic_msgs::msg::DiagnosticStatus,
+    (total, topics): (u64, String),
+) {
+    status.values.push(r2r::diagnostic_msgs::msg::KeyValue {
+        key: "subscription_overflow".into(),
+        value: total.to_string(),
+    });
+    if total > 0 && status.level == crate::diag::Level::Ok.byte() {
+        status.level = crate::diag::Level::Warn.byte();
+        status.message = format!("messages dropped, node behind ({topics})");
     }
 }
 
