@@ -455,6 +455,55 @@ def first_chunk():
     ratio = med([r['e2e'] for r in res[6]]) / med([r['e2e'] for r in res[0]])
     print(f"  prompt -> first audio, cut / not cut: {ratio:.2f}")
 
+HISTORY_PROMPTS = [
+    "Hello robot, what is your name?", "Where is the kitchen?", "Can you bring me a cup of tea?",
+    "What time do you charge your battery?", "Tell me a fact about the moon.", "What is the capital of France?",
+    "How many legs does a spider have?", "Please tell me a short joke.", "What colour is the sky at night?",
+    "Which room is the warmest in a house?", "What do plants need to grow?", "Name a fruit that is yellow.",
+    "How do you find your way around?", "What is two plus three?", "Why do cats purr?",
+    "What should I cook for dinner?", "How far away is the sun?", "What is your favourite song?",
+    "Can you open the door for me?", "Thank you, goodbye.",
+]
+
+
+def history():
+    """One long conversation through llm_node (history_turns 6): the prompt
+    tokens each turn evaluates and its time to first token. A turn whose
+    history was just forgotten evaluates it again from its start; the others
+    reuse the KV cache and evaluate only the last reply and the new text.
+    History is forgotten half a bound at a time (3 exchanges here), so that
+    happens on one turn in three once the history is full; forgetting one
+    exchange per turn (before) made it every turn. Side by side in one run:
+    the turns that evaluated the history vs those that reused it."""
+    from voice_agent.msg import Utterance
+    print("\n== History: prompt evaluated per turn, one 20-turn conversation (llm_node SmolLM2, greedy, history_turns 6) ==")
+    h = harness("history")
+    try:
+        chunks, pub = start_llm(h, {"model_path": LLM_MODEL, "n_threads": THREADS, "temperature": 0.0,
+                                    "max_tokens": 40, "history_turns": 6, "parallel": 1, "ctx_size": 2048,
+                                    "use_mlock": False})
+        rows = []
+        for i, text in enumerate(HISTORY_PROMPTS):
+            tid = f"h{i}"
+            pub.publish(Utterance(turn_id=tid, conversation_id="one", text=text))
+            h.wait_for(lambda: any(c.turn_id == tid and c.is_final for c in chunks), 90, "reply")
+            f = next(c for c in chunks if c.turn_id == tid and c.is_final)
+            rows.append((f.prompt_tokens, f.first_token_ms))
+    finally:
+        h.close()
+    full = rows[7:]  # the history is full from turn 7 on (6 exchanges)
+    cut = (min(r[0] for r in full) + max(r[0] for r in full)) / 2
+    again = [r for r in full if r[0] > cut]
+    kept = [r for r in full if r[0] <= cut]
+    print("  turn: prompt tokens evaluated / first token ms")
+    print("  " + "  ".join(f"{i}:{p}/{t:.0f}" for i, (p, t) in enumerate(rows)))
+    print(f"  turns 7-19 (history full): {len(again)} evaluated the history again (median {med([r[0] for r in again]):.0f} "
+          f"tokens, first token {med([r[1] for r in again]):.0f} ms), {len(kept)} reused it (median "
+          f"{med([r[0] for r in kept]):.0f} tokens, first token {med([r[1] for r in kept]):.0f} ms)")
+    if again and kept:
+        print(f"  first token, reused / evaluated again: {med([r[1] for r in kept]) / med([r[1] for r in again]):.2f} "
+              f"(one exchange forgotten per turn made every full-history turn an 'evaluated again' one)")
+
 
 def cpu_s(pid: int) -> float:
     """CPU time (user + system) a process has used so far [s]."""
@@ -574,7 +623,8 @@ def main():
     print(f"machine: {os.cpu_count()} cores; binaries {BIN}")
     for w in which:
         {"stt": stt, "llm": llm, "intent": intent, "tts": tts, "loop": loop_bench,
-         "conversation": conversation, "first_chunk": first_chunk, "audio": audio}[w]()
+         "conversation": conversation, "first_chunk": first_chunk, "audio": audio,
+         "history": history}[w]()
 
 
 if __name__ == "__main__":

@@ -120,7 +120,7 @@ impl<'m> Prompter<'m> {
     pub fn turn(
         &self,
         cfg: &LlmConfig,
-        history: &History,
+        history: &mut History,
         text: &str,
         room: usize,
     ) -> Result<TurnPrompt, &'static str> {

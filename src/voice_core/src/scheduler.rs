@@ -212,9 +212,10 @@ impl Scheduler {
         self.slots.iter().filter(|s| s.running.is_some()).count()
     }
 
-    /// The conversation's history (created when new).
-    pub fn history(&mut self, conversation_id: &str) -> &History {
-        &self.conversation(conversation_id).history
+    /// The conversation's history (created when new); fitting a prompt
+    /// into the context forgets its oldest exchanges.
+    pub fn history(&mut self, conversation_id: &str) -> &mut History {
+        &mut self.conversation(conversation_id).history
     }
 
     /// A new turn: replaces the turn it continues, then the busy policy

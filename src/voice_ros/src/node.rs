@@ -79,6 +79,9 @@ struct Relay {
     pump: Box<dyn FnMut()>,
 }
 
+/// The shallowest relay queue (r2r's own channel is 10 deep).
+pub const RELAY_MIN_DEPTH: usize = 16;
+
 /// Messages lost because a node's own subscription queue was full, by topic.
 #[derive(Default)]
 struct Overflow {
@@ -168,8 +171,9 @@ impl Tasks {
     }
 
     /// Subscribes to `topic` through a relay (see [`Relay`]): no message is
-    /// lost uncounted between the middleware and the node. The queue is
-    /// `qos.depth` deep (at least 1).
+    /// lost uncounted between the middleware and the node. The queue is as
+    /// deep as the QoS history, and at least [`RELAY_MIN_DEPTH`] (what r2r's
+    /// channel held): a state topic one deep still queues a few changes.
     pub fn subscribe<T>(
         &mut self,
         node: &mut r2r::Node,
@@ -179,7 +183,7 @@ impl Tasks {
     where
         T: r2r::WrappedTypesupport + Send + 'static,
     {
-        let depth = qos.depth.max(1);
+        let depth = qos.depth.max(RELAY_MIN_DEPTH);
         let mut taken = node
             .subscribe::<T>(topic, qos)
             .with_context(|| format!("cannot subscribe to {topic}"))?;
