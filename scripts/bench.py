@@ -497,7 +497,9 @@ def history():
     kept = [r for r in full if r[0] <= cut]
     print("  turn: prompt tokens evaluated / first token ms")
     print("  " + "  ".join(f"{i}:{p}/{t:.0f}" for i, (p, t) in enumerate(rows)))
-    print(f"  turns 7-19 (history full): {len(again)} evaluated the history again (median {med([r[0] for r in again]):.0f} "
+    print(f"  turns 7-19 (history full): mean {statistics.mean(r[0] for r in full):.0f} prompt tokens evaluated, "
+          f"mean first token {statistics.mean(r[1] for r in full):.0f} ms")
+    print(f"  of those, {len(again)} evaluated the history again (median {med([r[0] for r in again]):.0f} "
           f"tokens, first token {med([r[1] for r in again]):.0f} ms), {len(kept)} reused it (median "
           f"{med([r[0] for r in kept]):.0f} tokens, first token {med([r[1] for r in kept]):.0f} ms)")
     if again and kept:

@@ -116,6 +116,27 @@ def test_history_is_used_and_reset_clears_it(ros):
     assert "banana" not in texts[3].data.lower(), texts[3].data
 
 
+def test_a_long_conversation_reuses_its_history_in_the_kv_cache(ros):
+    """Once the history is full (history_turns 6), most turns still evaluate only the last
+    reply and the new text: the oldest exchanges are forgotten three at a time, so the
+    prompt's beginning holds between those steps (one at a time changed it every turn, and
+    every turn evaluated the whole history again)."""
+    node, pub, chunks, texts = llm(ros, history_turns=6, parallel=1, ctx_size=2048, max_tokens=32)
+    questions = ["Where is the kitchen?", "What is two plus two?", "Name a yellow fruit.", "Why is the sky blue?",
+                 "What do plants need?", "How many legs has a spider?", "Tell me a joke.", "What is the moon?",
+                 "Which room is warm?", "What is a robot?", "Can you sing?", "Say goodbye."]
+    evaluated = []
+    for i, q in enumerate(questions):
+        ask(pub, q, f"h{i}", "long")
+        ros.wait_for(lambda: any(c.turn_id == f"h{i}" and c.is_final for c in chunks), 60, f"reply {i}")
+        evaluated.append(next(c for c in chunks if c.turn_id == f"h{i}" and c.is_final).prompt_tokens)
+    # the 7th push (turn 6) overflows the bound: turns 7-11 are past it; forgetting steps
+    # before turns 7 and 10 (7 > 6 forgets 3 -> 4, then 5, 6, 7 > 6 again)
+    past = evaluated[7:]
+    assert sum(n < 50 for n in past) >= 3, evaluated
+    assert max(past) > 50, f"a forgetting step re-evaluates the history: {evaluated}"
+
+
 def test_interrupt_stops_generation_promptly(ros):
     node, pub, chunks, texts = llm(ros, max_tokens=400)
     stop = ros.node.create_publisher(Interrupt, "/interrupt", reliable())
