@@ -107,13 +107,13 @@ impl History {
         false
     }
 
-    /// How many of the oldest exchanges are forgotten at once, when the
-    /// history is over its bound or the prompt over its budget: half the
-    /// bound (at least one). Forgetting in steps keeps the beginning of the
-    /// prompt (system prompt and history) the same for several turns, so the
-    /// KV cache still holds it and a turn evaluates only what is new;
-    /// forgetting one exchange per turn changed it on every turn, and every
-    /// turn evaluated the whole history again.
+    /// How many of the oldest exchanges are forgotten at once when the
+    /// history is over its bound: half the bound (at least one); over the
+    /// context budget, [`fit`](Self::fit) forgets in steps too. Forgetting in
+    /// steps keeps the beginning of the prompt (system prompt and history)
+    /// the same for several turns, so the KV cache still holds it and a turn
+    /// evaluates only what is new; forgetting one exchange per turn changed
+    /// it on every turn, and every turn evaluated the whole history again.
     fn step(&self) -> usize {
         (self.max_turns / 2).max(1)
     }
