@@ -473,19 +473,29 @@ def history():
     reuse the KV cache and evaluate only the last reply and the new text.
     History is forgotten half a bound at a time (3 exchanges here), so that
     happens on one turn in three once the history is full; forgetting one
-    exchange per turn (before) made it every turn. Side by side in one run:
-    the turns that evaluated the history vs those that reused it."""
-    from voice_agent.msg import Utterance
+    exchange per turn (before) made it every turn. The conversation has a
+    continuation in it (turn 11 replaced by 12, which carries both texts) and
+    a barge-in (turn 15's reply interrupted after its first chunk). Side by
+    side in one run: the turns that evaluated the history vs those that
+    reused it."""
+    from voice_agent.msg import Interrupt, Utterance
     print("\n== History: prompt evaluated per turn, one 20-turn conversation (llm_node SmolLM2, greedy, history_turns 6) ==")
     h = harness("history")
     try:
         chunks, pub = start_llm(h, {"model_path": LLM_MODEL, "n_threads": THREADS, "temperature": 0.0,
                                     "max_tokens": 40, "history_turns": 6, "parallel": 1, "ctx_size": 2048,
                                     "use_mlock": False})
+        stop = h.node.create_publisher(Interrupt, "/interrupt", reliable())
+        h.wait_matched(stop)
         rows = []
         for i, text in enumerate(HISTORY_PROMPTS):
-            tid = f"h{i}"
-            pub.publish(Utterance(turn_id=tid, conversation_id="one", text=text))
+            tid, replaces = f"h{i}", ""
+            if i == 12:  # the user went on: "... and ..." joined to turn 11, which it replaces
+                text, replaces = f"{HISTORY_PROMPTS[11]} {text}", "h11"
+            pub.publish(Utterance(turn_id=tid, conversation_id="one", text=text, replaces=replaces))
+            if i == 15:  # barge-in: the reply stopped after its first chunk
+                h.wait_for(lambda: any(c.turn_id == tid for c in chunks), 90, "the first chunk")
+                stop.publish(Interrupt(target="one", reason="bench barge-in"))
             h.wait_for(lambda: any(c.turn_id == tid and c.is_final for c in chunks), 90, "reply")
             f = next(c for c in chunks if c.turn_id == tid and c.is_final)
             rows.append((f.prompt_tokens, f.first_token_ms))
@@ -495,16 +505,13 @@ def history():
     cut = (min(r[0] for r in full) + max(r[0] for r in full)) / 2
     again = [r for r in full if r[0] > cut]
     kept = [r for r in full if r[0] <= cut]
-    print("  turn: prompt tokens evaluated / first token ms")
+    print("  turn: prompt tokens evaluated / first token ms (12 continues 11, 15 interrupted)")
     print("  " + "  ".join(f"{i}:{p}/{t:.0f}" for i, (p, t) in enumerate(rows)))
     print(f"  turns 7-19 (history full): mean {statistics.mean(r[0] for r in full):.0f} prompt tokens evaluated, "
           f"mean first token {statistics.mean(r[1] for r in full):.0f} ms")
     print(f"  of those, {len(again)} evaluated the history again (median {med([r[0] for r in again]):.0f} "
           f"tokens, first token {med([r[1] for r in again]):.0f} ms), {len(kept)} reused it (median "
           f"{med([r[0] for r in kept]):.0f} tokens, first token {med([r[1] for r in kept]):.0f} ms)")
-    if again and kept:
-        print(f"  first token, reused / evaluated again: {med([r[1] for r in kept]) / med([r[1] for r in again]):.2f} "
-              f"(one exchange forgotten per turn made every full-history turn an 'evaluated again' one)")
 
 
 def cpu_s(pid: int) -> float:
