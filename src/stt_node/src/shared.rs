@@ -157,8 +157,10 @@ pub struct Shared {
     pub segments_dropped: AtomicU64,
     pub utterances: AtomicU64,
     pub rejected_non_speech: AtomicU64,
-    /// Transcripts that were one phrase repeated (Whisper's loop), not turns.
+    /// Transcripts that were a word or two repeated (Whisper's loop), not turns.
     pub rejected_repetition: AtomicU64,
+    /// Transcripts that were a longer phrase repeated (Whisper's loop), taken once.
+    pub collapsed_repetition: AtomicU64,
     /// 16 kHz samples not listened to while the robot spoke (turn.hear_while_speaking false).
     pub samples_ignored_while_speaking: AtomicU64,
     pub heard_while_speaking: AtomicU64,
@@ -207,6 +209,7 @@ impl Shared {
             utterances: AtomicU64::new(0),
             rejected_non_speech: AtomicU64::new(0),
             rejected_repetition: AtomicU64::new(0),
+            collapsed_repetition: AtomicU64::new(0),
             samples_ignored_while_speaking: AtomicU64::new(0),
             heard_while_speaking: AtomicU64::new(0),
             echo_rejected: AtomicU64::new(0),
@@ -356,6 +359,7 @@ impl Shared {
             .kv("utterances", n(&self.utterances))
             .kv("rejected_non_speech", n(&self.rejected_non_speech))
             .kv("rejected_repetition", n(&self.rejected_repetition))
+            .kv("collapsed_repetition", n(&self.collapsed_repetition))
             .kv("partials", n(&self.partials))
             .kv("tentative_ends", n(&self.tentative_ends))
             .kv("tentative_ends_resumed", n(&self.resumed))

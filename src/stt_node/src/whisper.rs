@@ -271,14 +271,25 @@ fn finish(
             .debug("utterance had no speech-like transcript; not a turn");
         return last;
     }
-    if transcript::repetition_loop(&text) {
-        shared.rejected_repetition.fetch_add(1, Ordering::Relaxed);
-        shared.log.info(format!(
-            "utterance {:?} is one phrase repeated over and over (Whisper looping on echo or noise): not a turn",
-            text.chars().take(120).collect::<String>()
-        ));
-        return last;
-    }
+    let text = match transcript::repetition(&text) {
+        transcript::Repetition::None => text,
+        transcript::Repetition::Noise => {
+            shared.rejected_repetition.fetch_add(1, Ordering::Relaxed);
+            shared.log.info(format!(
+                "utterance {:?} is a word or two repeated over and over (Whisper looping on echo or noise): not a turn",
+                text.chars().take(120).collect::<String>()
+            ));
+            return last;
+        }
+        transcript::Repetition::Phrase(once) => {
+            shared.collapsed_repetition.fetch_add(1, Ordering::Relaxed);
+            shared.log.info(format!(
+                "utterance {:?} is one phrase repeated over and over (Whisper looping): taken as {once:?}",
+                text.chars().take(120).collect::<String>()
+            ));
+            once
+        }
+    };
     if meta.while_robot_spoke {
         let echo = transcript::overlap(&text, &shared.robot_words());
         if echo >= cfg.echo_text_match {

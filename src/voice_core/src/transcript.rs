@@ -48,14 +48,22 @@ pub fn clean(raw: &str) -> Option<String> {
 /// Lowercase words with punctuation removed (apostrophes kept): the form used
 /// for word error rate and for hallucination matching.
 pub fn normalize_words(text: &str) -> Vec<String> {
+    words_as_written(text).into_iter().map(|(_, w)| w).collect()
+}
+
+/// The words of `text` as written, each with its normalized form (lower
+/// case, letters, digits and apostrophes); tokens with no letter or digit
+/// are left out.
+fn words_as_written(text: &str) -> Vec<(&str, String)> {
     text.split(|c: char| c.is_whitespace() || c == '-')
-        .map(|w| {
-            w.chars()
+        .filter_map(|t| {
+            let w = t
+                .chars()
                 .filter(|c| c.is_alphanumeric() || *c == '\'')
                 .flat_map(char::to_lowercase)
-                .collect::<String>()
+                .collect::<String>();
+            (!w.is_empty()).then_some((t, w))
         })
-        .filter(|w| !w.is_empty())
         .collect()
 }
 
@@ -133,6 +141,47 @@ pub fn repetition_loop(text: &str) -> bool {
     })
 }
 
+/// Fewest distinct words of a phrase whose loop is the phrase said once.
+const LOOP_SAID_ONCE_MIN_WORDS: usize = 3;
+
+/// What a transcript that repeats itself is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Repetition {
+    /// Not a repetition loop.
+    None,
+    /// A word or two over and over ("Okay. Okay. Okay. ...", "Thank you.
+    /// Thank you. ..."): Whisper looping on echo or noise; not a turn.
+    Noise,
+    /// A phrase of three or more different words over and over, from its
+    /// first word ("Please go to the kitchen. Please go to the kitchen.
+    /// Please go to t"): Whisper looping on a short utterance (or a person
+    /// insisting); the phrase said once is the turn.
+    Phrase(String),
+}
+
+/// Tells a repetition loop ([`repetition_loop`]) of a real phrase from one
+/// of noise: see [`Repetition`].
+pub fn repetition(text: &str) -> Repetition {
+    if !repetition_loop(text) {
+        return Repetition::None;
+    }
+    let words = words_as_written(text);
+    let n = words.len();
+    for k in LOOP_SAID_ONCE_MIN_WORDS..=n / 2 {
+        let unit = &words[..k];
+        let distinct: std::collections::HashSet<&String> = unit.iter().map(|(_, w)| w).collect();
+        if distinct.len() < LOOP_SAID_ONCE_MIN_WORDS {
+            continue;
+        }
+        let matching = (0..n).filter(|&i| words[i].1 == unit[i % k].1).count();
+        if matching as f32 >= LOOP_COVERAGE * n as f32 {
+            let said: Vec<&str> = unit.iter().map(|(t, _)| *t).collect();
+            return Repetition::Phrase(said.join(" "));
+        }
+    }
+    Repetition::Noise
+}
+
 /// Fraction of `heard`'s words (normalized) that occur in `spoken`: how much
 /// of a transcript is the robot's own recent speech heard back.
 pub fn overlap(heard: &str, spoken: &std::collections::HashSet<String>) -> f32 {
@@ -208,6 +257,32 @@ mod tests {
         ] {
             assert!(!repetition_loop(t), "{t}");
         }
+    }
+
+    #[test]
+    fn a_loop_of_a_real_phrase_is_the_phrase_said_once() {
+        // Whisper tiny looping on a 1.5 s "Please go to the kitchen." (seen in CI)
+        let looped =
+            "Please go to the kitchen. Please go to the kitchen. Please go to the kitchen -- \
+                      please go to the kitchen. Please go to the kitchen. Please go to t";
+        assert_eq!(
+            repetition(looped),
+            Repetition::Phrase("Please go to the kitchen.".into())
+        );
+        assert_eq!(
+            repetition("Go to the lab. Go to the lab. Go to the lab."),
+            Repetition::Phrase("Go to the lab.".into())
+        );
+        // a word or two over and over stays noise, whatever the phrase length tried
+        for t in [
+            "Okay. Okay. Okay. Okay. Okay. Okay. Okay. Okay.",
+            "Thank you. Thank you. Thank you. Thank you.",
+            "ok. ok. ok. ok. ok. ok, ok. ok. ok. ok. ok. okay. ok. ok. ok. ok. ok. okay. ok. ok. okay, ok. ok",
+        ] {
+            assert_eq!(repetition(t), Repetition::Noise, "{t}");
+        }
+        assert_eq!(repetition("Go to the kitchen."), Repetition::None);
+        assert_eq!(repetition("No, no, no, no."), Repetition::None);
     }
 
     #[test]
