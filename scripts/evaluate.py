@@ -9,7 +9,9 @@ Writes report.json, report.md and latency.png.
 Replayed audio holds no echo of the robot, so stt_node's half-duplex gate is
 left unplugged here (the robot may still be speaking when the next recorded
 utterance starts). llm_node answers every request on its own
-(busy_policy queue), so each reference utterance gets its own row.
+(busy_policy queue) and tts_node speaks every reply in full (drop_superseded
+false), so each reference utterance gets its own row even when the machine is
+slower than the replay.
 """
 from __future__ import annotations
 
@@ -47,7 +49,12 @@ def run(bags: list[Path], out: Path, rate: float, sim_time: bool, timeout: float
         # while the one before is still unanswered together with it: right
         # for a person talking on, but then that request has no row here)
         start_nodes(h, common={"use_sim_time": sim_time}, stt_remaps={"speaking": "/evaluation/gate_unplugged"},
-                    llm={"busy_policy": "queue"})
+                    llm={"busy_policy": "queue"},
+                    # and spoken: a reply finished while the one before is
+                    # still being said would otherwise drop that one's rest
+                    # (right for a person talking on, not for a recording
+                    # replayed faster than this machine answers)
+                    tts={"drop_superseded": False})
         heard = h.collect(Utterance, "/transcript")
         chunks = h.collect(ReplyChunk, "/reply/chunk")
         stats = h.collect(TurnStats, "/turn_stats")

@@ -177,6 +177,46 @@ def test_chunk_order_kept_and_turn_stats(ros):
     assert s.tokens_per_s == 90.0
 
 
+def test_a_newer_reply_drops_the_older_ones_rest_unless_told_to_speak_all(ros):
+    """A reply that comes while an older one of the same conversation is
+    being said drops the older one's unspoken sentences (the user went on);
+    with drop_superseded set false through the parameter service, both are
+    said in full, in order (what scripts/evaluate.py asks for)."""
+    from test_params import Params
+    tts(ros, "piper")
+    frames = ros.collect(AudioFrame, "/audio_out")
+    stats = ros.collect(TurnStats, "/turn_stats")
+    pub = ros.node.create_publisher(ReplyChunk, "/reply/chunk", reliable())
+    wait_ready(ros, pub)
+    params = Params(ros, "tts_node")
+    parts = ["Please go to the kitchen. ", "Then bring me a glass of water. ",
+             "The robot should stop near the charging station."]
+
+    def seconds(turn):
+        return sum(len(f.data) / 2 / f.sample_rate for f in frames if f.turn_id == turn)
+
+    def two_replies(conv, old, new):
+        now = ros.node.get_clock().now().to_msg()
+        for i, text in enumerate(parts):
+            pub.publish(ReplyChunk(turn_id=old, conversation_id=conv, index=i, text=text,
+                                   is_final=i == len(parts) - 1, speech_end=now))
+        # the newer reply comes while the first sentence of the older is said
+        ros.wait_for(lambda: seconds(old) > 0, 30, f"{old} spoken")
+        pub.publish(ReplyChunk(turn_id=new, conversation_id=conv, index=0, text="Okay.", is_final=True,
+                               speech_end=now))
+        ros.wait_for(lambda: seconds(new) > 0 and any(s.turn_id == new for s in stats), 60, f"{new} spoken")
+
+    two_replies("c1", "t1", "t2")
+    assert params.set("drop_superseded", False).successful
+    two_replies("c2", "t3", "t4")
+    # the older reply: its first sentence only (~1.5 s) by default, all three (~6 s) when told
+    assert seconds("t1") < 3.0 and seconds("t3") > seconds("t1") + 2.5, (seconds("t1"), seconds("t3"))
+    assert seconds("t2") > 0 and seconds("t4") > 0
+    # in order: the whole older reply before the newer one
+    order = [f.turn_id for f in frames if f.turn_id in ("t3", "t4")]
+    assert order == sorted(order), "t4 spoken before t3 was done"
+
+
 def test_bad_text_survives(ros):
     node = tts(ros, "piper")
     frames = ros.collect(AudioFrame, "/audio_out")

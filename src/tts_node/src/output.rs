@@ -77,7 +77,7 @@ pub fn output(
         if ctl.cleared(&job) {
             continue;
         }
-        if ctl.superseded(job.meta.as_ref()) {
+        if p.drop_superseded && ctl.superseded(job.meta.as_ref()) {
             // the rest of this reply goes unspoken; a turn that was heard
             // still gets its stats (with the chunk figures it had)
             if let Some(t) = turns.get_mut(&job.turn_id) {

@@ -40,6 +40,8 @@ pub struct TtsParams {
     pub output_device: String,
     /// CPU threads for Piper inference.
     pub n_threads: i32,
+    /// Drop a reply's unspoken text when a newer reply of the same conversation comes (the user went on talking); false = speak every reply in full, in order (with llm_node busy_policy queue: every request answered aloud, e.g. to evaluate recordings).
+    pub drop_superseded: bool,
 }
 
 impl Default for TtsParams {
@@ -61,6 +63,7 @@ impl Default for TtsParams {
             playback: false,
             output_device: String::new(),
             n_threads: 2,
+            drop_superseded: true,
         }
     }
 }
@@ -101,6 +104,8 @@ pub struct TtsConfig {
     pub realtime: bool,
     /// Speaker playback; `None` = off.
     pub playback: Option<Playback>,
+    /// Drop the unspoken text of a reply a newer one of its conversation superseded.
+    pub drop_superseded: bool,
 }
 
 /// Where speech is played.
@@ -191,6 +196,7 @@ impl NodeParams for TtsParams {
                 .then_some(self.output_sample_rate as u32),
             frame_ms: self.frame_ms as u32,
             realtime: self.realtime,
+            drop_superseded: self.drop_superseded,
             playback: self.playback.then(|| {
                 let d = self.output_device.trim();
                 Playback {

@@ -61,7 +61,7 @@ pub fn synthesize(
         for (k, sentence) in sentences.into_iter().enumerate() {
             if ctl.cleared(&job)
                 || ctl.stop.load(Ordering::SeqCst)
-                || ctl.superseded(job.meta.as_ref())
+                || (p.drop_superseded && ctl.superseded(job.meta.as_ref()))
             {
                 break;
             }
