@@ -67,6 +67,86 @@ pub fn required_silence_ms(score: Option<f32>, threshold: f32, min_ms: u32, max_
     min_ms + ((max_ms - min_ms) as f32 * decades / SCORE_DECADES).round() as u32
 }
 
+/// Who judges a tentative end of turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Judge {
+    /// The words: llm_node's probability that the message ends here.
+    Text,
+    /// The voice: the audio end-of-turn model on the utterance's sound.
+    Audio,
+    /// Both, fused ([`fuse`]).
+    Both,
+}
+
+impl std::str::FromStr for Judge {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "text" => Ok(Self::Text),
+            "audio" => Ok(Self::Audio),
+            "both" => Ok(Self::Both),
+            other => Err(format!(
+                "must be \"text\", \"audio\" or \"both\", got {other:?}"
+            )),
+        }
+    }
+}
+
+/// How the two scores make one ([`Judge::Both`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Fusion {
+    /// Weight of the voice's log-odds against the words' (0..1).
+    pub audio_weight: f32,
+    /// A judge scoring below this is sure the user is not done: its score
+    /// is the decision, whatever the other says (0..1).
+    pub veto_below: f32,
+}
+
+impl Default for Fusion {
+    fn default() -> Self {
+        Self {
+            audio_weight: 0.5,
+            veto_below: 0.05,
+        }
+    }
+}
+
+/// Log-odds are bounded so that no score is infinitely sure.
+const LOGIT_LIMIT: f32 = 6.0;
+
+fn logit(p: f32) -> f32 {
+    let p = p.clamp(1e-6, 1.0 - 1e-6);
+    (p / (1.0 - p)).ln().clamp(-LOGIT_LIMIT, LOGIT_LIMIT)
+}
+
+/// The end-of-turn score `judge` decides with, from the words' and the
+/// voice's scores (`None`: that judge has not answered, or cannot). `Both`
+/// needs both: a judge sure that the user is not done (below
+/// `veto_below`) decides alone, so a confident but wrong score of the other
+/// cannot end a turn (the words "And so, my fellow Americans," with a
+/// falling voice; a complete-looking "ask not" said mid-sentence); otherwise
+/// their log-odds are averaged with `audio_weight`, so a doubtful text score
+/// at a real end ("Go to the kitchen." at P 0.11) is lifted by a voice that
+/// clearly finished, and the other way round.
+pub fn fuse(judge: Judge, text: Option<f32>, audio: Option<f32>, f: Fusion) -> Option<f32> {
+    let ok = |p: Option<f32>| p.filter(|p| p.is_finite()).map(|p| p.clamp(0.0, 1.0));
+    let (text, audio) = (ok(text), ok(audio));
+    match judge {
+        Judge::Text => text,
+        Judge::Audio => audio,
+        Judge::Both => {
+            let (t, a) = (text?, audio?);
+            let low = t.min(a);
+            if low < f.veto_below {
+                return Some(low);
+            }
+            let w = f.audio_weight.clamp(0.0, 1.0);
+            let x = (1.0 - w) * logit(t) + w * logit(a);
+            Some(1.0 / (1.0 + (-x).exp()))
+        }
+    }
+}
+
 /// Words that open a phrase: a transcript ending in one of them without
 /// terminal punctuation is unfinished ("go to the", "turn left and").
 /// Verbs, pronouns and prepositions that can end a sentence ("it is",
@@ -115,6 +195,34 @@ pub fn continues(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fusion_lifts_a_doubtful_end_and_a_sure_no_vetoes() {
+        let f = Fusion::default();
+        // the words doubt a real end the voice is sure of: ends (threshold 0.2)
+        let p = fuse(Judge::Both, Some(0.11), Some(0.9), f).unwrap();
+        assert!(p > 0.4, "{p}");
+        // a sure "not done" from either side decides, however sure the other
+        assert_eq!(fuse(Judge::Both, Some(0.0), Some(0.95), f), Some(0.0));
+        assert_eq!(fuse(Judge::Both, Some(0.91), Some(0.006), f), Some(0.006));
+        // both doubtful: stays doubtful
+        let p = fuse(Judge::Both, Some(0.1), Some(0.1), f).unwrap();
+        assert!((p - 0.1).abs() < 1e-4, "{p}");
+        // weights: all audio = the audio score (within the log-odds bound)
+        let all_audio = Fusion {
+            audio_weight: 1.0,
+            ..f
+        };
+        let p = fuse(Judge::Both, Some(0.3), Some(0.8), all_audio).unwrap();
+        assert!((p - 0.8).abs() < 1e-4, "{p}");
+        // one judge missing: Both waits for it; the single judges need only theirs
+        assert_eq!(fuse(Judge::Both, Some(0.5), None, f), None);
+        assert_eq!(fuse(Judge::Audio, None, Some(0.7), f), Some(0.7));
+        assert_eq!(fuse(Judge::Text, Some(0.3), Some(0.9), f), Some(0.3));
+        assert_eq!(fuse(Judge::Text, Some(f32::NAN), None, f), None);
+        assert_eq!("both".parse::<Judge>(), Ok(Judge::Both));
+        assert!("loud".parse::<Judge>().is_err());
+    }
 
     #[test]
     fn required_silence_follows_the_score_on_a_log_scale() {
