@@ -28,6 +28,7 @@ ARGS = [
     ("tts_engine", "piper", "piper | espeak"),
     ("voice", "en_US-joe-medium.onnx", "Piper voice in models_dir"),
     ("onnxruntime", "libonnxruntime.so.1.32.0", "onnxruntime library in models_dir"),
+    ("turn_model", "smart-turn-v3.2-cpu.onnx", "audio end-of-turn model (Smart Turn v3 ONNX) in models_dir"),
     ("mic", "false", "start audio_node: capture the microphone on audio, play audio_out on the speaker, with echo cancellation"),
     ("audio_backend", "device", "audio_node backend: device (sound card) | sim (simulated room)"),
     ("capture_device", "", "audio_node capture device: name (part of one), #index, or empty for the default (audio_node --list-devices)"),
@@ -61,6 +62,8 @@ def generate_launch_description():
         Node(executable="stt_node", name="stt_node", **common, parameters=[profile, {
             "model_path": model("whisper_model"),
             "vad.model_path": model("vad_model"),
+            "turn.audio_model_path": model("turn_model"),
+            "onnxruntime_path": model("onnxruntime"),
             "barge_in": arg("barge_in"),
             "use_sim_time": arg("use_sim_time"),
         }]),

@@ -19,8 +19,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from va_harness import (BIN, LLM_MODEL, ONNXRUNTIME, PIPER_VOICE, ROOT, VAD_MODEL, WHISPER_MODEL,  # noqa: E402
-                        Harness, Microphone, add_noise, pick_domain, clause_audio, latched, publish_audio, read_wav, reliable,
-                        speak, start_loop, wer, with_pauses, write_wav)
+                        Harness, Microphone, add_noise, human_speech, pick_domain, clause_audio, latched, publish_audio,
+                        read_wav, reliable, set_params, speak, start_loop, STT_MODELS, wer, with_pauses, write_wav)
 
 OUT = ROOT / "out" / "bench"
 THREADS = 2
@@ -258,7 +258,7 @@ def loop(requests=None, relay_whole=False):
     profile = ["--params-file", str(ROOT / "config" / "cpu_small.yaml")]
     h = harness("loop-seq" if relay_whole else "loop")
     try:
-        h.start("stt_node", params={"model_path": WHISPER_MODEL, "vad.model_path": VAD_MODEL}, extra_args=profile)
+        h.start("stt_node", params=STT_MODELS, extra_args=profile)
         h.start("llm_node", params={"model_path": LLM_MODEL, "max_tokens": 64}, extra_args=profile)
         h.start("tts_node", params={"voice_path": PIPER_VOICE, "onnxruntime_path": ONNXRUNTIME}, extra_args=profile,
                 remaps={"reply/chunk": "/bench/whole_reply"} if relay_whole else None)
@@ -379,6 +379,74 @@ def conversation():
                     ("prompt tokens pre-filled at the pause", lambda s: s.prefilled_tokens),
                     ("end-of-turn score (-1 = silence)", lambda s: s.end_of_turn_score)):
         print(f"  {name:<40} median {med([f(s) for s in rows]):8.2f}")
+
+
+def turn_judge():
+    """End of turn judged from the words, the voice, or both: real people
+    (human_speech: each recording is one turn, ending where the person
+    stopped) and the synthetic paused set (pauses inside sentences; its
+    clauses are spoken alone, so the voice falls at every pause: it tests
+    the words' side only). Premature cuts at inner pauses and the silence
+    waited at real ends, per judge, switched at runtime on one stt_node."""
+    from voice_agent.msg import PartialTranscript
+    print("\n== End of turn: turn.judge text / audio / both (cpu_small, 2 cores) ==")
+    human = human_speech()
+    synthetic = [(" ".join(c), with_pauses(clause_audio(c, OUT / "voices"), p), len(p)) for c, p in PAUSED]
+    h = harness("turn_judge")
+    table = {}
+    try:
+        mic_pub, t = start_loop(h, with_tts=False, stt={"turn.judge": "both"}, llm={"max_tokens": 16})
+        tentative = h.collect(PartialTranscript, "/transcript/partial")
+        mic = Microphone(h, mic_pub)
+
+        def say(x):
+            """One recording, then silence until its turn is out; returns its
+            transcripts and the tentative ends (pauses judged) heard meanwhile."""
+            n0, p0 = len(t["heard"]), len(tentative)
+            mic.say(x)
+            mic.run(lambda: not mic.speech, 60, "speech sent")
+            # the longest wait (vad.max_silence_ms) and Whisper's final
+            mic.run_for(1.6)
+            end = time.monotonic() + 15
+            mic.run(lambda: len(t["heard"]) > n0 or time.monotonic() > end, 30, "its transcript")
+            mic.run_for(0.5)
+            pauses = sum(1 for p in tentative[p0:] if p.tentative_end)
+            return t["heard"][n0:], pauses
+
+        for judge in ("text", "audio", "both"):
+            set_params(h, "stt_node", **{"turn.judge": judge})
+            r = table[judge] = {"ends": [], "by_score": 0, "human_pauses": 0, "human_cuts": 0, "lost": [],
+                                "syn_pauses": 0, "syn_cuts": 0, "syn_ends": [], "scores": []}
+            for name, x, _ in human:
+                heard, pauses = say(x)
+                if not heard:  # not a turn (e.g. Whisper looping on a short clip: rejected)
+                    r["lost"].append(name)
+                    continue
+                r["human_cuts"] += len(heard) - 1
+                r["human_pauses"] += max(0, pauses - 1)  # the last judged pause is the real end
+                last = heard[-1]
+                r["ends"].append(last.end_of_turn_wait_ms)
+                r["by_score"] += last.end_of_turn_score >= 0
+                r["scores"].append((name, last.end_of_turn_text_score, last.end_of_turn_audio_score))
+            for text, x, n_pauses in synthetic:
+                heard, _ = say(x)
+                if not heard:
+                    r["lost"].append(text)
+                    continue
+                r["syn_pauses"] += n_pauses
+                r["syn_cuts"] += len(heard) - 1
+                r["syn_ends"].append(heard[-1].end_of_turn_wait_ms)
+            print(f"  {judge:<5}: real people {len(r['ends'])} turns: silence waited at the real end median "
+                  f"{med(r['ends']):.0f} ms (p90 {np.percentile(r['ends'], 90):.0f}), ended by the judge "
+                  f"{r['by_score']}/{len(r['ends'])}; inner pauses judged {r['human_pauses']}, cut "
+                  f"{r['human_cuts']}; synthetic: {r['syn_cuts']} cuts at {r['syn_pauses']} inner pauses, "
+                  f"end waited median {med(r['syn_ends']):.0f} ms"
+                  + (f"; no transcript for {', '.join(r['lost'])}" if r["lost"] else ""), flush=True)
+    finally:
+        h.close()
+    print("  scores at the real ends of the human recordings (words / voice), judge both:")
+    for name, ts, au in table["both"]["scores"]:
+        print(f"    {name:<14} {ts:6.3f} / {au:6.3f}")
 
 
 FIRST_CHUNK_PROMPTS = [
@@ -546,8 +614,7 @@ def audio():
         h = harness(f"audio-echo-{aec}")
         try:
             node = h.start("audio_node", params={"backend": "sim", "aec": aec})
-            h.start("stt_node", params={"model_path": WHISPER_MODEL, "vad.model_path": VAD_MODEL, "barge_in": True},
-                    extra_args=prof)
+            h.start("stt_node", params={**STT_MODELS, "barge_in": True}, extra_args=prof)
             h.start("tts_node", params={"voice_path": PIPER_VOICE, "onnxruntime_path": ONNXRUNTIME},
                     extra_args=prof)
             heard = h.collect(Utterance, "/transcript")
@@ -583,8 +650,7 @@ def audio():
     h = harness("audio-barge-in")
     try:
         h.start("audio_node", params={"backend": "sim"})
-        h.start("stt_node", params={"model_path": WHISPER_MODEL, "vad.model_path": VAD_MODEL, "barge_in": True},
-                extra_args=prof)
+        h.start("stt_node", params={**STT_MODELS, "barge_in": True}, extra_args=prof)
         h.start("tts_node", params={"voice_path": PIPER_VOICE, "onnxruntime_path": ONNXRUNTIME}, extra_args=prof)
         h.start("llm_node", params={"model_path": LLM_MODEL, "max_tokens": 80}, extra_args=prof)
         interrupts = h.collect(Interrupt, "/interrupt")
@@ -633,7 +699,7 @@ def main():
     for w in which:
         {"stt": stt, "llm": llm, "intent": intent, "tts": tts, "loop": loop_bench,
          "conversation": conversation, "first_chunk": first_chunk, "audio": audio,
-         "history": history}[w]()
+         "history": history, "turn_judge": turn_judge}[w]()
 
 
 if __name__ == "__main__":

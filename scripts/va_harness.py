@@ -31,6 +31,11 @@ VAD_MODEL = MODELS / "ggml-silero-v6.2.3.bin"
 LLM_MODEL = MODELS / "SmolLM2-135M-Instruct.Q4_1.gguf"
 PIPER_VOICE = MODELS / "en_US-joe-medium.onnx"
 ONNXRUNTIME = MODELS / "libonnxruntime.so.1.32.0"
+SMART_TURN = MODELS / "smart-turn-v3.2-cpu.onnx"
+HUMAN_SPEECH = MODELS / "human_speech"
+# stt_node's model files, as the launch files pass them
+STT_MODELS = {"model_path": WHISPER_MODEL, "vad.model_path": VAD_MODEL, "turn.audio_model_path": SMART_TURN,
+              "onnxruntime_path": ONNXRUNTIME}
 
 
 class HarnessError(RuntimeError):
@@ -329,8 +334,8 @@ def start_nodes(ros, profile="cpu_small", stt=None, llm=None, tts=None, stt_rema
         prof += ["--log-level", log_level]
     common = common or {}
     nodes = {
-        "stt_node": ros.start("stt_node", params={"model_path": WHISPER_MODEL, "vad.model_path": VAD_MODEL,
-                                                  **common, **(stt or {})}, extra_args=prof, remaps=stt_remaps),
+        "stt_node": ros.start("stt_node", params={**STT_MODELS, **common, **(stt or {})}, extra_args=prof,
+                              remaps=stt_remaps),
         "llm_node": ros.start("llm_node", params={"model_path": LLM_MODEL, **common, **(llm or {})}, extra_args=prof),
     }
     if with_tts:
@@ -364,6 +369,54 @@ def start_loop(ros, stt=None, tts=None, llm=None, stt_remaps=None, profile="cpu_
     for topic in ("/transcript", "/reply/chunk") + (("/turn_stats",) if with_tts else ()):
         ros.wait_publisher(topic, timeout=60)
     return mic, t
+
+
+def human_speech() -> list[tuple[str, np.ndarray, str]]:
+    """Real people speaking, from the model cache (fetch_models.py
+    human-speech): (name, 16 kHz audio, what was said) for five LibriVox
+    sentences read aloud, five card names said as commands and "go forward
+    ten meters"."""
+    out = []
+    for n in ("0870", "0880", "0890", "0920", "0930"):
+        x, _ = read_wav(HUMAN_SPEECH / f"librivox-{n}.wav")
+        out.append((f"librivox-{n}", x[:, 0], (HUMAN_SPEECH / f"librivox-{n}.txt").read_text().strip()))
+    said = {}
+    for line in (HUMAN_SPEECH / "cards.transcription").read_text().splitlines():
+        m = re.match(r"<s>(.*)</s>\s*\((\d+)\)", line.strip())
+        if m:
+            said[m.group(2)] = m.group(1).strip()
+    for n in sorted(said):
+        x, _ = read_wav(HUMAN_SPEECH / f"cards-{n}.wav")
+        out.append((f"cards-{n}", x[:, 0], said[n]))
+    x, _ = read_wav(HUMAN_SPEECH / "goforward.wav")
+    out.append(("goforward", x[:, 0], "go forward ten meters"))
+    return out
+
+
+def set_params(ros, node: str, **values):
+    """Sets parameters through the node's real parameter service (what
+    `ros2 param set` calls); raises with the reason when one is refused."""
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+
+    def value(v):
+        if isinstance(v, bool):
+            return ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=v)
+        if isinstance(v, int):
+            return ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=v)
+        if isinstance(v, float):
+            return ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=v)
+        return ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=str(v))
+
+    c = ros.node.create_client(SetParameters, f"/{node}/set_parameters")
+    ros.wait_for(c.service_is_ready, 30, f"{node}/set_parameters")
+    fut = c.call_async(SetParameters.Request(parameters=[Parameter(name=k, value=value(v))
+                                                         for k, v in values.items()]))
+    ros.wait_for(fut.done, 10, "set_parameters")
+    for (k, _), r in zip(values.items(), fut.result().results):
+        if not r.successful:
+            raise HarnessError(f"{node}: {k} refused: {r.reason}")
+    ros.node.destroy_client(c)
 
 
 class Microphone:

@@ -11,7 +11,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from std_msgs.msg import Bool, String
 from voice_agent.msg import AudioFrame, Interrupt, Utterance
 
-from va_harness import (BIN, LLM_MODEL, ONNXRUNTIME, PIPER_VOICE, RATE, ROOT, VAD_MODEL, WHISPER_MODEL, latched,
+from va_harness import (BIN, LLM_MODEL, ONNXRUNTIME, PIPER_VOICE, RATE, ROOT, STT_MODELS, latched,
                       reliable, utterance, wer)
 from test_params import Params
 
@@ -57,8 +57,7 @@ def start_room(ros, aec=True, llm=False, stt=None, audio=None):
     """audio_node (sim) + stt_node (barge-in on, as the launch's mic:=true sets
     it) + tts_node (+ llm_node); returns the collectors."""
     nodes = [ros.start("audio_node", params={"backend": "sim", "aec": aec, **(audio or {})})]
-    nodes.append(ros.start("stt_node", params={"model_path": WHISPER_MODEL, "vad.model_path": VAD_MODEL,
-                                               "barge_in": True, **(stt or {})}, extra_args=PROFILE))
+    nodes.append(ros.start("stt_node", params={**STT_MODELS, "barge_in": True, **(stt or {})}, extra_args=PROFILE))
     nodes.append(ros.start("tts_node", params={"voice_path": PIPER_VOICE, "onnxruntime_path": ONNXRUNTIME},
                            extra_args=PROFILE))
     if llm:
@@ -186,8 +185,7 @@ def test_a_recorded_talker_feeds_the_loop_without_any_publisher(ros, tmp_path):
     uses to drive the loop with the Rust binaries alone, no rclpy)."""
     from va_harness import speak
     wav = speak("Please go to the kitchen.", tmp_path / "kitchen.wav", rate=22050)
-    stt = ros.start("stt_node", params={"model_path": WHISPER_MODEL, "vad.model_path": VAD_MODEL},
-                    extra_args=PROFILE)
+    stt = ros.start("stt_node", params=STT_MODELS, extra_args=PROFILE)
     heard = ros.collect(Utterance, "/transcript")
     ros.wait_publisher("/transcript", timeout=60)
     # said 2 s after start and every 6 s (a slow stt_node start misses nothing)

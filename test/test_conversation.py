@@ -60,15 +60,17 @@ def test_sentences_with_inner_pauses_are_one_turn_each(ros, tmp_path, speaker):
         ref = " ".join(clauses)
         assert wer(ref, u.text) <= 0.3, (ref, u.text)
     # every pause sent for judgement was answered (a busy conversation
-    # answers -1), and a turn the judge ended carries the score it gave
+    # answers -1), and a turn the judge ended carries the words' score it
+    # gave (beside the voice's and the decision, turn.judge both)
     # (whether the judge or vad.max_silence_ms ends a turn first depends on
     # the machine's speed: bench.sh measures it)
     asked = {(p.turn_id, p.revision) for p in t["partials"] if p.tentative_end and not p.is_final}
     assert asked, "no pause was sent for judgement"
     mic.run(lambda: asked <= {(e.turn_id, e.revision) for e in t["eot"]}, 30, "a judgement for every pause")
     for u in heard:
-        assert u.end_of_turn_score < 0 or any(
-            e.turn_id == u.turn_id and abs(e.probability - u.end_of_turn_score) < 1e-6 for e in t["eot"]), u
+        assert u.end_of_turn_score < 0 or u.end_of_turn_audio_score >= 0, u
+        assert u.end_of_turn_text_score < 0 or any(
+            e.turn_id == u.turn_id and abs(e.probability - u.end_of_turn_text_score) < 1e-6 for e in t["eot"]), u
 
     # partial transcripts: during speech, revisions counting up, the
     # committed prefix never changing, the last one the final text. (Only

@@ -17,7 +17,7 @@ import yaml
 from rcl_interfaces.srv import GetParameters
 
 import launch_contract
-from va_harness import BIN, LLM_MODEL, ONNXRUNTIME, PIPER_VOICE, ROOT, VAD_MODEL, WHISPER_MODEL
+from va_harness import BIN, LLM_MODEL, ONNXRUNTIME, PIPER_VOICE, ROOT, SMART_TURN, VAD_MODEL, WHISPER_MODEL
 
 NODES = ["stt_node", "llm_node", "tts_node", "audio_node"]
 # what starts without mic:=true
@@ -182,7 +182,8 @@ def test_profile_files_referenced_by_launch_exist():
 
 
 MODEL_PARAMS = {
-    "stt_node": {"model_path": WHISPER_MODEL, "vad.model_path": VAD_MODEL},
+    "stt_node": {"model_path": WHISPER_MODEL, "vad.model_path": VAD_MODEL, "turn.audio_model_path": SMART_TURN,
+                 "onnxruntime_path": ONNXRUNTIME},
     "llm_node": {"model_path": LLM_MODEL},
     "tts_node": {"voice_path": PIPER_VOICE, "onnxruntime_path": ONNXRUNTIME},
     "audio_node": {"backend": "sim"},  # no sound card here

@@ -4,7 +4,7 @@ import subprocess
 
 import pytest
 
-from va_harness import BIN, LLM_MODEL, ONNXRUNTIME, PIPER_VOICE, WHISPER_MODEL
+from va_harness import BIN, LLM_MODEL, ONNXRUNTIME, PIPER_VOICE, SMART_TURN, WHISPER_MODEL
 
 
 def run_node(exe, params, timeout=30):
@@ -21,6 +21,13 @@ CASES = [
     ("stt_node", {"model_path": str(WHISPER_MODEL), "vad.threshold": 1.5}, ["vad.threshold"]),
     ("stt_node", {"model_path": str(WHISPER_MODEL), "language": "xx"}, ["language"]),
     ("stt_node", {"model_path": str(WHISPER_MODEL), "n_threads": "many"}, ["n_threads"]),
+    ("stt_node", {"model_path": str(WHISPER_MODEL), "turn.judge": "audio"}, ["turn.judge", "turn.audio_model_path"]),
+    ("stt_node", {"model_path": str(WHISPER_MODEL), "turn.judge": "loudest"}, ["turn.judge", "\"both\""]),
+    ("stt_node", {"model_path": str(WHISPER_MODEL), "turn.audio_model_path": "/nope/smart-turn.onnx",
+                  "onnxruntime_path": str(ONNXRUNTIME)}, ["turn.audio_model_path", "/nope/smart-turn.onnx"]),
+    ("stt_node", {"model_path": str(WHISPER_MODEL), "turn.audio_model_path": str(SMART_TURN),
+                  "onnxruntime_path": "/nope/libonnxruntime.so"}, ["onnxruntime_path", "/nope/libonnxruntime.so"]),
+    ("stt_node", {"model_path": str(WHISPER_MODEL), "turn.audio_model_path": str(SMART_TURN)}, ["onnxruntime_path"]),
     ("llm_node", {"model_path": "/nonexistent/model.gguf"}, ["model_path", "/nonexistent/model.gguf", "not found"]),
     ("llm_node", {"model_path": str(LLM_MODEL), "n_batch": 128, "n_ubatch": 256}, ["n_ubatch"]),
     ("llm_node", {"model_path": str(LLM_MODEL), "ctx_size": 512, "parallel": 8}, ["ctx_size"]),

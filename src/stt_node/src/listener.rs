@@ -24,12 +24,13 @@ use r2r::voice_agent::msg::AudioFrame;
 use voice_core::endpoint::{Event, Segment};
 use voice_core::ingest::Ingest;
 use voice_core::interrupt::Target;
-use voice_core::turn::required_silence_ms;
+use voice_core::turn::{fuse, required_silence_ms, Judge};
 use voice_ros::frames;
 
 use crate::engine::Detector;
 use crate::params::SttConfig;
 use crate::shared::{Publishers, Shared, TurnMeta, Updates, Work};
+use crate::smart_turn::SmartTurn;
 
 /// Poll period of the worker threads for the stop flag.
 pub const POLL: Duration = Duration::from_millis(100);
@@ -49,8 +50,11 @@ struct Utt {
     start: SystemTime,
     /// Pauses (tentative ends) so far.
     pauses: u32,
-    /// The judged score of the current pause.
+    /// The decision score of the current pause (`turn.judge`'s).
     score: Option<f32>,
+    /// The words' and the voice's scores of the current pause.
+    text_score: Option<f32>,
+    audio_score: Option<f32>,
     /// Audio (16 kHz samples) heard since the last partial.
     since_partial: usize,
     while_robot_spoke: bool,
@@ -61,6 +65,8 @@ struct Listener<'a> {
     pubs: Publishers,
     cfg: std::sync::Arc<SttConfig>,
     ingest: Ingest<Detector, SystemTime>,
+    /// The audio end-of-turn model, when loaded.
+    audio_judge: Option<SmartTurn>,
     utt: Option<Utt>,
     next_utt: u64,
     /// Arrival of the newest speech sample of the utterance.
@@ -80,15 +86,18 @@ pub fn listen(
     frames: Receiver<AudioFrame>,
     answers: Receiver<Answer>,
     detector: Detector,
+    audio_judge: Option<SmartTurn>,
     mut updates: Updates,
     shared: &Shared,
     pubs: Publishers,
 ) {
     let cfg = updates.borrow_and_update().clone();
+    shared.set_judge(cfg.judge);
     let mut l = Listener {
         shared,
         pubs,
         ingest: Ingest::new(detector, cfg.endpoint.clone()),
+        audio_judge,
         cfg,
         utt: None,
         next_utt: 1,
@@ -107,6 +116,7 @@ pub fn listen(
         if updates.has_changed().unwrap_or(false) {
             l.cfg = updates.borrow_and_update().clone();
             l.ingest.set_config(l.cfg.endpoint.clone());
+            shared.set_judge(l.cfg.judge);
         }
         match msg {
             Some(m) => l.frame(&m),
@@ -235,6 +245,8 @@ impl Listener<'_> {
                 Event::Resume { .. } => {
                     if let Some(u) = self.utt.as_mut() {
                         u.score = None;
+                        u.text_score = None;
+                        u.audio_score = None;
                         shared.resumed.fetch_add(1, Ordering::Relaxed);
                     }
                     *shared.tentative.lock().unwrap_or_else(|e| e.into_inner()) = None;
@@ -272,6 +284,8 @@ impl Listener<'_> {
             start: when,
             pauses: 0,
             score: None,
+            text_score: None,
+            audio_score: None,
             since_partial: 0,
             while_robot_spoke: audible,
         });
@@ -322,10 +336,27 @@ impl Listener<'_> {
         let Some(u) = self.utt.as_mut() else { return };
         u.pauses += 1;
         u.score = None;
+        u.text_score = None;
+        u.audio_score = None;
         u.since_partial = 0;
         self.shared.tentative_ends.fetch_add(1, Ordering::Relaxed);
         if audible && !self.cfg.barge_in {
             return; // ends by silence alone; may be the robot's own voice
+        }
+        // the voice is judged here, at once (~50 ms); the words after Whisper
+        // and llm_node (a few hundred ms)
+        if let (Some(judge), true) = (self.audio_judge.as_mut(), self.cfg.judge != Judge::Text) {
+            let t = Instant::now();
+            match judge.score(&seg.audio) {
+                Ok(p) => {
+                    self.shared.note_audio_judgement(t.elapsed());
+                    u.audio_score = Some(p);
+                    u.score = fuse(self.cfg.judge, u.text_score, u.audio_score, self.cfg.fusion);
+                    self.shared
+                        .note_scores(u.text_score, u.audio_score, u.score);
+                }
+                Err(e) => self.shared.audio_judge_failed(&e.to_string()),
+            }
         }
         self.shared.work.offer_partial(Work::Partial {
             utt: u.n,
@@ -347,8 +378,10 @@ impl Listener<'_> {
             t.utt == u.n && t.pause == u.pauses && t.revision == revision && !t.open
         });
         if current && turn == self.shared.turn_id(u.n) && self.ingest.in_pause() && p >= 0.0 {
-            u.score = Some(p);
-            self.shared.note_score(p);
+            u.text_score = Some(p);
+            u.score = fuse(self.cfg.judge, u.text_score, u.audio_score, self.cfg.fusion);
+            self.shared
+                .note_scores(u.text_score, u.audio_score, u.score);
         }
     }
 
@@ -403,6 +436,8 @@ impl Listener<'_> {
             speech_end: self.speech_end,
             decided: Instant::now(),
             score,
+            text_score: u.text_score,
+            audio_score: u.audio_score,
             wait_ms,
             while_robot_spoke: u.while_robot_spoke,
         };

@@ -13,6 +13,7 @@ mod engine;
 mod listener;
 mod params;
 mod shared;
+mod smart_turn;
 mod whisper;
 
 use std::process::ExitCode;
@@ -66,6 +67,17 @@ async fn run() -> Result<()> {
         cfg.decode.strategy,
         transcriber.warm_up_ms,
     ));
+    let audio_judge = match &cfg.audio_model {
+        Some(m) => {
+            let st = smart_turn::SmartTurn::load(&m.path, &m.onnxruntime_path)?;
+            log.info(format!(
+                "loaded the audio end-of-turn model {} (first call {:.0} ms); turn.judge {:?}",
+                m.path, st.warm_up_ms, cfg.judge
+            ));
+            Some(st)
+        }
+        None => None,
+    };
     let gpu_build = cfg!(feature = "cuda");
     let devices = devices::list();
     let on_gpu = compute::gpu_used(cfg.model.use_gpu, gpu_build, &devices);
@@ -118,7 +130,15 @@ async fn run() -> Result<()> {
     {
         let (shared, pubs, updates) = (shared.clone(), pubs.clone(), params.updates.clone());
         tasks.thread("stt-listen", move || {
-            listener::listen(frame_rx, answer_rx, detector, updates, &shared, pubs)
+            listener::listen(
+                frame_rx,
+                answer_rx,
+                detector,
+                audio_judge,
+                updates,
+                &shared,
+                pubs,
+            )
         })?;
     }
     {
@@ -166,7 +186,12 @@ async fn run() -> Result<()> {
     }
     {
         let shared = shared.clone();
-        let hw = format!("whisper:{} vad:{vad_name}", model_name);
+        let audio = if cfg.audio_model.is_some() {
+            " end-of-turn audio:smart-turn-v3"
+        } else {
+            ""
+        };
+        let hw = format!("whisper:{} vad:{vad_name}{audio}", model_name);
         tasks.diagnostics(&mut node, move || shared.report(&fq, &hw, &compute))?;
     }
 

@@ -5,6 +5,7 @@ use r2r::RosParams;
 use voice_core::endpoint::EndpointConfig;
 pub use voice_core::params::ParamError;
 use voice_core::params::{check, in_range};
+use voice_core::turn::{Fusion, Judge};
 use voice_ros::params::NodeParams;
 
 /// Parameters of stt_node. Doc comments are what `ros2 param describe` shows.
@@ -45,6 +46,8 @@ pub struct SttParams {
     pub echo_guard_ms: i32,
     /// No audio frame for this long while the user's turn is pending (a bag that ended, a driver that stopped) counts the missing time as silence, so the turn is judged and ends as if the silence had been heard [ms]; 0 = off (only heard silence counts).
     pub stream_gap_ms: i32,
+    /// onnxruntime shared library (libonnxruntime.so...) for the audio end-of-turn model (turn.audio_model_path).
+    pub onnxruntime_path: String,
     /// Voice activity detection.
     pub vad: VadParams,
     /// Turn taking: partial transcripts, end of turn, speech over the robot.
@@ -68,6 +71,14 @@ pub struct TurnParams {
     pub wake_words: String,
     /// After the end of a turn's speech or of the robot's reply, follow-ups need no wake word for this long [s].
     pub follow_up_s: f64,
+    /// Who judges a pause: "text" (llm_node's probability from the words), "audio" (the audio end-of-turn model, from the voice) or "both" (fused: log-odds averaged, a sure "not done" from either decides); audio and both need turn.audio_model_path.
+    pub judge: String,
+    /// Audio end-of-turn model (Smart Turn v3 ONNX: smart-turn-v3.2-cpu.onnx); "" = none (turn.judge must be "text").
+    pub audio_model_path: String,
+    /// turn.judge both: weight of the voice's log-odds against the words' (0..1).
+    pub audio_weight: f32,
+    /// turn.judge both: a judge scoring below this is sure the user is not done and decides alone (0..1).
+    pub veto_below: f32,
 }
 
 impl Default for TurnParams {
@@ -80,6 +91,10 @@ impl Default for TurnParams {
             continuation_ms: 2000,
             wake_words: String::new(),
             follow_up_s: 8.0,
+            judge: "text".into(),
+            audio_model_path: String::new(),
+            audio_weight: Fusion::default().audio_weight,
+            veto_below: Fusion::default().veto_below,
         }
     }
 }
@@ -123,6 +138,7 @@ impl Default for SttParams {
             barge_in: false,
             echo_guard_ms: 300,
             stream_gap_ms: 300,
+            onnxruntime_path: String::new(),
             vad: VadParams::default(),
             turn: TurnParams::default(),
         }
@@ -206,6 +222,17 @@ pub struct SttConfig {
     /// Wake phrases (normalized words); empty = every turn is for the robot.
     pub wake_words: Vec<Vec<String>>,
     pub follow_up: std::time::Duration,
+    pub judge: Judge,
+    pub fusion: Fusion,
+    /// The audio end-of-turn model and the onnxruntime to run it; `None` = none.
+    pub audio_model: Option<AudioModel>,
+}
+
+/// The audio end-of-turn model (fixed at start).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AudioModel {
+    pub path: String,
+    pub onnxruntime_path: String,
 }
 
 impl NodeParams for SttParams {
@@ -219,6 +246,8 @@ impl NodeParams for SttParams {
         "reliable_audio",
         "publish_normalized",
         "vad.model_path",
+        "turn.audio_model_path",
+        "onnxruntime_path",
     ];
 
     /// Checks ranges; returns the typed configuration.
@@ -303,6 +332,28 @@ impl NodeParams for SttParams {
             "turn.continuation_ms",
         )?;
         in_range(self.turn.follow_up_s, 0.0..=600.0, "turn.follow_up_s")?;
+        let judge: Judge = self.turn.judge.parse().map_err(|msg| ParamError {
+            name: "turn.judge",
+            msg,
+        })?;
+        let audio_path = self.turn.audio_model_path.trim();
+        check(
+            judge == Judge::Text || !audio_path.is_empty(),
+            "turn.judge",
+            || {
+                format!(
+                    "{:?} needs the audio end-of-turn model (turn.audio_model_path, set at start); this node has none",
+                    self.turn.judge
+                )
+            },
+        )?;
+        check(
+            audio_path.is_empty() || !self.onnxruntime_path.trim().is_empty(),
+            "onnxruntime_path",
+            || "not set: turn.audio_model_path needs onnxruntime".into(),
+        )?;
+        in_range(self.turn.audio_weight, 0.0..=1.0, "turn.audio_weight")?;
+        in_range(self.turn.veto_below, 0.0..=1.0, "turn.veto_below")?;
         let vad_model = self.vad.model_path.trim();
         Ok(SttConfig {
             model: WhisperModel {
@@ -335,6 +386,60 @@ impl NodeParams for SttParams {
             continuation: std::time::Duration::from_millis(self.turn.continuation_ms as u64),
             wake_words: voice_core::wake::parse(&self.turn.wake_words),
             follow_up: std::time::Duration::from_secs_f64(self.turn.follow_up_s),
+            judge,
+            fusion: Fusion {
+                audio_weight: self.turn.audio_weight,
+                veto_below: self.turn.veto_below,
+            },
+            audio_model: (!audio_path.is_empty()).then(|| AudioModel {
+                path: audio_path.to_string(),
+                onnxruntime_path: self.onnxruntime_path.trim().to_string(),
+            }),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_model() -> SttParams {
+        SttParams {
+            model_path: "m.bin".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_audio_judge_needs_its_model_and_onnxruntime() {
+        let mut p = with_model();
+        assert_eq!(p.validate().unwrap().judge, Judge::Text);
+        p.turn.judge = "both".into();
+        let e = p.validate().unwrap_err();
+        assert_eq!(e.name, "turn.judge");
+        assert!(e.msg.contains("turn.audio_model_path"), "{}", e.msg);
+        p.turn.audio_model_path = "smart-turn.onnx".into();
+        assert_eq!(p.validate().unwrap_err().name, "onnxruntime_path");
+        p.onnxruntime_path = "libonnxruntime.so".into();
+        let c = p.validate().unwrap();
+        assert_eq!(c.judge, Judge::Both);
+        assert_eq!(
+            c.audio_model,
+            Some(AudioModel {
+                path: "smart-turn.onnx".into(),
+                onnxruntime_path: "libonnxruntime.so".into()
+            })
+        );
+        for (name, bad) in [("turn.audio_weight", 1.5), ("turn.veto_below", -0.1)] {
+            let mut q = p.clone();
+            if name == "turn.audio_weight" {
+                q.turn.audio_weight = bad;
+            } else {
+                q.turn.veto_below = bad;
+            }
+            assert_eq!(q.validate().unwrap_err().name, name);
+        }
+        p.turn.judge = "loudest".into();
+        assert!(p.validate().unwrap_err().msg.contains("\"both\""));
     }
 }

@@ -49,6 +49,9 @@ pub struct TurnMeta {
     pub decided: Instant,
     /// The end-of-turn score that ended it; `None` = silence alone.
     pub score: Option<f32>,
+    /// The words' and the voice's scores at the last pause.
+    pub text_score: Option<f32>,
+    pub audio_score: Option<f32>,
     /// Silence after the speech before the turn ended [ms].
     pub wait_ms: f32,
     /// The utterance overlapped the robot's own speech.
@@ -143,7 +146,7 @@ pub struct Tentative {
     pub utt: u64,
     pub pause: u32,
     pub revision: u32,
-    /// The transcript ends open ("..., and", "to the"): no need to ask.
+    /// The transcript ends open ("..., and", "to the"), or loops: no need to ask.
     pub open: bool,
 }
 
@@ -183,7 +186,14 @@ pub struct Shared {
     /// Utterances without a wake word outside the follow-up window.
     pub not_addressed: AtomicU64,
     pub tentative: Mutex<Option<Tentative>>,
-    last_score: Mutex<Option<f32>>,
+    /// The last pause's scores: words, voice, decision.
+    last_scores: Mutex<[Option<f32>; 3]>,
+    /// Audio end-of-turn judgements, their compute time [µs], failures.
+    pub audio_judged: AtomicU64,
+    audio_judge_us: AtomicU64,
+    pub audio_judge_errors: AtomicU64,
+    /// `turn.judge` in force, for /diagnostics.
+    pub judge: Mutex<String>,
     speaking: AtomicBool,
     speaking_ended: Mutex<Option<Instant>>,
     robot_words: Mutex<VecDeque<(Instant, Vec<String>)>>,
@@ -225,7 +235,11 @@ impl Shared {
             ended_in_gap: AtomicU64::new(0),
             not_addressed: AtomicU64::new(0),
             tentative: Mutex::new(None),
-            last_score: Mutex::new(None),
+            last_scores: Mutex::new([None; 3]),
+            audio_judged: AtomicU64::new(0),
+            audio_judge_us: AtomicU64::new(0),
+            audio_judge_errors: AtomicU64::new(0),
+            judge: Mutex::new(String::new()),
             speaking: AtomicBool::new(false),
             speaking_ended: Mutex::new(None),
             robot_words: Mutex::new(VecDeque::new()),
@@ -324,10 +338,30 @@ impl Shared {
         }
     }
 
-    pub fn note_score(&self, p: f32) {
-        if let Ok(mut s) = self.last_score.lock() {
-            *s = Some(p);
+    /// A pause's scores (words, voice, decision) for /diagnostics.
+    pub fn note_scores(&self, text: Option<f32>, audio: Option<f32>, decided: Option<f32>) {
+        if let Ok(mut s) = self.last_scores.lock() {
+            *s = [text, audio, decided];
         }
+    }
+
+    pub fn set_judge(&self, j: voice_core::turn::Judge) {
+        if let Ok(mut s) = self.judge.lock() {
+            *s = format!("{j:?}").to_lowercase();
+        }
+    }
+
+    pub fn note_audio_judgement(&self, took: std::time::Duration) {
+        self.audio_judged.fetch_add(1, Ordering::Relaxed);
+        self.audio_judge_us
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// The audio judge failed: counted, logged (throttled); the pause is
+    /// judged as if it had no voice score (`both` then waits to the maximum).
+    pub fn audio_judge_failed(&self, why: &str) {
+        self.audio_judge_errors.fetch_add(1, Ordering::Relaxed);
+        self.warn_throttled(&format!("audio end-of-turn judgement failed: {why}"));
     }
 
     pub fn report(&self, name: &str, hardware: &str, compute: &str) -> DiagnosticArray {
@@ -345,12 +379,15 @@ impl Shared {
                 .unwrap_or_default();
             r = r.level(Level::Warn, format!("dropped input; last: {last}"));
         }
-        let score = self
-            .last_score
-            .lock()
-            .ok()
-            .and_then(|s| *s)
-            .map_or_else(|| "none".to_string(), |p| format!("{p:.4}"));
+        let scores = self.last_scores.lock().map(|s| *s).unwrap_or_default();
+        let show = |p: Option<f32>| p.map_or_else(|| "none".to_string(), |p| format!("{p:.4}"));
+        let judged = n(&self.audio_judged);
+        let judge_ms = if judged > 0 {
+            n(&self.audio_judge_us) as f64 / judged as f64 / 1e3
+        } else {
+            0.0
+        };
+        let judge = self.judge.lock().map(|j| j.clone()).unwrap_or_default();
         r.kv("model", hardware)
             .kv("compute", compute)
             .kv("frames_in", n(&self.frames_in))
@@ -373,7 +410,13 @@ impl Shared {
             )
             .kv("turns_ended_in_stream_gap", n(&self.ended_in_gap))
             .kv("not_addressed", n(&self.not_addressed))
-            .kv("last_end_of_turn_score", score)
+            .kv("turn_judge", judge)
+            .kv("last_end_of_turn_score", show(scores[2]))
+            .kv("last_end_of_turn_text_score", show(scores[0]))
+            .kv("last_end_of_turn_audio_score", show(scores[1]))
+            .kv("audio_judgements", judged)
+            .kv("audio_judge_mean_ms", format!("{judge_ms:.1}"))
+            .kv("audio_judge_errors", n(&self.audio_judge_errors))
             .kv("heard_while_speaking", n(&self.heard_while_speaking))
             .kv("echo_rejected", n(&self.echo_rejected))
             .kv(

@@ -356,6 +356,8 @@ fn finish(
         speech_start: stamp::from_system(meta.speech_start),
         speech_end: stamp::from_system(meta.speech_end),
         end_of_turn_score: meta.score.unwrap_or(-1.0),
+        end_of_turn_text_score: meta.text_score.unwrap_or(-1.0),
+        end_of_turn_audio_score: meta.audio_score.unwrap_or(-1.0),
         end_of_turn_wait_ms: meta.wait_ms,
         partials: cur.partials,
         partial_lag_ms: if cur.partials > 0 {
@@ -369,9 +371,18 @@ fn finish(
     };
     u.header.stamp = stamp::now();
     u.end_of_speech_to_transcript_ms = stamp::ms_between(&u.speech_end, &u.header.stamp) as f32;
+    let show = |p: Option<f32>| p.map_or_else(|| "-".to_string(), |p| format!("{p:.3}"));
     let mut ended = match meta.score {
-        Some(p) => format!("end-of-turn score {p:.4}"),
-        None => "silence".to_string(),
+        Some(p) => format!(
+            "end-of-turn score {p:.4} (words {}, voice {})",
+            show(meta.text_score),
+            show(meta.audio_score)
+        ),
+        None => format!(
+            "silence (last pause: words {}, voice {})",
+            show(meta.text_score),
+            show(meta.audio_score)
+        ),
     };
     if !replaces.is_empty() {
         ended += &format!("; continues and replaces turn {replaces}");

@@ -305,6 +305,8 @@ impl Control {
                 SttFigures {
                     compute_ms: u.stt_compute_ms,
                     end_of_turn_score: u.end_of_turn_score,
+                    end_of_turn_text_score: u.end_of_turn_text_score,
+                    end_of_turn_audio_score: u.end_of_turn_audio_score,
                     end_of_turn_wait_ms: u.end_of_turn_wait_ms,
                     partial_lag_ms: u.partial_lag_ms,
                 },
@@ -337,6 +339,8 @@ impl Control {
 pub struct SttFigures {
     pub compute_ms: f32,
     pub end_of_turn_score: f32,
+    pub end_of_turn_text_score: f32,
+    pub end_of_turn_audio_score: f32,
     pub end_of_turn_wait_ms: f32,
     pub partial_lag_ms: f32,
 }
@@ -346,6 +350,8 @@ impl Default for SttFigures {
         Self {
             compute_ms: 0.0,
             end_of_turn_score: -1.0,
+            end_of_turn_text_score: -1.0,
+            end_of_turn_audio_score: -1.0,
             end_of_turn_wait_ms: 0.0,
             partial_lag_ms: 0.0,
         }

@@ -197,6 +197,8 @@ fn publish_stats(turn: &str, t: &mut TurnTrack, pubs: &Publishers, ctl: &Control
         stt_ms: first.stt_ms,
         stt_compute_ms: stt.compute_ms,
         end_of_turn_score: stt.end_of_turn_score,
+        end_of_turn_text_score: stt.end_of_turn_text_score,
+        end_of_turn_audio_score: stt.end_of_turn_audio_score,
         end_of_turn_wait_ms: stt.end_of_turn_wait_ms,
         partial_lag_ms: stt.partial_lag_ms,
         prefilled_tokens: first.prefilled_tokens,
