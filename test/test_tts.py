@@ -229,3 +229,90 @@ def test_bad_text_survives(ros):
     ros.wait_for(lambda: len(frames) > 20, 30, "audio from the speakable texts")
     ros.spin_for(1.0)
     assert node.alive()
+
+
+class SayClient:
+    """An rclpy ActionClient of tts_node's `say` action, as a behaviour tree
+    node would use it."""
+
+    def __init__(self, ros):
+        from rclpy.action import ActionClient
+        from voice_agent.action import Say
+        self.ros, self.Say = ros, Say
+        self.client = ActionClient(ros.node, Say, "/say")
+        ros.wait_for(lambda: self.client.server_is_ready(), 30, "the say action server")
+        self.feedback = []
+
+    def send(self, text, volume=0.0):
+        fut = self.client.send_goal_async(self.Say.Goal(text=text, volume=volume),
+                                          feedback_callback=lambda f: self.feedback.append(f.feedback))
+        self.ros.wait_for(fut.done, 10, "the goal's answer")
+        return fut.result()
+
+    def result(self, handle, timeout=60):
+        fut = handle.get_result_async()
+        self.ros.wait_for(fut.done, timeout, "the goal's result")
+        return fut.result()
+
+
+def test_say_action_result_after_the_audio_cancel_and_preempt(ros):
+    """The result comes once the last sample went out (after the last
+    frame on audio_out), with feedback per sentence; an empty text is
+    rejected; cancel stops the speech at once; a newer goal preempts."""
+    from action_msgs.msg import GoalStatus
+    tts(ros, "piper", sentence_silence=0.2)
+    frames = ros.collect(AudioFrame, "/audio_out")
+    arrived = {}
+    ros.node.create_subscription(AudioFrame, "/audio_out",
+                                 lambda f: arrived.__setitem__(f.turn_id, time.monotonic()), reliable(500))
+    speaking = ros.collect(Bool, "/speaking", latched())
+    ros.wait_publisher("/audio_out")
+    say = SayClient(ros)
+
+    def of(turn):
+        return [f for f in frames if f.turn_id == turn]
+
+    # rejected with the reason, nothing spoken
+    for bad in [SayClient.send(say, "   "), SayClient.send(say, "hello", volume=9.0)]:
+        assert not bad.accepted
+    # spoken: the result after the last frame, with the figures of what went out
+    h = say.send("Please go to the kitchen. Then bring me a glass of water.")
+    assert h.accepted
+    r = say.result(h)
+    done = time.monotonic()
+    assert r.status == GoalStatus.STATUS_SUCCEEDED and r.result.spoken and r.result.reason == "", r
+    turn = next(f.turn_id for f in frames if f.turn_id.startswith("say-goal"))
+    assert r.result.sentences == 2 and r.result.seconds > 2.0, r.result
+    assert done >= arrived[turn], "the result came before the last audio frame"
+    heard_s = sum(len(f.data) / 2 / f.sample_rate for f in of(turn))
+    assert abs(heard_s - r.result.seconds) < 0.1, (heard_s, r.result.seconds)
+    ros.wait_for(lambda: len(say.feedback) >= 2, 5, "feedback per sentence")
+    assert [f.sentences for f in say.feedback] == [1, 2], say.feedback
+    ros.wait_for(lambda: not speaking[-1].data, 5, "speaking false")
+
+    # cancel: the speech stops within a few frames of the cancel
+    long_text = " ".join(["The robot should stop near the charging station."] * 8)
+    h = say.send(long_text)
+    ros.wait_for(lambda: any(f.turn_id == "say-goal-2" for f in frames), 30, "the long goal heard")
+    n = len(of("say-goal-2"))
+    t_cancel = time.monotonic()
+    fut = h.cancel_goal_async()
+    ros.wait_for(fut.done, 10, "the cancel's answer")
+    r = say.result(h)
+    assert r.status == GoalStatus.STATUS_CANCELED and not r.result.spoken and r.result.reason == "cancelled", r
+    ros.spin_for(0.5)
+    assert len(of("say-goal-2")) - n <= 8, "the speech went on after the cancel"  # 40 ms frames, 0.2 s lead
+    # the audio that went out before the cancel is in the result
+    heard_s = sum(len(f.data) / 2 / f.sample_rate for f in of("say-goal-2"))
+    assert r.result.seconds > 0 and abs(heard_s - r.result.seconds) < 0.1, (heard_s, r.result.seconds)
+    print(f"cancel -> last frame of the goal: {(arrived['say-goal-2'] - t_cancel) * 1e3:.0f} ms, "
+          f"{len(of('say-goal-2')) - n} frames")
+
+    # preempt: a newer goal stops the older and is said in full
+    old = say.send(long_text)
+    ros.wait_for(lambda: any(f.turn_id == "say-goal-3" for f in frames), 30, "the older goal heard")
+    new = say.send("Okay.")
+    r_old, r_new = say.result(old), say.result(new)
+    assert r_old.status == GoalStatus.STATUS_ABORTED and r_old.result.reason == "preempted", r_old
+    assert r_new.status == GoalStatus.STATUS_SUCCEEDED and r_new.result.spoken, r_new
+    assert sum(len(f.data) / 2 / f.sample_rate for f in of("say-goal-3")) < 10.0

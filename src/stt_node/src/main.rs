@@ -71,8 +71,10 @@ async fn run() -> Result<()> {
         Some(m) => {
             let st = smart_turn::SmartTurn::load(&m.path, &m.onnxruntime_path)?;
             log.info(format!(
-                "loaded the audio end-of-turn model {} (first call {:.0} ms); turn.judge {:?}",
-                m.path, st.warm_up_ms, cfg.judge
+                "loaded the audio end-of-turn model {} (first call {:.0} ms); turn.judge {}",
+                m.path,
+                st.warm_up_ms,
+                cfg.judge.as_str()
             ));
             Some(st)
         }

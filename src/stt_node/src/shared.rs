@@ -347,7 +347,7 @@ impl Shared {
 
     pub fn set_judge(&self, j: voice_core::turn::Judge) {
         if let Ok(mut s) = self.judge.lock() {
-            *s = format!("{j:?}").to_lowercase();
+            *s = j.as_str().to_string();
         }
     }
 

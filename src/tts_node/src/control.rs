@@ -3,7 +3,7 @@
 //! were raised), cancelled turns, counters, the figures remembered for turn
 //! stats; and the jobs that travel between them.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -35,6 +35,8 @@ pub struct TextJob {
     /// absent for `say`.
     pub meta: Option<ReplyChunk>,
     pub received: Instant,
+    /// Output gain for this text (a `say` goal's); `None` = the `volume` parameter.
+    pub volume: Option<f32>,
 }
 
 impl TextJob {
@@ -46,6 +48,7 @@ impl TextJob {
             text: std::mem::take(&mut c.text),
             meta: Some(c),
             received: Instant::now(),
+            volume: None,
         }
     }
 
@@ -55,6 +58,7 @@ impl TextJob {
             text,
             meta: None,
             received: Instant::now(),
+            volume: None,
         }
     }
 }
@@ -124,6 +128,19 @@ pub struct AudioJob {
     pub rate: u32,
     pub meta: Option<ReplyChunk>,
     pub received: Instant,
+    /// The last sentence of its text.
+    pub last: bool,
+}
+
+/// How far a watched text (a `say` goal's) has gone out.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Progress {
+    /// Audio out [s].
+    pub seconds: f64,
+    /// Sentences out.
+    pub sentences: u32,
+    /// Its last sentence went out; it has been heard by this instant (real-time pacing).
+    pub done_at: Option<Instant>,
 }
 
 /// Shared control state.
@@ -154,6 +171,8 @@ pub struct Control {
     /// Sentences of older replies dropped unspoken because a newer reply of
     /// the same conversation came.
     pub superseded: AtomicU64,
+    /// Texts whose output is watched (the `say` action's goals), by turn.
+    watched: Mutex<HashMap<String, Progress>>,
 }
 
 impl Control {
@@ -175,7 +194,57 @@ impl Control {
             stt: Mutex::new(VecDeque::new()),
             latest: Mutex::new(VecDeque::new()),
             superseded: AtomicU64::new(0),
+            watched: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Watches the output of `turn` (a `say` goal's text).
+    pub fn watch(&self, turn: &str) {
+        if let Ok(mut w) = self.watched.lock() {
+            w.insert(turn.to_string(), Progress::default());
+        }
+    }
+
+    pub fn unwatch(&self, turn: &str) {
+        if let Ok(mut w) = self.watched.lock() {
+            w.remove(turn);
+        }
+    }
+
+    /// A frame of `turn` went out (`seconds` of audio).
+    pub fn note_frame(&self, turn: &str, seconds: f64) {
+        if let Some(p) = self
+            .watched
+            .lock()
+            .ok()
+            .as_mut()
+            .and_then(|w| w.get_mut(turn))
+        {
+            p.seconds += seconds;
+        }
+    }
+
+    /// A sentence of `turn` went out whole (`spoken`: it had audio; `last`:
+    /// its text's last, heard by `heard_at`).
+    pub fn note_sentence(&self, turn: &str, spoken: bool, last: bool, heard_at: Instant) {
+        if let Some(p) = self
+            .watched
+            .lock()
+            .ok()
+            .as_mut()
+            .and_then(|w| w.get_mut(turn))
+        {
+            if spoken {
+                p.sentences += 1;
+            }
+            if last {
+                p.done_at = Some(heard_at);
+            }
+        }
+    }
+
+    pub fn progress(&self, turn: &str) -> Option<Progress> {
+        self.watched.lock().ok().and_then(|w| w.get(turn).copied())
     }
 
     pub fn epoch(&self) -> u64 {

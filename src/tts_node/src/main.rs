@@ -14,6 +14,7 @@ mod output;
 mod params;
 mod piper;
 mod playback;
+mod say_action;
 mod synth;
 
 use std::process::ExitCode;
@@ -101,6 +102,9 @@ async fn run() -> Result<()> {
     let says = tasks.subscribe::<StringMsg>(&mut node, "say", node::event_qos())?;
     let interrupts = tasks.subscribe::<Interrupt>(&mut node, "interrupt", node::event_qos())?;
     let transcripts = tasks.subscribe::<Utterance>(&mut node, "transcript", node::event_qos())?;
+    let say_goals = node
+        .create_action_server::<r2r::voice_agent::action::Say::Action>("say")
+        .map_err(|e| anyhow::anyhow!("cannot serve the say action: {e}"))?;
     let fq = node::fq_name(&node);
     let hw = engine.name();
 
@@ -128,6 +132,10 @@ async fn run() -> Result<()> {
             }
         });
     }
+    tasks.task(
+        "say action",
+        say_action::serve(say_goals, text_tx.clone(), ctl.clone(), log.clone()),
+    );
     {
         let (tx, ctl, log) = (text_tx, ctl.clone(), log.clone());
         let mut n = 0u64;
@@ -176,8 +184,12 @@ async fn run() -> Result<()> {
         })?;
     }
 
-    tasks.spin(node, "ready: listening on reply/chunk and say", move || {
-        ctl.stop.store(true, Ordering::SeqCst);
-        ctl.cancel_now.store(true, Ordering::SeqCst);
-    })
+    tasks.spin(
+        node,
+        "ready: listening on reply/chunk and say (topic and action)",
+        move || {
+            ctl.stop.store(true, Ordering::SeqCst);
+            ctl.cancel_now.store(true, Ordering::SeqCst);
+        },
+    )
 }

@@ -138,6 +138,7 @@ pub fn output(
                 let mut f = voice_ros::frames::mono_s16(frame, job.rate, "speaker", &job.turn_id);
                 f.header.stamp = stamp::from_system(start_wall + offset);
                 let _ = pubs.audio.publish(&f);
+                ctl.note_frame(&job.turn_id, frame.len() as f64 / f64::from(job.rate));
                 if k == 0 && track.first_audio.is_none() {
                     track.first_audio = Some((Instant::now(), SystemTime::now()));
                 }
@@ -159,6 +160,13 @@ pub fn output(
             });
             playing = Some(Key::of(&job));
         }
+        // a `say` goal's progress (its result waits until the last is heard)
+        ctl.note_sentence(
+            &job.turn_id,
+            !job.samples.is_empty(),
+            job.last,
+            speech_end.unwrap_or_else(Instant::now),
+        );
         if job.meta.as_ref().is_some_and(|m| m.is_final) {
             publish_stats(&job.turn_id, track, &pubs, ctl);
         }

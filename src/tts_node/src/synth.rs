@@ -45,16 +45,16 @@ pub fn synthesize(
         sentences.retain(|s| !s.trim().is_empty());
         let n = sentences.len();
         if n == 0 {
-            if job.meta.is_some() {
-                // a final chunk with no text still closes the turn
-                let _ = out.send(AudioJob {
-                    turn_id: job.turn_id,
-                    samples: Vec::new(),
-                    rate: out_rate,
-                    meta: job.meta,
-                    received: job.received,
-                });
-            }
+            // a final chunk with no text still closes the turn, and a `say`
+            // goal with nothing speakable still ends
+            let _ = out.send(AudioJob {
+                turn_id: job.turn_id,
+                samples: Vec::new(),
+                rate: out_rate,
+                meta: job.meta,
+                received: job.received,
+                last: true,
+            });
             ctl.synthesizing(None);
             continue;
         }
@@ -82,7 +82,7 @@ pub fn synthesize(
                 samples = resample_clip(rate, out_rate, &samples).unwrap_or_default();
             }
             for s in &mut samples {
-                *s = (*s * p.volume).clamp(-1.0, 1.0);
+                *s = (*s * job.volume.unwrap_or(p.volume)).clamp(-1.0, 1.0);
             }
             // the pause after a sentence; a chunk cut inside one (a reply's
             // first words, a clause) runs on into the next without it
@@ -106,6 +106,7 @@ pub fn synthesize(
                     rate: out_rate,
                     meta,
                     received: job.received,
+                    last: k + 1 == n,
                 })
                 .is_err()
             {

@@ -150,7 +150,8 @@ pub enum Repetition {
     /// Not a repetition loop.
     None,
     /// A word or two over and over ("Okay. Okay. Okay. ...", "Thank you.
-    /// Thank you. ..."): Whisper looping on echo or noise; not a turn.
+    /// Thank you. ..."), or a loop that does not start at the transcript's
+    /// first word: Whisper looping on echo or noise; not a turn.
     Noise,
     /// A phrase of three or more different words over and over, from its
     /// first word ("Please go to the kitchen. Please go to the kitchen.

@@ -78,6 +78,17 @@ pub enum Judge {
     Both,
 }
 
+impl Judge {
+    /// The parameter value naming it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Text => "text",
+            Self::Audio => "audio",
+            Self::Both => "both",
+        }
+    }
+}
+
 impl std::str::FromStr for Judge {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -221,6 +232,9 @@ mod tests {
         assert_eq!(fuse(Judge::Text, Some(0.3), Some(0.9), f), Some(0.3));
         assert_eq!(fuse(Judge::Text, Some(f32::NAN), None, f), None);
         assert_eq!("both".parse::<Judge>(), Ok(Judge::Both));
+        for j in [Judge::Text, Judge::Audio, Judge::Both] {
+            assert_eq!(j.as_str().parse::<Judge>(), Ok(j));
+        }
         assert!("loud".parse::<Judge>().is_err());
     }
 
