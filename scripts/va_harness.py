@@ -393,24 +393,27 @@ def human_speech() -> list[tuple[str, np.ndarray, str]]:
     return out
 
 
+def param_value(v):
+    """A Python value as an rcl_interfaces ParameterValue of its type."""
+    from rcl_interfaces.msg import ParameterType, ParameterValue
+    if isinstance(v, bool):
+        return ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=v)
+    if isinstance(v, int):
+        return ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=v)
+    if isinstance(v, float):
+        return ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=v)
+    return ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=str(v))
+
+
 def set_params(ros, node: str, **values):
     """Sets parameters through the node's real parameter service (what
     `ros2 param set` calls); raises with the reason when one is refused."""
-    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.msg import Parameter
     from rcl_interfaces.srv import SetParameters
-
-    def value(v):
-        if isinstance(v, bool):
-            return ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=v)
-        if isinstance(v, int):
-            return ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=v)
-        if isinstance(v, float):
-            return ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=v)
-        return ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=str(v))
 
     c = ros.node.create_client(SetParameters, f"/{node}/set_parameters")
     ros.wait_for(c.service_is_ready, 30, f"{node}/set_parameters")
-    fut = c.call_async(SetParameters.Request(parameters=[Parameter(name=k, value=value(v))
+    fut = c.call_async(SetParameters.Request(parameters=[Parameter(name=k, value=param_value(v))
                                                          for k, v in values.items()]))
     ros.wait_for(fut.done, 10, "set_parameters")
     for (k, _), r in zip(values.items(), fut.result().results):

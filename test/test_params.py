@@ -3,22 +3,15 @@ param set` / `describe` call): a live parameter changes the next turn, an
 invalid value, a read-only parameter or a wrong type is refused with the
 reason and the old value stays."""
 import numpy as np
-from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+from rcl_interfaces.msg import Parameter
 from rcl_interfaces.srv import DescribeParameters, GetParameters, SetParameters, SetParametersAtomically
 from std_msgs.msg import String
 from voice_agent.msg import AudioFrame, ReplyChunk, Utterance
 
-from va_harness import LLM_MODEL, reliable
+from va_harness import LLM_MODEL, param_value, reliable
 
 
-def value(v):
-    if isinstance(v, bool):
-        return ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=v)
-    if isinstance(v, int):
-        return ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=v)
-    if isinstance(v, float):
-        return ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=v)
-    return ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=v)
+value = param_value
 
 
 class Params:

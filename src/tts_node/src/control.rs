@@ -211,8 +211,8 @@ impl Control {
         }
     }
 
-    /// A frame of `turn` went out (`seconds` of audio).
-    pub fn note_frame(&self, turn: &str, seconds: f64) {
+    /// Updates the progress of `turn` when it is watched.
+    fn on_watched(&self, turn: &str, f: impl FnOnce(&mut Progress)) {
         if let Some(p) = self
             .watched
             .lock()
@@ -220,27 +220,26 @@ impl Control {
             .as_mut()
             .and_then(|w| w.get_mut(turn))
         {
-            p.seconds += seconds;
+            f(p);
         }
+    }
+
+    /// A frame of `turn` went out (`seconds` of audio).
+    pub fn note_frame(&self, turn: &str, seconds: f64) {
+        self.on_watched(turn, |p| p.seconds += seconds);
     }
 
     /// A sentence of `turn` went out whole (`spoken`: it had audio; `last`:
     /// its text's last, heard by `heard_at`).
     pub fn note_sentence(&self, turn: &str, spoken: bool, last: bool, heard_at: Instant) {
-        if let Some(p) = self
-            .watched
-            .lock()
-            .ok()
-            .as_mut()
-            .and_then(|w| w.get_mut(turn))
-        {
+        self.on_watched(turn, |p| {
             if spoken {
                 p.sentences += 1;
             }
             if last {
                 p.done_at = Some(heard_at);
             }
-        }
+        });
     }
 
     pub fn progress(&self, turn: &str) -> Option<Progress> {
