@@ -11,7 +11,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from std_msgs.msg import Bool, String
 from voice_agent.msg import AudioFrame, Interrupt, Utterance
 
-from va_harness import (BIN, LLM_MODEL, ONNXRUNTIME, PIPER_VOICE, RATE, ROOT, STT_MODELS, latched,
+from va_harness import (BIN, LLM_MODEL, diag_value, ONNXRUNTIME, PIPER_VOICE, RATE, ROOT, STT_MODELS, latched,
                       reliable, utterance, wer)
 from test_params import Params
 
@@ -86,6 +86,7 @@ def speak_and_wait(ros, t, say_pub, text):
 def test_capture_is_published_at_the_configured_rate_and_frames_with_monotonic_stamps(ros):
     ros.start("audio_node", params={"backend": "sim", "frame_ms": 30, "sample_rate": 32000, "frame_id": "mic_array"})
     frames = ros.collect(AudioFrame, "/audio", reliable(500))
+    diags = ros.collect(DiagnosticArray, "/diagnostics")
     pub = talker(ros)
     ros.spin_for(0.5)
     x = np.sin(np.arange(RATE) * 2 * np.pi * 440 / RATE).astype(np.float32) * 0.3
@@ -96,8 +97,16 @@ def test_capture_is_published_at_the_configured_rate_and_frames_with_monotonic_s
     assert {(f.sample_rate, f.channels, f.encoding, len(f.data), f.header.frame_id) for f in got} == \
         {(32000, 1, "S16LE", 960 * 2, "mic_array")}
     stamps = np.array([f.header.stamp.sec + f.header.stamp.nanosec * 1e-9 for f in got])
-    # the capture time of each frame's first sample: exactly one frame apart
-    assert np.allclose(np.diff(stamps), 0.030, atol=1e-6), np.diff(stamps)[:5]
+    # the capture time of each frame's first sample: exactly one frame apart,
+    # except where the capture clock fell behind and skipped time (a gap, as
+    # a real device's overrun; counted as late_blocks): a CI run met one at
+    # start-up (first frame 0.36 s before the second)
+    d = np.diff(stamps)
+    gaps = ~np.isclose(d, 0.030, atol=1e-6)
+    assert (d[gaps] > 0.030).all(), d[gaps]
+    if gaps.any():
+        ros.wait_for(lambda: diag_value(diags, "audio_node", "late_blocks") >= 1, 5, "the skipped time counted")
+    assert gaps.sum() <= diag_value(diags, "audio_node", "late_blocks"), d[:5]
     assert abs(stamps[-1] + 0.03 - time.time()) < 1.0
     # the talker's tone is in the capture, at the room's level
     level = max(np.abs(np.frombuffer(bytes(f.data), "<i2")).max() for f in got) / 32768
