@@ -99,7 +99,13 @@ def test_commands_of_real_people_end_by_both_judges_fused(ros):
     # vad.max_silence_ms long enough for the words' judge (Whisper + llm_node)
     # to answer on a loaded machine: which judge ends a turn must not depend
     # on the machine's speed (under one busy core they took over 1 s)
-    mic_pub, t = start_loop(ros, with_tts=False, llm={"max_tokens": 8}, stt={"vad.max_silence_ms": 4000})
+    # turn.veto_below 0: the tests' words judge is SmolLM2-135M, whose sure
+    # "not done" on a short command ("10 of clubs": 2e-6, CI) is noise; with
+    # no veto every turn with both scores is decided by the fused score, so
+    # what this checks (the node fuses the two as voice_core::turn::fuse
+    # does; the veto itself is unit-tested there) does not depend on it
+    mic_pub, t = start_loop(ros, with_tts=False, llm={"max_tokens": 8},
+                            stt={"vad.max_silence_ms": 4000, "turn.veto_below": 0.0})
     mic = Microphone(ros, mic_pub)
     people = [r for r in human_speech() if r[0].startswith(("cards", "goforward")) and r[0] != "cards-004"]
     for name, x, said in people:
@@ -118,5 +124,5 @@ def test_commands_of_real_people_end_by_both_judges_fused(ros):
     for u in decided:
         assert 0 <= u.end_of_turn_audio_score <= 1, u
         assert 0 <= u.end_of_turn_text_score <= 1, u  # both: no decision without the words
-        want = fused(u.end_of_turn_text_score, u.end_of_turn_audio_score)
+        want = fused(u.end_of_turn_text_score, u.end_of_turn_audio_score, veto=0.0)
         assert abs(u.end_of_turn_score - want) < 1e-3, (u.text, u.end_of_turn_score, want)
