@@ -15,6 +15,7 @@ pub mod endpoint;
 pub mod ingest;
 pub mod intent;
 pub mod interrupt;
+pub mod lifecycle;
 pub mod melspec;
 pub mod model_file;
 pub mod normalize;
