@@ -28,6 +28,7 @@ CASES = [
     ("stt_node", {"model_path": str(WHISPER_MODEL), "turn.audio_model_path": str(SMART_TURN),
                   "onnxruntime_path": "/nope/libonnxruntime.so"}, ["onnxruntime_path", "/nope/libonnxruntime.so"]),
     ("stt_node", {"model_path": str(WHISPER_MODEL), "turn.audio_model_path": str(SMART_TURN)}, ["onnxruntime_path"]),
+    ("stt_node", {"model_path": str(WHISPER_MODEL), "live_speech_topic": "'bad name'"}, ["live_speech_topic"]),
     ("llm_node", {"model_path": "/nonexistent/model.gguf"}, ["model_path", "/nonexistent/model.gguf", "not found"]),
     ("llm_node", {"model_path": str(LLM_MODEL), "n_batch": 128, "n_ubatch": 256}, ["n_ubatch"]),
     ("llm_node", {"model_path": str(LLM_MODEL), "ctx_size": 512, "parallel": 8}, ["ctx_size"]),

@@ -117,8 +117,11 @@ pub struct TurnInfo<'a> {
 pub trait Output: Send {
     /// A piece of a reply (`reply/chunk`).
     fn chunk(&self, chunk: Chunk);
-    /// A whole reply as said (`reply/text`).
-    fn reply(&self, text: &str);
+    /// A whole reply as said (`reply/text`), of turn `turn_id`.
+    fn reply(&self, turn_id: &str, text: &str);
+    /// The turn ended without a reply (dropped, superseded, merged into
+    /// another, failed): `why` in a word.
+    fn ended(&self, turn_id: &str, why: &str);
     /// An end-of-turn judgement (`end_of_turn`).
     fn end_of_turn(&self, judgement: Judgement);
     /// Stop speaking the reply of `turn_id` (it was replaced).
@@ -502,6 +505,13 @@ impl<'m> Engine<'m> {
                     };
                     self.out.chunk(Chunk::closing(&turn.req));
                     let old = &turn.req.turn_id;
+                    self.out.ended(
+                        old,
+                        match why {
+                            DiscardReason::Superseded { .. } => "superseded",
+                            DiscardReason::Replaced => "replaced",
+                        },
+                    );
                     match why {
                         DiscardReason::Superseded { by } => {
                             self.stats.superseded.fetch_add(1, Ordering::Relaxed);
@@ -532,6 +542,7 @@ impl<'m> Engine<'m> {
                 }
                 Action::Dropped { turn_id, why } => {
                     self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                    self.out.ended(&turn_id, "dropped");
                     self.log.warn(match why {
                         DropReason::Busy => format!(
                             "turn {turn_id} dropped: its conversation is still being answered (busy_policy drop)"
@@ -548,6 +559,8 @@ impl<'m> Engine<'m> {
                 Action::Merged { turn_id, into } => {
                     self.stats.merged.fetch_add(1, Ordering::Relaxed);
                     if let Some(into) = into {
+                        // the joined turn goes on under the newer id
+                        self.out.ended(&into, "merged");
                         self.log
                             .info(format!("turn {turn_id} joined to waiting turn {into}"));
                     }
@@ -622,6 +635,7 @@ impl<'m> Engine<'m> {
             first_chunk_ms: ms(req.received.elapsed()),
             ..Chunk::closing(&req)
         });
+        self.out.ended(&req.turn_id, "failed");
         self.sched.start_failed(slot);
     }
 
@@ -900,7 +914,7 @@ impl<'m> Engine<'m> {
         ));
         // the history keeps what the model wrote (with intents, its JSON), so
         // it sees its own format in later turns
-        self.out.reply(&done.spoken);
+        self.out.reply(&turn_id, &done.spoken);
         self.sched.ended(slot, Some((done.user_text, done.reply)));
     }
 

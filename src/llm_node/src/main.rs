@@ -9,6 +9,7 @@
 
 mod actions;
 mod bench;
+mod chat_action;
 mod context;
 mod engine;
 mod eot;
@@ -87,12 +88,17 @@ async fn run() -> Result<()> {
         )?),
         None => None,
     };
+    let chats = Arc::new(chat_action::Chats::default());
+    let chat_goals = node
+        .create_action_server::<r2r::voice_agent::action::Chat::Action>("chat")
+        .map_err(|e| anyhow::anyhow!("cannot serve the chat action: {e}"))?;
     let sink = publish::Sink {
         chunk: node.create_publisher::<ReplyChunk>("reply/chunk", node::event_qos())?,
         text: node.create_publisher::<StringMsg>("reply/text", node::event_qos())?,
         end_of_turn: node.create_publisher::<EndOfTurn>("end_of_turn", node::event_qos())?,
         interrupt: node.create_publisher::<Interrupt>("interrupt", node::event_qos())?,
         actions,
+        chats: chats.clone(),
         log: log.clone(),
     };
     let utterances = tasks.subscribe::<Utterance>(&mut node, "transcript", node::event_qos())?;
@@ -207,6 +213,10 @@ async fn run() -> Result<()> {
             command(Command::Turn(req));
         });
     }
+    tasks.task(
+        "chat action",
+        chat_action::serve(chat_goals, chats, command.clone(), log.clone()),
+    );
     {
         let command = command.clone();
         tasks.each("interrupt", interrupts, move |m| {
@@ -279,7 +289,7 @@ async fn run() -> Result<()> {
     // the engine stops at the flag; dropping the last sender wakes it too
     tasks.spin(
         node,
-        "ready: listening on transcript and prompt",
+        "ready: listening on transcript and prompt, serving the chat action",
         move || drop(tx),
     )
 }

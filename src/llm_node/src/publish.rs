@@ -8,6 +8,7 @@ use voice_core::intent::Decision;
 use voice_core::interrupt::Target;
 use voice_ros::stamp;
 
+use crate::chat_action::{Chats, Event};
 use crate::engine::{Output, TurnInfo};
 use crate::turn::{Chunk, Judgement};
 
@@ -20,6 +21,8 @@ pub struct Sink {
     pub interrupt: r2r::Publisher<Interrupt>,
     /// With intents: where goals, stops and intents go.
     pub actions: Option<crate::actions::ActionSink>,
+    /// The `chat` action's goals: their turns' output goes to them, not to ROS topics.
+    pub chats: std::sync::Arc<Chats>,
     pub log: voice_ros::log::Log,
 }
 
@@ -46,8 +49,13 @@ fn stamped() -> Header {
 }
 
 impl Output for Sink {
-    /// Publishes a reply chunk, stamped now.
+    /// Publishes a reply chunk, stamped now (a chat goal's goes to it).
     fn chunk(&self, c: Chunk) {
+        if self.chats.owns(&c.turn_id) {
+            let turn_id = c.turn_id.clone();
+            self.chats.deliver(&turn_id, Event::Chunk(c));
+            return;
+        }
         let m = ReplyChunk {
             header: stamped(),
             turn_id: c.turn_id,
@@ -67,8 +75,14 @@ impl Output for Sink {
         self.send(&self.chunk, "reply/chunk", &m);
     }
 
-    fn reply(&self, text: &str) {
-        self.send(&self.text, "reply/text", &StringMsg { data: text.into() });
+    fn reply(&self, turn_id: &str, text: &str) {
+        if !self.chats.deliver(turn_id, Event::Reply(text.into())) {
+            self.send(&self.text, "reply/text", &StringMsg { data: text.into() });
+        }
+    }
+
+    fn ended(&self, turn_id: &str, why: &str) {
+        self.chats.deliver(turn_id, Event::Ended(why.into()));
     }
 
     /// Publishes an end-of-turn judgement, stamped now.
@@ -88,11 +102,17 @@ impl Output for Sink {
     /// interrupt's target is the turn; llm_node's own interrupt handler
     /// ignores turn targets, so only speech stops.
     fn stop_speech(&self, turn: &str) {
+        if self.chats.owns(turn) {
+            return; // a chat goal's reply is not spoken
+        }
         let m = voice_ros::interrupt::raise(&Target::Turn(turn.into()), "replaced");
         self.send(&self.interrupt, "interrupt", &m);
     }
 
     fn act(&self, d: &Decision<'_>, turn: &TurnInfo<'_>) -> Option<String> {
+        if self.chats.owns(turn.turn_id) {
+            return None; // a chat goal asks, it does not command the robot
+        }
         self.actions.as_ref()?.act(d, turn)
     }
 }

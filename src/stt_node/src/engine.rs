@@ -34,6 +34,34 @@ pub struct Transcript {
     pub text: String,
     pub language: String,
     pub compute_ms: f64,
+    /// The text tokens' probabilities: sum and count (for a confidence).
+    pub tokens: TokenProbs,
+}
+
+/// Sum and count of token probabilities, added up over the decodes of an
+/// utterance; their mean is its confidence.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct TokenProbs {
+    pub sum: f64,
+    pub n: u32,
+}
+
+impl TokenProbs {
+    pub fn add(self, o: TokenProbs) -> TokenProbs {
+        TokenProbs {
+            sum: self.sum + o.sum,
+            n: self.n + o.n,
+        }
+    }
+
+    /// The mean probability, 0 when there is none.
+    pub fn mean(self) -> f32 {
+        if self.n == 0 {
+            0.0
+        } else {
+            (self.sum / f64::from(self.n)) as f32
+        }
+    }
 }
 
 pub struct Transcriber {
@@ -41,6 +69,8 @@ pub struct Transcriber {
     // keep the context alive for the node's lifetime all the same.
     _ctx: WhisperContext,
     state: WhisperState,
+    /// Token ids at and above this are special (timestamps, end of text).
+    eot: whisper_rs::WhisperTokenId,
     n_threads: i32,
     decode: DecodeConfig,
     pub model_name: String,
@@ -63,6 +93,7 @@ impl Transcriber {
         };
         let ctx = WhisperContext::new_with_params(&m.path, cp).map_err(load_err)?;
         let state = ctx.create_state().map_err(load_err)?;
+        let eot = ctx.token_eot();
         let model_name = std::path::Path::new(&m.path)
             .file_name()
             .map(|s| s.to_string_lossy().into_owned())
@@ -70,6 +101,7 @@ impl Transcriber {
         let mut t = Self {
             _ctx: ctx,
             state,
+            eot,
             n_threads: m.n_threads,
             decode,
             model_name,
@@ -168,12 +200,19 @@ impl Transcriber {
         }
         self.state.full(fp, input)?;
         let mut text = String::new();
+        let mut tokens = TokenProbs::default();
         for seg in self.state.as_iter() {
             if seg.no_speech_probability() > self.decode.no_speech_threshold {
                 continue;
             }
             if let Ok(s) = seg.to_str_lossy() {
                 text.push_str(&s);
+            }
+            for t in (0..seg.n_tokens()).filter_map(|i| seg.get_token(i)) {
+                if t.token_id() < self.eot {
+                    tokens.sum += f64::from(t.token_probability());
+                    tokens.n += 1;
+                }
             }
         }
         let lang_id = self.state.full_lang_id_from_state();
@@ -185,6 +224,7 @@ impl Transcriber {
             text: text.trim().to_string(),
             language,
             compute_ms: t0.elapsed().as_secs_f64() * 1e3,
+            tokens,
         })
     }
 }

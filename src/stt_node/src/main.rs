@@ -7,9 +7,11 @@
 //! a pause) goes back to the listener; `reply/chunk` and `say` tell it the
 //! robot's own words (its echo is not a turn).
 
+mod ask_action;
 mod bench;
 mod devices;
 mod engine;
+mod listen_action;
 mod listener;
 mod params;
 mod shared;
@@ -112,6 +114,16 @@ async fn run() -> Result<()> {
     // what the robot says, for telling its echo from the user's words
     let chunk_sub = tasks.subscribe::<ReplyChunk>(&mut node, "reply/chunk", node::event_qos())?;
     let say_sub = tasks.subscribe::<StringMsg>(&mut node, "say", node::event_qos())?;
+    let listen_goals = node
+        .create_action_server::<r2r::voice_agent::action::Listen::Action>("listen")
+        .map_err(|e| anyhow::anyhow!("cannot serve the listen action: {e}"))?;
+    let ask_goals = node
+        .create_action_server::<r2r::voice_agent::action::Ask::Action>("ask")
+        .map_err(|e| anyhow::anyhow!("cannot serve the ask action: {e}"))?;
+    // the ask action says its question through tts_node's say action
+    let say_client = node
+        .create_action_client::<r2r::voice_agent::action::Say::Action>("say")
+        .map_err(|e| anyhow::anyhow!("cannot create the say action client: {e}"))?;
     let pubs = shared::Publishers {
         utterance: node.create_publisher::<Utterance>("transcript", node::event_qos())?,
         text: node.create_publisher::<StringMsg>("transcript/text", node::event_qos())?,
@@ -122,6 +134,14 @@ async fn run() -> Result<()> {
             Some(node.create_publisher::<AudioFrame>("~/audio_16k", node::audio_qos(true, 100))?)
         } else {
             None
+        },
+        #[cfg(hri)]
+        live_speech: match &cfg.live_speech_topic {
+            Some(topic) => Some(
+                node.create_publisher::<r2r::hri_msgs::msg::LiveSpeech>(topic, node::event_qos())
+                    .map_err(|e| anyhow::anyhow!("live_speech_topic {topic:?}: {e}"))?,
+            ),
+            None => None,
         },
     };
 
@@ -160,6 +180,14 @@ async fn run() -> Result<()> {
             }
         });
     }
+    tasks.task(
+        "listen action",
+        listen_action::serve(listen_goals, shared.listening.clone(), log.clone()),
+    );
+    tasks.task(
+        "ask action",
+        ask_action::serve(ask_goals, say_client, shared.clone(), log.clone()),
+    );
     {
         let shared = shared.clone();
         tasks.each("reply/chunk", chunk_sub, move |c| {
@@ -198,7 +226,9 @@ async fn run() -> Result<()> {
     }
 
     // dropping the node closes the audio subscription, which ends the listener's queue
-    tasks.spin(node, "listening on audio", move || {
-        shared.stop.store(true, Ordering::SeqCst)
-    })
+    tasks.spin(
+        node,
+        "listening on audio (and serving the listen and ask actions)",
+        move || shared.stop.store(true, Ordering::SeqCst),
+    )
 }

@@ -48,6 +48,8 @@ pub struct SttParams {
     pub stream_gap_ms: i32,
     /// onnxruntime shared library (libonnxruntime.so...) for the audio end-of-turn model (turn.audio_model_path).
     pub onnxruntime_path: String,
+    /// Publish hri_msgs/LiveSpeech (ROS4HRI) on this topic: the hypothesis while the user speaks (incremental), the turn's transcript at its end (final, confidence, language); "" = off. ROS4HRI's voice topic is /humans/voices/<voice_id>/speech. Needs a build with hri_msgs in the ROS prefix.
+    pub live_speech_topic: String,
     /// Voice activity detection.
     pub vad: VadParams,
     /// Turn taking: partial transcripts, end of turn, speech over the robot.
@@ -139,6 +141,7 @@ impl Default for SttParams {
             echo_guard_ms: 300,
             stream_gap_ms: 300,
             onnxruntime_path: String::new(),
+            live_speech_topic: String::new(),
             vad: VadParams::default(),
             turn: TurnParams::default(),
         }
@@ -226,6 +229,8 @@ pub struct SttConfig {
     pub fusion: Fusion,
     /// The audio end-of-turn model and the onnxruntime to run it; `None` = none.
     pub audio_model: Option<AudioModel>,
+    /// Where hri_msgs/LiveSpeech goes; `None` = not published.
+    pub live_speech_topic: Option<String>,
 }
 
 /// The audio end-of-turn model (fixed at start).
@@ -248,6 +253,7 @@ impl NodeParams for SttParams {
         "vad.model_path",
         "turn.audio_model_path",
         "onnxruntime_path",
+        "live_speech_topic",
     ];
 
     /// Checks ranges; returns the typed configuration.
@@ -354,6 +360,16 @@ impl NodeParams for SttParams {
         )?;
         in_range(self.turn.audio_weight, 0.0..=1.0, "turn.audio_weight")?;
         in_range(self.turn.veto_below, 0.0..=1.0, "turn.veto_below")?;
+        let live_speech_topic = self.live_speech_topic.trim();
+        check(
+            live_speech_topic.is_empty() || cfg!(hri),
+            "live_speech_topic",
+            || {
+                "this stt_node was built without hri_msgs (not in the ROS prefix at build time): \
+                 rebuild with ROS4HRI's hri_msgs installed, or leave it empty"
+                    .into()
+            },
+        )?;
         let vad_model = self.vad.model_path.trim();
         Ok(SttConfig {
             model: WhisperModel {
@@ -395,6 +411,7 @@ impl NodeParams for SttParams {
                 path: audio_path.to_string(),
                 onnxruntime_path: self.onnxruntime_path.trim().to_string(),
             }),
+            live_speech_topic: (!live_speech_topic.is_empty()).then(|| live_speech_topic.into()),
         })
     }
 }

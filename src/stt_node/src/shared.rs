@@ -38,6 +38,9 @@ pub struct Publishers {
     pub partial: r2r::Publisher<PartialTranscript>,
     pub interrupt: r2r::Publisher<Interrupt>,
     pub normalized: Option<r2r::Publisher<AudioFrame>>,
+    /// hri_msgs/LiveSpeech (ROS4HRI), when live_speech_topic is set.
+    #[cfg(hri)]
+    pub live_speech: Option<r2r::Publisher<r2r::hri_msgs::msg::LiveSpeech>>,
 }
 
 /// How a turn ended, carried to the Whisper thread with its audio.
@@ -202,6 +205,8 @@ pub struct Shared {
     throttle: Mutex<Throttle>,
     last_error: Mutex<String>,
     pub work: WorkQueue,
+    /// The `listen` action's goals waiting for a turn.
+    pub listening: std::sync::Arc<crate::listen_action::Listening>,
 }
 
 impl Shared {
@@ -248,6 +253,7 @@ impl Shared {
             throttle: Mutex::new(Throttle::new(WARN_PERIOD)),
             last_error: Mutex::new(String::new()),
             work: WorkQueue::default(),
+            listening: Default::default(),
         }
     }
 
@@ -427,6 +433,8 @@ impl Shared {
                         / f64::from(voice_core::PIPELINE_RATE)
                 ),
             )
+            .kv("listen_goals_waiting", self.listening.waiting())
+            .kv("listen_events_missed", n(&self.listening.lagged))
             .kv("interrupts", n(&self.interrupts))
             .kv("speaking", self.speaking())
             .kv("mean_real_time_factor", format!("{rtf:.3}"))

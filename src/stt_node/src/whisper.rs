@@ -16,7 +16,8 @@ use voice_core::partial::Agreement;
 use voice_core::transcript;
 use voice_ros::stamp;
 
-use crate::engine::Transcriber;
+use crate::engine::{TokenProbs, Transcriber};
+use crate::listen_action::{Event, Heard};
 use crate::listener::POLL;
 use crate::shared::{Publishers, Shared, Tentative, TurnMeta, Updates, Work};
 
@@ -38,14 +39,17 @@ struct UttText {
     partials: u32,
     lag_ms_sum: f64,
     /// The hypothesis of the last tentative end: its pause, text of the
-    /// current piece, its compute [ms].
-    tentative: Option<(u32, String, f64)>,
+    /// current piece, its compute [ms], its tokens' probabilities.
+    tentative: Option<(u32, String, f64, TokenProbs)>,
     /// Audio of the pieces before the current one [s].
     pieces_audio_s: f32,
     /// Whisper compute of the utterance, partials included [ms].
     compute_ms: f64,
     /// Compute of the last decode [ms].
     last_ms: f64,
+    /// Token probabilities of the pieces before the current one, and of the last decode.
+    pieces_tokens: TokenProbs,
+    last_tokens: TokenProbs,
     language: String,
 }
 
@@ -93,6 +97,7 @@ pub fn transcribe(
             Work::Piece { audio, .. } => {
                 if let Some(text) = run(&mut engine, &audio, shared, &mut cur, true) {
                     cur.pieces = cur.joined(&text);
+                    cur.pieces_tokens = cur.pieces_tokens.add(cur.last_tokens);
                 }
                 cur.pieces_audio_s += audio.len() as f32 / voice_core::PIPELINE_RATE as f32;
                 cur.tentative = None;
@@ -111,7 +116,7 @@ pub fn transcribe(
                 // not worth judging, the turn waits for more speech
                 let open = voice_core::turn::open_ending(&full) || transcript::repeats(&full);
                 if let Some(p) = pause {
-                    cur.tentative = Some((p, text, cur.last_ms));
+                    cur.tentative = Some((p, text, cur.last_ms, cur.last_tokens));
                 }
                 let revision = publish_partial(
                     &pubs,
@@ -138,20 +143,27 @@ pub fn transcribe(
                 audio, pause, meta, ..
             } => {
                 finished = utt;
-                let (text, final_ms) = match cur.tentative.take() {
+                let (text, final_ms, tokens) = match cur.tentative.take() {
                     // the turn ended in the pause that was transcribed: the
                     // same speech (plus silence), the same text
-                    Some((p, text, ms)) if Some(p) == pause => (Some(text), ms),
+                    Some((p, text, ms, tokens)) if Some(p) == pause => (Some(text), ms, tokens),
                     _ => {
                         let text = run(&mut engine, &audio, shared, &mut cur, true);
-                        (text, cur.last_ms)
+                        (text, cur.last_ms, cur.last_tokens)
                     }
                 };
                 let full = cur.joined(text.as_deref().unwrap_or(""));
                 let audio_s =
                     cur.pieces_audio_s + audio.len() as f32 / voice_core::PIPELINE_RATE as f32;
-                let turn = (full, meta, (audio_s, final_ms));
+                let confidence = cur.pieces_tokens.add(tokens).mean();
+                let turn = (full, meta, (audio_s, final_ms, confidence));
+                let published = shared.utterances.load(Ordering::Relaxed);
                 last = finish(&pubs, shared, &mut cur, turn, &cfg, last.take());
+                if shared.utterances.load(Ordering::Relaxed) == published {
+                    shared.listening.tell(Event::NotATurn {
+                        turn_id: shared.turn_id(utt),
+                    });
+                }
             }
         }
     }
@@ -176,6 +188,7 @@ fn run(
             shared.note_compute(audio_s, t.compute_ms / 1e3);
             cur.compute_ms += t.compute_ms;
             cur.last_ms = t.compute_ms;
+            cur.last_tokens = t.tokens;
             if !t.language.is_empty() {
                 cur.language = t.language;
             }
@@ -189,6 +202,33 @@ fn run(
         }
     }
 }
+
+/// ROS4HRI: a hypothesis (`incremental`) or a turn's transcript (`final`)
+/// as hri_msgs/LiveSpeech, when live_speech_topic is set. `locale` stays
+/// empty: Whisper gives the language, not the region.
+#[cfg(hri)]
+fn live_speech(
+    pubs: &Publishers,
+    incremental: &str,
+    final_: &str,
+    confidence: f32,
+    language: &str,
+) {
+    if let Some(p) = &pubs.live_speech {
+        let mut m = r2r::hri_msgs::msg::LiveSpeech {
+            incremental: incremental.into(),
+            final_: final_.into(),
+            confidence: f64::from(confidence),
+            language: language.into(),
+            ..Default::default()
+        };
+        m.header.stamp = stamp::now();
+        let _ = p.publish(&m);
+    }
+}
+
+#[cfg(not(hri))]
+fn live_speech(_: &Publishers, _: &str, _: &str, _: f32, _: &str) {}
 
 enum PartialKind {
     Hypothesis {
@@ -235,6 +275,13 @@ fn publish_partial(
         }
         PartialKind::Final => m.is_final = true,
     }
+    if !m.is_final {
+        shared.listening.tell(Event::Partial {
+            turn_id: m.turn_id.clone(),
+            text: full.into(),
+        });
+        live_speech(pubs, full, "", 0.0, &cur.language);
+    }
     m.header.stamp = stamp::now();
     shared.log.debug(format!(
         "partial {} r{} ({:.0} ms of Whisper){}: {:?} + {:?}",
@@ -259,7 +306,7 @@ fn finish(
     pubs: &Publishers,
     shared: &Shared,
     cur: &mut UttText,
-    (text, meta, (audio_s, final_ms)): (String, TurnMeta, (f32, f64)),
+    (text, meta, (audio_s, final_ms, confidence)): (String, TurnMeta, (f32, f64, f32)),
     cfg: &crate::params::SttConfig,
     last: Option<LastTurn>,
 ) -> Option<LastTurn> {
@@ -311,8 +358,10 @@ fn finish(
                 .duration_since(t)
                 .map_or(true, |d| d <= cfg.follow_up)
         };
+        // a listen goal waiting for this answer: the robot asked
         let attentive = last.as_ref().is_some_and(|l| began_within(l.speech_end))
-            || shared.robot_audible(cfg.follow_up);
+            || shared.robot_audible(cfg.follow_up)
+            || shared.listening.expects(&text);
         if !attentive && !voice_core::wake::addressed(&text, &cfg.wake_words) {
             shared.not_addressed.fetch_add(1, Ordering::Relaxed);
             shared.log.info(format!(
@@ -350,6 +399,7 @@ fn finish(
         conversation_id: cfg.conversation_id.clone(),
         text: text.clone(),
         language: cur.language.clone(),
+        confidence,
         audio_duration_s: audio_s,
         // the decode the turn waited for (the partials ran while the user spoke)
         stt_compute_ms: final_ms as f32,
@@ -388,7 +438,7 @@ fn finish(
         ended += &format!("; continues and replaces turn {replaces}");
     }
     shared.log.info(format!(
-        "turn {turn_id}: {text:?} ({:.2} s audio, whisper {:.0} ms after the speech ({:.0} ms in all), {} partials; ended by {ended} after {:.0} ms of silence; speech end -> transcript {:.0} ms, decided -> transcript {:.0} ms)",
+        "turn {turn_id}: {text:?} ({:.2} s audio, confidence {confidence:.2}, whisper {:.0} ms after the speech ({:.0} ms in all), {} partials; ended by {ended} after {:.0} ms of silence; speech end -> transcript {:.0} ms, decided -> transcript {:.0} ms)",
         audio_s,
         final_ms,
         cur.compute_ms,
@@ -399,6 +449,14 @@ fn finish(
     ));
     let _ = pubs.utterance.publish(&u);
     let _ = pubs.text.publish(&StringMsg { data: text.clone() });
+    live_speech(pubs, "", &text, confidence, &u.language);
+    shared.listening.tell(Event::Turn(Heard {
+        turn_id: turn_id.clone(),
+        text: text.clone(),
+        language: u.language.clone(),
+        confidence,
+        audio_duration_s: audio_s,
+    }));
     Some(LastTurn {
         turn_id,
         text,
