@@ -9,6 +9,11 @@ replies are written as WAV files.
     python scripts/demo.py                      # three built-in requests
     python scripts/demo.py --wav my_question.wav  # your own recording(s)
     python scripts/demo.py --places             # intents: spoken goals to a Nav2 stand-in
+
+With --places, llm_node sends each spoken goal as a NavigateToPose action goal
+(nav_mode action, the default) to a Nav2 stand-in that drives there in a few
+seconds: the demo shows the goal, the stand-in's result and the sentence the
+robot says when it arrives.
 """
 from __future__ import annotations
 
@@ -34,6 +39,8 @@ PLACES_REQUESTS = [
     "Stop!",
     "How much battery do you have left?",
 ]
+# how long the Nav2 stand-in takes to reach a goal [s]
+DRIVE_S = 4.0
 MIC_RATE = 16000
 
 
@@ -47,6 +54,21 @@ def stage_table(stats) -> str:
         ("END OF SPEECH -> FIRST AUDIO OUT", "end_of_speech_to_first_audio_ms"),
     ]
     return "\n".join(f"    {label:<52} {getattr(stats, key):8.0f} ms" for label, key in rows)
+
+
+def show_nav_events(record: Path, seen: list) -> None:
+    """Prints what the Nav2 stand-in recorded since the last call."""
+    import json
+    if not record.exists():
+        return
+    lines = record.read_text().splitlines()
+    for line in lines[len(seen):]:
+        e = json.loads(line)
+        seen.append(e)
+        if e["event"] == "goal":
+            print(f"    Nav2:     goal received ({e['x']:.2f}, {e['y']:.2f}) via {e['via']}")
+        elif e["event"] in ("arrived", "cancelled", "preempted", "stop"):
+            print(f"    Nav2:     {e['event']}")
 
 
 def main() -> int:
@@ -79,17 +101,18 @@ def main() -> int:
     if args.places:
         goals_file.unlink(missing_ok=True)
         h.start(str(ROOT / "scripts" / "nav2_standin.py"), name="nav2_standin",
-                params={"battery": 0.42, "record": goals_file, "drive_s": 3.0})
+                params={"battery": 0.42, "record": goals_file, "drive_s": DRIVE_S})
         llm.update(places_file=args.places.resolve(), battery_topic="battery_state", pose_topic="amcl_pose")
         print(f"intents on: places {args.places}; Nav2 stand-in records goals in {goals_file}", flush=True)
     start_nodes(h, args.profile, llm=llm, tts={"engine": args.tts_engine})
     heard = h.collect(Utterance, "/transcript")
-    replies = h.collect(String, "/reply/text")
     chunks = h.collect(ReplyChunk, "/reply/chunk")
     stats = h.collect(TurnStats, "/turn_stats")
     intents = h.collect(Intent, "/intent")
     audio_out = h.collect(AudioFrame, "/audio_out", reliable(500))
     speaking = h.collect(Bool, "/speaking", latched())
+    said = h.collect(String, "/say")  # what llm_node says of a goal's outcome
+    nav_events = []  # the stand-in's record, read as it grows
     from rclpy.qos import qos_profile_sensor_data
     mic = h.node.create_publisher(AudioFrame, "/audio", qos_profile_sensor_data)
     try:
@@ -128,17 +151,28 @@ def main() -> int:
             write_wav(out_wav, pcm, frames[0].sample_rate)
             print(f"    heard:    {text!r}")
             print(f"    answered: {reply.strip()!r}")
+            sent_goal = False
             for it in (it for it in intents if it.turn_id == turn):
                 if it.goal_sent:
+                    sent_goal = True
                     p = it.goal.pose.position
-                    print(f"    action:   {it.action} {it.place!r} -> goal ({p.x:.2f}, {p.y:.2f}) in "
-                          f"{it.goal.header.frame_id} on goal_pose")
+                    print(f"    action:   {it.action} {it.place!r} -> NavigateToPose goal ({p.x:.2f}, {p.y:.2f}) "
+                          f"in {it.goal.header.frame_id}")
                 else:
                     print(f"    action:   {it.action}{' ' + repr(it.place) if it.place else ''} (no goal sent)")
             print(stage_table(s))
             print(f"    LLM {s.tokens_per_s:.0f} tok/s, {s.prompt_tokens} prompt tokens evaluated; "
                   f"spoken reply: {out_wav} ({len(pcm) / frames[0].sample_rate:.1f} s)")
             results.append(s)
+            if args.places:
+                if sent_goal:
+                    # the robot drives; when Nav2's result comes, it says so
+                    n_said = len(said)
+                    h.wait_for(lambda: len(said) > n_said, DRIVE_S + 30, "the goal's outcome said")
+                    h.wait_for(lambda: speaking and speaking[-1].data, 30, "the outcome spoken")
+                    h.wait_for(lambda: not speaking[-1].data, 60, "the outcome spoken to its end")
+                    print(f"    then:     Nav2's result came; the robot said {said[-1].data!r}")
+                show_nav_events(goals_file, nav_events)
         if results:
             e2e = [s.end_of_speech_to_first_audio_ms for s in results]
             print(f"\n{len(results)}/{len(requests)} turns; end of speech -> first audio out: "

@@ -344,6 +344,29 @@ def start_nodes(ros, profile="cpu_small", stt=None, llm=None, tts=None, stt_rema
     return nodes
 
 
+class ActionCaller:
+    """An rclpy ActionClient of one of the nodes' actions, as a behaviour
+    tree node uses it: goals sent, feedback collected, results awaited."""
+
+    def __init__(self, ros, action, name: str):
+        from rclpy.action import ActionClient
+        self.ros, self.action = ros, action
+        self.client = ActionClient(ros.node, action, name)
+        ros.wait_for(lambda: self.client.server_is_ready(), 30, f"the {name} action server")
+        self.feedback = []
+
+    def send(self, **goal):
+        fut = self.client.send_goal_async(self.action.Goal(**goal),
+                                          feedback_callback=lambda f: self.feedback.append(f.feedback))
+        self.ros.wait_for(fut.done, 10, "the goal's answer")
+        return fut.result()
+
+    def result(self, handle, timeout=60):
+        fut = handle.get_result_async()
+        self.ros.wait_for(fut.done, timeout, "the goal's result")
+        return fut.result()
+
+
 def start_loop(ros, stt=None, tts=None, llm=None, stt_remaps=None, profile="cpu_small", with_tts=True,
                log_level=None):
     """The three nodes (start_nodes), the test's collectors on their topics,

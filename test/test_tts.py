@@ -7,7 +7,7 @@ import pytest
 from std_msgs.msg import Bool, String
 from voice_agent.msg import AudioFrame, Interrupt, ReplyChunk, TurnStats, Utterance
 
-from va_harness import ONNXRUNTIME, PIPER_VOICE, VAD_MODEL, WHISPER_MODEL, reliable, latched, wer
+from va_harness import ONNXRUNTIME, PIPER_VOICE, VAD_MODEL, WHISPER_MODEL, ActionCaller, reliable, latched, wer
 
 # sentences Whisper tiny.en understands from both voices (espeak-ng's formant
 # voice defeats it on some sentences, e.g. "The kitchen is at the end of the hallway.")
@@ -231,30 +231,6 @@ def test_bad_text_survives(ros):
     assert node.alive()
 
 
-class SayClient:
-    """An rclpy ActionClient of tts_node's `say` action, as a behaviour tree
-    node would use it."""
-
-    def __init__(self, ros):
-        from rclpy.action import ActionClient
-        from voice_agent.action import Say
-        self.ros, self.Say = ros, Say
-        self.client = ActionClient(ros.node, Say, "/say")
-        ros.wait_for(lambda: self.client.server_is_ready(), 30, "the say action server")
-        self.feedback = []
-
-    def send(self, text, volume=0.0):
-        fut = self.client.send_goal_async(self.Say.Goal(text=text, volume=volume),
-                                          feedback_callback=lambda f: self.feedback.append(f.feedback))
-        self.ros.wait_for(fut.done, 10, "the goal's answer")
-        return fut.result()
-
-    def result(self, handle, timeout=60):
-        fut = handle.get_result_async()
-        self.ros.wait_for(fut.done, timeout, "the goal's result")
-        return fut.result()
-
-
 def test_say_action_result_after_the_audio_cancel_and_preempt(ros):
     """The result comes once the last sample went out (after the last
     frame on audio_out), with feedback per sentence; an empty text is
@@ -267,16 +243,17 @@ def test_say_action_result_after_the_audio_cancel_and_preempt(ros):
                                  lambda f: arrived.__setitem__(f.turn_id, time.monotonic()), reliable(500))
     speaking = ros.collect(Bool, "/speaking", latched())
     ros.wait_publisher("/audio_out")
-    say = SayClient(ros)
+    from voice_agent.action import Say
+    say = ActionCaller(ros, Say, "/say")
 
     def of(turn):
         return [f for f in frames if f.turn_id == turn]
 
     # rejected with the reason, nothing spoken
-    for bad in [SayClient.send(say, "   "), SayClient.send(say, "hello", volume=9.0)]:
+    for bad in [say.send(text="   "), say.send(text="hello", volume=9.0)]:
         assert not bad.accepted
     # spoken: the result after the last frame, with the figures of what went out
-    h = say.send("Please go to the kitchen. Then bring me a glass of water.")
+    h = say.send(text="Please go to the kitchen. Then bring me a glass of water.")
     assert h.accepted
     r = say.result(h)
     done = time.monotonic()
@@ -292,7 +269,7 @@ def test_say_action_result_after_the_audio_cancel_and_preempt(ros):
 
     # cancel: the speech stops within a few frames of the cancel
     long_text = " ".join(["The robot should stop near the charging station."] * 8)
-    h = say.send(long_text)
+    h = say.send(text=long_text)
     ros.wait_for(lambda: any(f.turn_id == "say-goal-2" for f in frames), 30, "the long goal heard")
     n = len(of("say-goal-2"))
     t_cancel = time.monotonic()
@@ -309,9 +286,9 @@ def test_say_action_result_after_the_audio_cancel_and_preempt(ros):
           f"{len(of('say-goal-2')) - n} frames")
 
     # preempt: a newer goal stops the older and is said in full
-    old = say.send(long_text)
+    old = say.send(text=long_text)
     ros.wait_for(lambda: any(f.turn_id == "say-goal-3" for f in frames), 30, "the older goal heard")
-    new = say.send("Okay.")
+    new = say.send(text="Okay.")
     r_old, r_new = say.result(old), say.result(new)
     assert r_old.status == GoalStatus.STATUS_ABORTED and r_old.result.reason == "preempted", r_old
     assert r_new.status == GoalStatus.STATUS_SUCCEEDED and r_new.result.spoken, r_new

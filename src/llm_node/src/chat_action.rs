@@ -12,6 +12,7 @@ use futures::{Stream, StreamExt};
 use r2r::voice_agent::action::Chat;
 use tokio::sync::mpsc;
 use voice_core::scheduler::TurnRequest;
+use voice_ros::action::admit;
 use voice_ros::log::Log;
 
 use crate::engine::Command;
@@ -97,20 +98,8 @@ pub async fn serve(
     log: Log,
 ) {
     while let Some(req) = requests.next().await {
-        if let Some(why) = invalid(&req.goal) {
-            log.warn(format!("chat goal rejected: {why}"));
-            if let Err(e) = req.reject() {
-                log.warn(format!("chat goal: could not reject: {e}"));
-            }
+        let Some((goal, handle, cancel)) = admit(req, invalid, "chat", &log) else {
             continue;
-        }
-        let goal = req.goal.clone();
-        let (handle, cancel) = match req.accept() {
-            Ok(h) => h,
-            Err(e) => {
-                log.warn(format!("chat goal: could not accept: {e}"));
-                continue;
-            }
         };
         let (turn_id, events) = chats.open();
         let conversation_id = if goal.conversation_id.is_empty() {

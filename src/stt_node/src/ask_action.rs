@@ -9,14 +9,17 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use r2r::voice_agent::action::{Ask, Say};
+use voice_ros::action::admit;
 use voice_ros::log::Log;
 
-use crate::listen_action::{invalid_timeout, wait_for_turn, Hearing, Outcome, Turns};
+use crate::listen_action::{end_goal, invalid_timeout, wait_for_turn, Hearing, Outcome, Turns};
 use crate::shared::Shared;
 
 /// Longest question [characters] (tts_node's `say` limit).
 pub const MAX_CHARS: usize = 4_000;
-/// How long tts_node's `say` server has to accept the question.
+/// How long tts_node's `say` server may take to be found.
+const SAY_SERVER: Duration = Duration::from_secs(10);
+/// How long it has to accept the question.
 const SAY_ACCEPT: Duration = Duration::from_secs(5);
 
 /// Why a goal is refused, or `None` when it is fine.
@@ -39,22 +42,10 @@ pub async fn serve(
     log: Log,
 ) {
     while let Some(req) = requests.next().await {
-        if let Some(why) = invalid(&req.goal) {
-            log.warn(format!("ask goal rejected: {why}"));
-            if let Err(e) = req.reject() {
-                log.warn(format!("ask goal: could not reject: {e}"));
-            }
-            continue;
-        }
-        let goal = req.goal.clone();
         // hearing from before the question: an answer given over it counts
         let turns = Turns::new(&shared.listening, &[], &log);
-        let (handle, cancel) = match req.accept() {
-            Ok(h) => h,
-            Err(e) => {
-                log.warn(format!("ask goal: could not accept: {e}"));
-                continue;
-            }
+        let Some((goal, handle, cancel)) = admit(req, invalid, "ask", &log) else {
+            continue;
         };
         log.info(format!(
             "ask goal {} accepted: {:?} (timeout {:.1} s)",
@@ -114,6 +105,18 @@ async fn ask(
     question: &str,
     say: &r2r::ActionClient<Say::Action>,
 ) -> Asked {
+    // a goal sent before the server is discovered is lost: wait for it
+    match r2r::Node::is_available(say) {
+        Ok(found) => {
+            if tokio::time::timeout(SAY_SERVER, found).await.is_err() {
+                return Asked::NotSaid(format!(
+                    "no say action server found in {} s (is tts_node running in this namespace?)",
+                    SAY_SERVER.as_secs()
+                ));
+            }
+        }
+        Err(e) => return Asked::NotSaid(format!("say action client: {e}")),
+    }
     let request = match say.send_goal_request(Say::Goal {
         text: question.into(),
         volume: 0.0,
@@ -126,7 +129,7 @@ async fn ask(
         Ok(Err(e)) => return Asked::NotSaid(format!("say goal refused: {e}")),
         Err(_) => {
             return Asked::NotSaid(format!(
-                "no answer from the say action in {} s (is tts_node running?)",
+                "no answer from the say action in {} s",
                 SAY_ACCEPT.as_secs()
             ))
         }
@@ -198,10 +201,14 @@ async fn run_goal(
         }
     };
     drop(turns);
-    let (sent, what) = match outcome {
-        Outcome::Heard(h) => {
-            let what = format!("answered {:?} (turn {})", h.text, h.turn_id);
-            let r = Ask::Result {
+    end_goal(
+        &mut g,
+        outcome,
+        "ask",
+        id,
+        &log,
+        |heard, reason| match heard {
+            Some(h) => Ask::Result {
                 answered: true,
                 reason: String::new(),
                 turn_id: h.turn_id,
@@ -209,16 +216,10 @@ async fn run_goal(
                 language: h.language,
                 confidence: h.confidence,
                 audio_duration_s: h.audio_duration_s,
-            };
-            (g.succeed(r), what)
-        }
-        Outcome::Timeout => (g.abort(not_answered("timeout")), "timeout".to_string()),
-        Outcome::Cancelled => (g.cancel(not_answered("cancelled")), "cancelled".to_string()),
-    };
-    match sent {
-        Ok(()) => log.info(format!("ask goal {id}: {what}")),
-        Err(e) => log.warn(format!("ask goal {id}: could not send its result: {e}")),
-    }
+            },
+            None => not_answered(reason),
+        },
+    );
 }
 
 #[cfg(test)]

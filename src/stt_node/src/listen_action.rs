@@ -12,6 +12,7 @@ use std::time::Duration;
 use futures::{Stream, StreamExt};
 use r2r::voice_agent::action::Listen;
 use tokio::sync::broadcast;
+use voice_ros::action::admit;
 use voice_ros::log::Log;
 
 /// Longest a goal may wait [s].
@@ -272,23 +273,12 @@ pub async fn serve(
     log: Log,
 ) {
     while let Some(req) = requests.next().await {
-        if let Some(why) = invalid(&req.goal) {
-            log.warn(format!("listen goal rejected: {why}"));
-            if let Err(e) = req.reject() {
-                log.warn(format!("listen goal: could not reject: {e}"));
-            }
-            continue;
-        }
-        let goal = req.goal.clone();
         // hearing before the goal is accepted: no turn published after the
-        // client learns of the acceptance can be missed
-        let turns = Turns::new(&listening, &goal.wake_words, &log);
-        let (handle, cancel) = match req.accept() {
-            Ok(h) => h,
-            Err(e) => {
-                log.warn(format!("listen goal: could not accept: {e}"));
-                continue;
-            }
+        // client learns of the acceptance can be missed (a refused goal's
+        // registration ends with it)
+        let turns = Turns::new(&listening, &req.goal.wake_words, &log);
+        let Some((goal, handle, cancel)) = admit(req, invalid, "listen", &log) else {
+            continue;
         };
         log.info(format!(
             "listen goal {} accepted (timeout {:.1} s{})",
@@ -323,10 +313,14 @@ async fn run_goal(
     .await;
     let id = turns.id();
     drop(turns);
-    let (sent, what) = match outcome {
-        Outcome::Heard(h) => {
-            let what = format!("heard {:?} (turn {})", h.text, h.turn_id);
-            let r = Listen::Result {
+    end_goal(
+        &mut g,
+        outcome,
+        "listen",
+        id,
+        &log,
+        |heard, reason| match heard {
+            Some(h) => Listen::Result {
                 heard: true,
                 reason: String::new(),
                 turn_id: h.turn_id,
@@ -334,22 +328,39 @@ async fn run_goal(
                 language: h.language,
                 confidence: h.confidence,
                 audio_duration_s: h.audio_duration_s,
-            };
-            (g.succeed(r), what)
-        }
-        Outcome::Timeout => (g.abort(not_heard("timeout")), "timeout".to_string()),
-        Outcome::Cancelled => (g.cancel(not_heard("cancelled")), "cancelled".to_string()),
-    };
-    match sent {
-        Ok(()) => log.info(format!("listen goal {id}: {what}")),
-        Err(e) => log.warn(format!("listen goal {id}: could not send its result: {e}")),
-    }
+            },
+            None => Listen::Result {
+                reason: reason.into(),
+                ..Default::default()
+            },
+        },
+    );
 }
 
-fn not_heard(reason: &str) -> Listen::Result {
-    Listen::Result {
-        reason: reason.into(),
-        ..Default::default()
+/// Sends a goal's end for `outcome`: succeeded with the turn, aborted on
+/// the timeout, cancelled; `result` builds the action's result from the
+/// turn or the reason. Logged as `name` goal `id`.
+pub fn end_goal<A>(
+    g: &mut r2r::ActionServerGoal<A>,
+    outcome: Outcome,
+    name: &str,
+    id: u64,
+    log: &Log,
+    result: impl FnOnce(Option<Heard>, &str) -> A::Result,
+) where
+    A: r2r::WrappedActionTypeSupport + 'static,
+{
+    let (sent, what) = match outcome {
+        Outcome::Heard(h) => {
+            let what = format!("heard {:?} (turn {})", h.text, h.turn_id);
+            (g.succeed(result(Some(h), "")), what)
+        }
+        Outcome::Timeout => (g.abort(result(None, "timeout")), "timeout".to_string()),
+        Outcome::Cancelled => (g.cancel(result(None, "cancelled")), "cancelled".to_string()),
+    };
+    match sent {
+        Ok(()) => log.info(format!("{name} goal {id}: {what}")),
+        Err(e) => log.warn(format!("{name} goal {id}: could not send its result: {e}")),
     }
 }
 

@@ -147,10 +147,26 @@ pub fn transcribe(
                     // the turn ended in the pause that was transcribed: the
                     // same speech (plus silence), the same text
                     Some((p, text, ms, tokens)) if Some(p) == pause => (Some(text), ms, tokens),
-                    _ => {
-                        let text = run(&mut engine, &audio, shared, &mut cur, true);
-                        (text, cur.last_ms, cur.last_tokens)
-                    }
+                    // none (Whisper was behind, or the pause was not judged):
+                    // the decode a tentative end gets (bounded, no fallback)
+                    // first; the temperature fallback only when it gives
+                    // nothing or noise (a phrase it loops on is taken once,
+                    // as for any transcript). The fallback can turn a short
+                    // clip into a loop of variants, six decodes long (seen
+                    // under load: 25 s for a 2 s command).
+                    _ => match run(&mut engine, &audio, shared, &mut cur, false) {
+                        Some(text)
+                            if !text.is_empty()
+                                && transcript::repetition(&text)
+                                    != transcript::Repetition::Noise =>
+                        {
+                            (Some(text), cur.last_ms, cur.last_tokens)
+                        }
+                        _ => {
+                            let text = run(&mut engine, &audio, shared, &mut cur, true);
+                            (text, cur.last_ms, cur.last_tokens)
+                        }
+                    },
                 };
                 let full = cur.joined(text.as_deref().unwrap_or(""));
                 let audio_s =

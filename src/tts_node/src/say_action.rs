@@ -13,6 +13,7 @@ use r2r::voice_agent::action::Say;
 use tokio::sync::oneshot;
 use voice_core::interrupt::{Cut, Target};
 use voice_core::queue::{offer, Offered};
+use voice_ros::action::admit;
 use voice_ros::log::Log;
 
 use crate::control::{Control, Key, TextJob};
@@ -58,20 +59,8 @@ pub async fn serve(
     // the goal being said, and how to preempt it
     let mut current: Option<oneshot::Sender<()>> = None;
     while let Some(req) = requests.next().await {
-        if let Some(why) = invalid(&req.goal) {
-            log.warn(format!("say goal rejected: {why}"));
-            if let Err(e) = req.reject() {
-                log.warn(format!("say goal: could not reject: {e}"));
-            }
+        let Some((goal, mut handle, cancel)) = admit(req, invalid, "say", &log) else {
             continue;
-        }
-        let goal = req.goal.clone();
-        let (mut handle, cancel) = match req.accept() {
-            Ok(h) => h,
-            Err(e) => {
-                log.warn(format!("say goal: could not accept: {e}"));
-                continue;
-            }
         };
         // a newer goal preempts the one being said
         if let Some(older) = current.take() {

@@ -5,6 +5,7 @@
 //! Everything that touches r2r and is needed by more than one node lives here;
 //! the logic itself stays in `voice_core`.
 
+pub mod action;
 pub mod diag;
 pub mod frames;
 pub mod interrupt;
