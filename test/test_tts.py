@@ -250,7 +250,7 @@ def test_say_action_result_after_the_audio_cancel_and_preempt(ros):
         return [f for f in frames if f.turn_id == turn]
 
     # rejected with the reason, nothing spoken
-    for bad in [say.send(text="   "), say.send(text="hello", volume=9.0)]:
+    for bad in [say.send(text="   "), say.send(text="hello", volume=9.0), say.send(text="hello", rate=3.0)]:
         assert not bad.accepted
     # spoken: the result after the last frame, with the figures of what went out
     h = say.send(text="Please go to the kitchen. Then bring me a glass of water.")
@@ -293,3 +293,12 @@ def test_say_action_result_after_the_audio_cancel_and_preempt(ros):
     assert r_old.status == GoalStatus.STATUS_ABORTED and r_old.result.reason == "preempted", r_old
     assert r_new.status == GoalStatus.STATUS_SUCCEEDED and r_new.result.spoken, r_new
     assert sum(len(f.data) / 2 / f.sample_rate for f in of("say-goal-3")) < 10.0
+
+    # a goal's rate: the same text at twice the pace and at half of it
+    ros.wait_for(lambda: not speaking[-1].data, 30, "speaking false")
+    fast = say.result(say.send(text="Please go to the kitchen.", rate=2.0))
+    slow = say.result(say.send(text="Please go to the kitchen.", rate=0.5))
+    assert fast.result.spoken and slow.result.spoken, (fast, slow)
+    # (piper's durations do not scale exactly, and the same 0.2 s pause
+    # follows each: measured 1.04 s against 2.48 s)
+    assert slow.result.seconds > 1.5 * fast.result.seconds, (fast.result, slow.result)

@@ -119,7 +119,7 @@ async fn ask(
     }
     let request = match say.send_goal_request(Say::Goal {
         text: question.into(),
-        volume: 0.0,
+        ..Default::default() // the node's volume and pace
     }) {
         Ok(r) => r,
         Err(e) => return Asked::NotSaid(format!("say goal not sent: {e}")),

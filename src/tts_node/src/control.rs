@@ -37,6 +37,9 @@ pub struct TextJob {
     pub received: Instant,
     /// Output gain for this text (a `say` goal's); `None` = the `volume` parameter.
     pub volume: Option<f32>,
+    /// Speaking rate for this text (a `say` goal's: 1 = the voice's pace);
+    /// `None` = the `length_scale` parameter.
+    pub rate: Option<f32>,
 }
 
 impl TextJob {
@@ -49,6 +52,7 @@ impl TextJob {
             meta: Some(c),
             received: Instant::now(),
             volume: None,
+            rate: None,
         }
     }
 
@@ -59,6 +63,7 @@ impl TextJob {
             meta: None,
             received: Instant::now(),
             volume: None,
+            rate: None,
         }
     }
 }

@@ -71,18 +71,30 @@ impl Engine {
         }
     }
 
-    /// One sentence (already normalized) to mono f32 at [`Engine::sample_rate`].
+    /// One sentence (already normalized) to mono f32 at [`Engine::sample_rate`];
+    /// `rate` (1 = the voice's pace) overrides the `length_scale` parameter.
     pub fn synthesize(
         &mut self,
         sentence: &str,
+        rate: Option<f32>,
         cancel: &AtomicBool,
     ) -> Result<Vec<f32>, PiperError> {
+        let length_scale = rate.map(|r| 1.0 / r);
         match self {
-            Self::Piper { voice, settings } => voice.synthesize(sentence, settings),
-            Self::Espeak { voice, wpm, .. } => Ok(espeak::synth(voice, sentence, *wpm, cancel)?
-                .into_iter()
-                .map(|s| f32::from(s) / 32768.0)
-                .collect()),
+            Self::Piper { voice, settings } => {
+                let mut s = *settings;
+                if length_scale.is_some() {
+                    s.length_scale = length_scale;
+                }
+                voice.synthesize(sentence, &s)
+            }
+            Self::Espeak { voice, wpm, .. } => {
+                let wpm = length_scale.map_or(*wpm, |l| espeak_wpm(Some(l)));
+                Ok(espeak::synth(voice, sentence, wpm, cancel)?
+                    .into_iter()
+                    .map(|s| f32::from(s) / 32768.0)
+                    .collect())
+            }
         }
     }
 }

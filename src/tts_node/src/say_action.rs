@@ -38,6 +38,12 @@ pub fn invalid(goal: &Say::Goal) -> Option<String> {
             goal.volume
         ));
     }
+    if !(goal.rate == 0.0 || (goal.rate.is_finite() && (0.5..=2.0).contains(&goal.rate))) {
+        return Some(format!(
+            "rate must be 0.5..2 (0 = the node's), got {}",
+            goal.rate
+        ));
+    }
     None
 }
 
@@ -70,6 +76,7 @@ pub async fn serve(
         let turn = format!("say-goal-{n}");
         let mut job = TextJob::say(turn.clone(), goal.text);
         job.volume = (goal.volume > 0.0).then_some(goal.volume);
+        job.rate = (goal.rate > 0.0).then_some(goal.rate);
         let key = Key::of(&job);
         ctl.watch(&turn);
         if !matches!(offer(&tx, job, &ctl.dropped), Offered::Queued) {
@@ -183,5 +190,31 @@ async fn run_goal(
             p.sentences
         )),
         Err(e) => log.warn(format!("say goal {turn}: could not send its result: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn goals_are_validated_with_the_reason() {
+        let goal = |text: &str, volume: f32, rate: f32| Say::Goal {
+            text: text.into(),
+            volume,
+            rate,
+        };
+        assert_eq!(invalid(&goal("Hello.", 0.0, 0.0)), None);
+        assert_eq!(invalid(&goal("Hello.", 2.0, 0.5)), None);
+        assert!(invalid(&goal(" ", 0.0, 0.0)).unwrap().contains("empty"));
+        assert!(invalid(&goal("Hello.", 9.0, 0.0))
+            .unwrap()
+            .contains("volume"));
+        for bad in [0.2, 3.0, -1.0, f32::NAN] {
+            assert!(
+                invalid(&goal("Hello.", 0.0, bad)).unwrap().contains("rate"),
+                "{bad}"
+            );
+        }
     }
 }

@@ -67,7 +67,7 @@ pub fn synthesize(
             }
             let text = normalize(&sentence);
             let t0 = Instant::now();
-            let mut samples = match engine.synthesize(&text, &ctl.cancel_now) {
+            let mut samples = match engine.synthesize(&text, job.rate, &ctl.cancel_now) {
                 Ok(s) => s,
                 Err(e) => {
                     ctl.log.warn(format!(
