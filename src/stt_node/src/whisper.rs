@@ -352,6 +352,14 @@ fn finish(
             ));
             once
         }
+        transcript::Repetition::Twice(once) => {
+            shared.collapsed_repetition.fetch_add(1, Ordering::Relaxed);
+            shared.log.info(format!(
+                "utterance {:?} says a clause twice back to back (Whisper repeating it): taken as {once:?}",
+                text.chars().take(120).collect::<String>()
+            ));
+            once
+        }
     };
     if meta.while_robot_spoke {
         let echo = transcript::overlap(&text, &shared.robot_words());

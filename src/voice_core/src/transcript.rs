@@ -162,6 +162,11 @@ pub enum Repetition {
     /// Please go to t"): Whisper looping on a short utterance (or a person
     /// insisting); the phrase said once is the turn.
     Phrase(String),
+    /// A clause of [`TWICE_MIN_WORDS`] or more said twice back to back inside
+    /// a longer transcript ("when you get to the lab, tell me how warm it is.
+    /// Tell me how warm it is.": Whisper repeating a sentence's tail, seen
+    /// in CI; or a person repeating themselves): the text with it said once.
+    Twice(String),
 }
 
 /// Tells a repetition loop ([`repetition_loop`]) of a real phrase from one
@@ -170,7 +175,16 @@ pub fn repetition(text: &str) -> Repetition {
     let words = words_as_written(text);
     let w: Vec<String> = words.iter().map(|(_, w)| w.clone()).collect();
     if !is_loop(&w) {
-        return Repetition::None;
+        return match repeated_clause(&w) {
+            Some((first_end, second_end)) => {
+                // the text as written up to the first copy's last word,
+                // then whatever followed the second copy
+                let end = |i: usize| offset(text, words[i].0) + words[i].0.len();
+                let (a, b) = (end(first_end), end(second_end));
+                Repetition::Twice(format!("{}{}", &text[..a], &text[b..]))
+            }
+            None => Repetition::None,
+        };
     }
     match said_once(&w) {
         Some(k) => {
@@ -179,6 +193,33 @@ pub fn repetition(text: &str) -> Repetition {
         }
         None => Repetition::Noise,
     }
+}
+
+/// Fewest words of a clause whose back-to-back repeat is taken once: a
+/// person says "no, no", "thank you, thank you", "I think I think"; Whisper
+/// repeats whole sentences.
+const TWICE_MIN_WORDS: usize = 4;
+/// Fewest different words in such a clause ("no no no no" stays).
+const TWICE_MIN_DISTINCT: usize = 3;
+
+/// The first clause of [`TWICE_MIN_WORDS`] or more (the longest where
+/// one starts) that `w` says twice back to back, as the
+/// indices of its first and second copy's last words.
+fn repeated_clause(w: &[String]) -> Option<(usize, usize)> {
+    let n = w.len();
+    (0..n).find_map(|i| {
+        (TWICE_MIN_WORDS..=(n - i) / 2).rev().find_map(|k| {
+            let clause = &w[i..i + k];
+            let distinct: std::collections::HashSet<&String> = clause.iter().collect();
+            (clause == &w[i + k..i + 2 * k] && distinct.len() >= TWICE_MIN_DISTINCT)
+                .then_some((i + k - 1, i + 2 * k - 1))
+        })
+    })
+}
+
+/// Byte offset of `part`, a slice of `text`, within `text`.
+fn offset(text: &str, part: &str) -> usize {
+    part.as_ptr() as usize - text.as_ptr() as usize
 }
 
 /// Words opening a looped phrase that mark where each of its repeats starts.
@@ -349,6 +390,40 @@ mod tests {
         );
         assert_eq!(repetition("Go to the kitchen."), Repetition::None);
         assert_eq!(repetition("No, no, no, no."), Repetition::None);
+    }
+
+    #[test]
+    fn a_clause_said_twice_is_taken_once() {
+        // seen in CI (piper, slow, noisy room): Whisper repeated the tail
+        assert_eq!(
+            repetition("when you get to the lab, tell me how warm it is. Tell me how warm it is."),
+            Repetition::Twice("when you get to the lab, tell me how warm it is.".into())
+        );
+        // in the middle: the first copy as written, then what follows
+        assert_eq!(
+            repetition("Go to the kitchen, go to the kitchen and wait for me there."),
+            Repetition::Twice("Go to the kitchen, and wait for me there.".into())
+        );
+        assert_eq!(
+            repetition("Go to the lab. Go to the lab."),
+            Repetition::Twice("Go to the lab.".into())
+        );
+        // three times after other words stays a loop of noise
+        assert_eq!(
+            repetition("Please bring the red cup, bring the red cup. Bring the red cup."),
+            Repetition::Noise
+        );
+        // short repeats people make, and clauses that only recur later
+        for t in [
+            "No, no, stop.",
+            "Thank you, thank you.",
+            "I think I think it is there.",
+            "No, no, no, no.",
+            "Go to the kitchen and then come back from the kitchen to the lab.",
+            "Tell me how warm it is, and then tell me how warm it was.",
+        ] {
+            assert_eq!(repetition(t), Repetition::None, "{t}");
+        }
     }
 
     #[test]
