@@ -37,6 +37,7 @@ ARGS = [
     # another argument's value as default: resolved when the launch runs
     ("barge_in", LaunchConfiguration("mic"), "user speech interrupts the robot (default: on with mic:=true, whose echo cancellation keeps the robot's own voice from doing it)"),
     ("use_sim_time", "false", "use /clock (rosbag replay)"),
+    ("managed", "false", "stt_node, llm_node and tts_node start unconfigured and wait for a lifecycle manager (ros2 lifecycle set, Nav2's lifecycle_manager); false = configured and active at start"),
     ("places_file", "", "YAML of named places; set to send spoken goals to Nav2 (NavigateToPose action). Example: share/voice_agent/config/places/example.yaml"),
     ("battery_topic", "", "sensor_msgs/BatteryState topic the robot answers battery questions from"),
     ("pose_topic", "", "geometry_msgs/PoseWithCovarianceStamped topic (e.g. amcl_pose) the robot answers position questions from"),
@@ -65,6 +66,7 @@ def generate_launch_description():
             "turn.audio_model_path": model("turn_model"),
             "onnxruntime_path": model("onnxruntime"),
             "barge_in": arg("barge_in"),
+            "managed": arg("managed"),
             "use_sim_time": arg("use_sim_time"),
         }]),
         Node(executable="llm_node", name="llm_node", **common, parameters=[profile, {
@@ -73,6 +75,7 @@ def generate_launch_description():
             "places_file": ParameterValue(arg("places_file"), value_type=str),
             "battery_topic": ParameterValue(arg("battery_topic"), value_type=str),
             "pose_topic": ParameterValue(arg("pose_topic"), value_type=str),
+            "managed": arg("managed"),
             "use_sim_time": arg("use_sim_time"),
         }]),
         Node(executable="tts_node", name="tts_node", **common, parameters=[profile, {
@@ -80,6 +83,7 @@ def generate_launch_description():
             "voice_path": model("voice"),
             "onnxruntime_path": model("onnxruntime"),
             "playback": arg("playback"),
+            "managed": arg("managed"),
             "use_sim_time": arg("use_sim_time"),
         }]),
         Node(executable="audio_node", name="audio_node", **common, condition=IfCondition(arg("mic")),

@@ -367,8 +367,55 @@ class ActionCaller:
         return fut.result()
 
 
+class LifecycleCaller:
+    """A lifecycle manager's view of one managed node: the lifecycle_msgs
+    services (`ros2 lifecycle set/get` call the same) and its
+    transition_event topic."""
+
+    def __init__(self, ros, node: str):
+        from lifecycle_msgs.msg import TransitionEvent
+        from lifecycle_msgs.srv import ChangeState, GetAvailableTransitions, GetState
+        self.ros, self.ChangeState, self.GetState = ros, ChangeState, GetState
+        self.GetAvailableTransitions = GetAvailableTransitions
+        self.events = ros.collect(TransitionEvent, f"{node}/transition_event", reliable(50))
+        self.clients = {n: ros.node.create_client(t, f"{node}/{n}") for n, t in [
+            ("change_state", ChangeState), ("get_state", GetState),
+            ("get_available_transitions", GetAvailableTransitions),
+            ("get_transition_graph", GetAvailableTransitions)]}
+        for n, c in self.clients.items():
+            ros.wait_for(c.service_is_ready, 30, f"{node}/{n}")
+
+    def _call(self, name, req, timeout=60):
+        fut = self.clients[name].call_async(req)
+        self.ros.wait_for(fut.done, timeout, f"the {name} answer")
+        return fut.result()
+
+    def set(self, label: str, timeout=60) -> bool:
+        from lifecycle_msgs.msg import Transition
+        req = self.ChangeState.Request(transition=Transition(label=label))
+        return self._call("change_state", req, timeout).success
+
+    def state(self) -> str:
+        return self._call("get_state", self.GetState.Request()).current_state.label
+
+    def available(self) -> list[str]:
+        r = self._call("get_available_transitions", self.GetAvailableTransitions.Request())
+        return [t.transition.label for t in r.available_transitions]
+
+    def graph(self) -> int:
+        return len(self._call("get_transition_graph", self.GetAvailableTransitions.Request()).available_transitions)
+
+
+def rss_mb(proc) -> float:
+    """Resident memory of a node's process [MB]."""
+    for line in Path(f"/proc/{proc.proc.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def start_loop(ros, stt=None, tts=None, llm=None, stt_remaps=None, profile="cpu_small", with_tts=True,
-               log_level=None):
+               log_level=None, common=None):
     """The three nodes (start_nodes), the test's collectors on their topics,
     and a microphone publisher matched to stt_node. Returns (mic publisher,
     collectors)."""
@@ -376,7 +423,7 @@ def start_loop(ros, stt=None, tts=None, llm=None, stt_remaps=None, profile="cpu_
     from std_msgs.msg import Bool, String
     from voice_agent.msg import AudioFrame, EndOfTurn, Interrupt, PartialTranscript, ReplyChunk, TurnStats, Utterance
     start_nodes(ros, profile, stt=stt, llm=llm, tts=tts, stt_remaps=stt_remaps, with_tts=with_tts,
-                log_level=log_level)
+                log_level=log_level, common=common)
     t = {
         "partials": ros.collect(PartialTranscript, "/transcript/partial"),
         "eot": ros.collect(EndOfTurn, "/end_of_turn"),
@@ -466,6 +513,11 @@ class Microphone:
 
     def say(self, x):
         self.speech.extend(np.concatenate([x, np.zeros(RATE // 2, np.float32)]))
+
+    def pause(self):
+        """Pacing starts afresh at the next run (the time between runs is
+        not made up for with a burst of frames)."""
+        self.t0, self.sent = None, 0
 
     def run_for(self, seconds):
         end = time.monotonic() + seconds

@@ -141,8 +141,10 @@ def test_launch_py_builds_and_resolves(profile, mic):
 
 def test_launch_py_arguments_reach_the_nodes():
     _, nodes = launch_py({"barge_in": "true", "places_file": "/tmp/p.yaml", "models_dir": "/m",
-                          "llm_model": "x.gguf", "tts_engine": "espeak", "use_sim_time": "true"})
+                          "llm_model": "x.gguf", "tts_engine": "espeak", "use_sim_time": "true",
+                          "managed": "true"})
     by = {n["executable"]: n["params"] for n in nodes}
+    assert all(p["managed"] is True for p in by.values())
     assert by["stt_node"]["barge_in"] is True
     assert by["llm_node"]["places_file"] == "/tmp/p.yaml"
     assert by["llm_node"]["model_path"] == "/m/x.gguf"

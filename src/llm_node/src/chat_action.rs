@@ -95,10 +95,13 @@ pub async fn serve(
     mut requests: impl Stream<Item = r2r::ActionServerGoalRequest<Chat::Action>> + Unpin,
     chats: Arc<Chats>,
     command: impl Fn(Command) + Clone + Send + 'static,
+    gate: Arc<voice_ros::lifecycle::Gate>,
     log: Log,
 ) {
     while let Some(req) = requests.next().await {
-        let Some((goal, handle, cancel)) = admit(req, invalid, "chat", &log) else {
+        let inactive = gate.inactive_reason("llm_node");
+        let refuse = move |g: &Chat::Goal| inactive.or_else(|| invalid(g));
+        let Some((goal, handle, cancel)) = admit(req, refuse, "chat", &log) else {
             continue;
         };
         let (turn_id, events) = chats.open();

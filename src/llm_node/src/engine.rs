@@ -103,6 +103,9 @@ pub enum Command {
     },
     /// Forget every conversation's history; the reply says what was cleared.
     Reset(tokio::sync::oneshot::Sender<String>),
+    /// Stop every turn and leave the engine loop, so the model can be freed
+    /// (lifecycle cleanup); the sender is told once it is.
+    Unload(std::sync::mpsc::Sender<()>),
 }
 
 /// The turn an action belongs to.
@@ -129,6 +132,38 @@ pub trait Output: Send {
     /// With intents: carries out a decision; returns the place a goal was
     /// sent to when the robot state should say so (goal topic).
     fn act(&self, decision: &Decision<'_>, turn: &TurnInfo<'_>) -> Option<String>;
+}
+
+/// One output shared by the engines of successive configurations (lifecycle).
+impl<T: Output> Output for Arc<Mutex<T>> {
+    fn chunk(&self, chunk: Chunk) {
+        self.lock().unwrap_or_else(|e| e.into_inner()).chunk(chunk)
+    }
+    fn reply(&self, turn_id: &str, text: &str) {
+        self.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .reply(turn_id, text)
+    }
+    fn ended(&self, turn_id: &str, why: &str) {
+        self.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .ended(turn_id, why)
+    }
+    fn end_of_turn(&self, judgement: Judgement) {
+        self.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .end_of_turn(judgement)
+    }
+    fn stop_speech(&self, turn_id: &str) {
+        self.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .stop_speech(turn_id)
+    }
+    fn act(&self, decision: &Decision<'_>, turn: &TurnInfo<'_>) -> Option<String> {
+        self.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .act(decision, turn)
+    }
 }
 
 /// Figures shared with the diagnostics task.
@@ -189,6 +224,8 @@ pub struct Engine<'m> {
     log: voice_ros::log::Log,
     /// Accepted runtime parameter sets (`ros2 param set`), applied before the next turn.
     updates: tokio::sync::watch::Receiver<Arc<LlmConfig>>,
+    /// An unload asked for: the loop ends, the sender is told once freed.
+    unloading: Option<std::sync::mpsc::Sender<()>>,
 }
 
 /// Loads the backend and model (once per process).
@@ -276,6 +313,7 @@ impl<'m> Engine<'m> {
             stats,
             log,
             updates,
+            unloading: None,
         };
         if engine.cfg.intents.is_some() {
             // refused grammars surface at start, not on the first turn
@@ -429,8 +467,14 @@ impl<'m> Engine<'m> {
         ));
     }
 
-    /// The engine loop: runs until `stop` is set.
-    pub fn run(&mut self, commands: Receiver<Command>, stop: &AtomicBool) {
+    /// The engine loop: runs until `stop` is set, the commands end, or an
+    /// unload is asked for (then its sender, to tell once the engine is
+    /// dropped).
+    pub fn run(
+        &mut self,
+        commands: &Receiver<Command>,
+        stop: &AtomicBool,
+    ) -> Option<std::sync::mpsc::Sender<()>> {
         while !stop.load(Ordering::SeqCst) {
             self.apply_updates();
             if !self.sched.busy() {
@@ -445,8 +489,11 @@ impl<'m> Engine<'m> {
                 match commands.try_recv() {
                     Ok(c) => self.handle(c),
                     Err(TryRecvError::Empty) => break,
-                    Err(TryRecvError::Disconnected) => return,
+                    Err(TryRecvError::Disconnected) => return None,
                 }
+            }
+            if let Some(done) = self.unloading.take() {
+                return Some(done);
             }
             // a set that arrived with (or before) this turn applies to it
             self.apply_updates();
@@ -456,6 +503,7 @@ impl<'m> Engine<'m> {
                 .active
                 .store(self.sched.running() as u64, Ordering::Relaxed);
         }
+        None
     }
 
     fn handle(&mut self, c: Command) {
@@ -481,6 +529,11 @@ impl<'m> Engine<'m> {
                 self.log
                     .info(format!("reset: cleared the history of {n} conversation(s)"));
                 let _ = reply.send(format!("cleared {n} conversation(s)"));
+            }
+            Command::Unload(done) => {
+                let acts = self.sched.stop_all();
+                self.carry_out(acts);
+                self.unloading = Some(done);
             }
         }
     }

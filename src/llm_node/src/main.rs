@@ -32,13 +32,15 @@ use r2r::std_msgs::msg::String as StringMsg;
 use r2r::std_srvs::srv::Trigger;
 use r2r::voice_agent::msg::{EndOfTurn, Interrupt, PartialTranscript, ReplyChunk, Utterance};
 use voice_core::interrupt::Target;
+use voice_core::lifecycle::Step;
 use voice_core::queue::{offer, Offered};
 use voice_core::scheduler::TurnRequest;
 use voice_ros::diag::Report;
+use voice_ros::lifecycle::{Gate, Managed};
 use voice_ros::node::{self, Tasks};
 use voice_ros::{log::Log, stamp};
 
-use crate::engine::{Command, Engine, JudgeRequest, StartReport, Stats};
+use crate::engine::{Command, Engine, JudgeRequest, StartReport, Stats, Wiring};
 use crate::params::LlmParams;
 
 const NODE_NAME: &str = "llm_node";
@@ -58,6 +60,138 @@ fn main() -> ExitCode {
 fn send(tx: &SyncSender<Command>, c: Command, log: &Log, stats: &Stats) {
     if let Offered::Dropped(_) = offer(tx, c, &stats.dropped) {
         log.warn("command queue full: request dropped");
+    }
+}
+
+/// What a configuration's load gives back: the engine's start report, or why it failed.
+type Loaded = SyncSender<Result<StartReport, String>>;
+
+/// The engine thread: for each configuration, loads the model and runs the
+/// engine until it is unloaded (cleanup) or the node stops; one output for
+/// them all.
+#[allow(clippy::too_many_arguments)]
+fn engine_thread(
+    loads: &std::sync::mpsc::Receiver<Loaded>,
+    commands: &std::sync::mpsc::Receiver<Command>,
+    sink: publish::Sink,
+    stop: &std::sync::atomic::AtomicBool,
+    state: Arc<std::sync::Mutex<voice_core::robot_state::RobotState>>,
+    stats: Arc<Stats>,
+    log: Log,
+    updates: tokio::sync::watch::Receiver<Arc<params::LlmConfig>>,
+) {
+    let out = Arc::new(std::sync::Mutex::new(sink));
+    while !stop.load(Ordering::SeqCst) {
+        let reply = match loads.recv_timeout(Duration::from_millis(50)) {
+            Ok(r) => r,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        let cfg = (**updates.borrow()).clone();
+        let (backend, model) = match engine::load(&cfg) {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                let _ = reply.send(Err(e.to_string()));
+                continue;
+            }
+        };
+        let wiring = Wiring {
+            out: Box::new(out.clone()),
+            state: state.clone(),
+            stats: stats.clone(),
+            log: log.clone(),
+            updates: updates.clone(),
+        };
+        let mut engine = match Engine::new(cfg, &backend, &model, wiring) {
+            Ok((engine, report)) => {
+                let _ = reply.send(Ok(report));
+                engine
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e.to_string()));
+                continue;
+            }
+        };
+        let unloaded = engine.run(commands, stop);
+        // the context before the model, the model before the backend
+        drop(engine);
+        drop(model);
+        drop(backend);
+        match unloaded {
+            Some(done) => {
+                let _ = done.send(());
+            }
+            None => break,
+        }
+    }
+}
+
+/// How long a lifecycle step waits for the engine to load or unload.
+const ENGINE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// llm_node's lifecycle steps: configure loads the model (on the engine
+/// thread), deactivate stops every reply (each ends with its final chunk),
+/// cleanup (and shutdown) frees the model.
+struct Lifecycle {
+    load: SyncSender<Loaded>,
+    commands: SyncSender<Command>,
+    report: Arc<std::sync::Mutex<Option<StartReport>>>,
+    log: Log,
+    model_name: String,
+}
+
+impl Lifecycle {
+    fn stop_replies(&self) {
+        let c = Command::Interrupt {
+            which: None,
+            raised: Instant::now(),
+        };
+        if self.commands.send(c).is_err() {
+            self.log.warn("lifecycle: the engine thread has ended");
+        }
+    }
+}
+
+impl Managed for Lifecycle {
+    fn step(&mut self, step: Step) -> Result<(), String> {
+        let gone = || "the engine thread has ended".to_string();
+        match step {
+            Step::Configure => {
+                let (tx, rx) = sync_channel(1);
+                self.load.send(tx).map_err(|_| gone())?;
+                let report = rx.recv_timeout(ENGINE_TIMEOUT).map_err(|_| {
+                    format!(
+                        "the model did not load within {} s",
+                        ENGINE_TIMEOUT.as_secs()
+                    )
+                })??;
+                self.log
+                    .info(format!("loaded {}: {}", self.model_name, report.context));
+                self.log.info(format!("compute: {}", report.compute));
+                *self.report.lock().unwrap_or_else(|e| e.into_inner()) = Some(report);
+            }
+            Step::Activate => {}
+            Step::Deactivate => self.stop_replies(),
+            Step::Cleanup | Step::Shutdown => {
+                if self
+                    .report
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .is_none()
+                {
+                    return Ok(()); // nothing loaded (shutdown while unconfigured)
+                }
+                let (tx, rx) = std::sync::mpsc::channel();
+                self.commands
+                    .send(Command::Unload(tx))
+                    .map_err(|_| gone())?;
+                rx.recv_timeout(ENGINE_TIMEOUT)
+                    .map_err(|_| "the model was not freed in time".to_string())?;
+                *self.report.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                self.log.info("model unloaded");
+            }
+        }
+        Ok(())
     }
 }
 
@@ -89,9 +223,6 @@ async fn run() -> Result<()> {
         None => None,
     };
     let chats = Arc::new(chat_action::Chats::default());
-    let chat_goals = node
-        .create_action_server::<r2r::voice_agent::action::Chat::Action>("chat")
-        .map_err(|e| anyhow::anyhow!("cannot serve the chat action: {e}"))?;
     let sink = publish::Sink {
         chunk: node.create_publisher::<ReplyChunk>("reply/chunk", node::event_qos())?,
         text: node.create_publisher::<StringMsg>("reply/text", node::event_qos())?,
@@ -101,6 +232,56 @@ async fn run() -> Result<()> {
         chats: chats.clone(),
         log: log.clone(),
     };
+    let fq = node::fq_name(&node);
+    let places = cfg.intents.as_ref().map(|i| i.places.clone());
+    let max_age = cfg.context.max_age;
+
+    // The engine (model + context) lives on its own thread; each
+    // configuration (lifecycle) loads it there and reports back, cleanup
+    // frees it there.
+    let stats = Arc::new(Stats::default());
+    let (tx, rx) = sync_channel::<Command>(COMMAND_QUEUE);
+    let (load_tx, load_rx) = sync_channel::<Loaded>(1);
+    let model_name = std::path::Path::new(&cfg.model_path)
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    {
+        let (stats, stop, log, state, updates) = (
+            stats.clone(),
+            tasks.stop_flag(),
+            log.clone(),
+            state.clone(),
+            updates.clone(),
+        );
+        tasks.thread("llm-engine", move || {
+            engine_thread(&load_rx, &rx, sink, &stop, state, stats, log, updates)
+        })?;
+    }
+    let gate = Arc::new(Gate::default());
+    let report: Arc<std::sync::Mutex<Option<StartReport>>> = Default::default();
+    let (lifecycle, lifecycle_services) = voice_ros::lifecycle::Lifecycle::new(
+        &mut node,
+        &log,
+        Lifecycle {
+            load: load_tx,
+            commands: tx.clone(),
+            report: report.clone(),
+            log: log.clone(),
+            model_name: model_name.clone(),
+        },
+        gate.clone(),
+    )?;
+    if params.values.managed {
+        log.info("managed: unconfigured, waiting for a lifecycle manager (configure, activate)");
+    } else {
+        let lifecycle = lifecycle.clone();
+        tokio::task::spawn_blocking(move || lifecycle.bring_up())
+            .await?
+            .map_err(anyhow::Error::msg)?;
+    }
+    tasks.task("lifecycle", lifecycle_services);
+    // subscribed once able to answer (unmanaged: the model is loaded)
     let utterances = tasks.subscribe::<Utterance>(&mut node, "transcript", node::event_qos())?;
     let partials =
         tasks.subscribe::<PartialTranscript>(&mut node, "transcript/partial", node::event_qos())?;
@@ -108,58 +289,9 @@ async fn run() -> Result<()> {
     let interrupts = tasks.subscribe::<Interrupt>(&mut node, "interrupt", node::event_qos())?;
     let reset =
         node.create_service::<Trigger::Service>("~/reset", r2r::QosProfile::services_default())?;
-    let fq = node::fq_name(&node);
-    let places = cfg.intents.as_ref().map(|i| i.places.clone());
-    let max_age = cfg.context.max_age;
-
-    // The engine (model + context) lives on its own thread; loading errors
-    // and the start-up report come back before the node reports ready.
-    let stats = Arc::new(Stats::default());
-    let (tx, rx) = sync_channel::<Command>(COMMAND_QUEUE);
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<StartReport, String>>();
-    let model_name = std::path::Path::new(&cfg.model_path)
-        .file_name()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    {
-        let (stats, stop, log, state) =
-            (stats.clone(), tasks.stop_flag(), log.clone(), state.clone());
-        tasks.thread("llm-engine", move || {
-            let (backend, model) = match engine::load(&cfg) {
-                Ok(loaded) => loaded,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e.to_string()));
-                    return;
-                }
-            };
-            // declared after the model and backend: dropped before them
-            let wiring = engine::Wiring {
-                out: Box::new(sink),
-                state,
-                stats,
-                log,
-                updates,
-            };
-            let mut engine = match Engine::new(cfg, &backend, &model, wiring) {
-                Ok((engine, report)) => {
-                    let _ = ready_tx.send(Ok(report));
-                    engine
-                }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e.to_string()));
-                    return;
-                }
-            };
-            engine.run(rx, &stop);
-        })?;
-    }
-    let report = match tokio::task::spawn_blocking(move || ready_rx.recv()).await? {
-        Ok(Ok(report)) => report,
-        Ok(Err(e)) => anyhow::bail!(e),
-        Err(_) => anyhow::bail!("engine thread ended during start-up"),
-    };
-    log.info(format!("loaded {model_name}: {}", report.context));
-    log.info(format!("compute: {}", report.compute));
+    let chat_goals = node
+        .create_action_server::<r2r::voice_agent::action::Chat::Action>("chat")
+        .map_err(|e| anyhow::anyhow!("cannot serve the chat action: {e}"))?;
 
     // every handler hands its command over without blocking (send)
     let command = {
@@ -168,7 +300,11 @@ async fn run() -> Result<()> {
     };
     {
         let command = command.clone();
+        let gate = gate.clone();
         tasks.each("transcript", utterances, move |u| {
+            if !gate.admit() {
+                return;
+            }
             let req = TurnRequest {
                 turn_id: u.turn_id,
                 conversation_id: u.conversation_id,
@@ -184,8 +320,9 @@ async fn run() -> Result<()> {
     {
         // a pause in the user's speech: judge whether the turn ends there
         let command = command.clone();
+        let gate = gate.clone();
         tasks.each("transcript/partial", partials, move |p| {
-            if p.tentative_end && !p.is_final {
+            if p.tentative_end && !p.is_final && gate.admit() {
                 let req = JudgeRequest {
                     turn_id: p.turn_id,
                     revision: p.revision,
@@ -199,7 +336,11 @@ async fn run() -> Result<()> {
     {
         let command = command.clone();
         let counter = AtomicU64::new(0);
+        let gate = gate.clone();
         tasks.each("prompt", prompts, move |m| {
+            if !gate.admit() {
+                return;
+            }
             let n = counter.fetch_add(1, Ordering::Relaxed) + 1;
             let req = TurnRequest {
                 turn_id: format!("prompt-{}-{n}", std::process::id()),
@@ -215,11 +356,21 @@ async fn run() -> Result<()> {
     }
     tasks.task(
         "chat action",
-        chat_action::serve(chat_goals, chats, command.clone(), log.clone()),
+        chat_action::serve(
+            chat_goals,
+            chats,
+            command.clone(),
+            gate.clone(),
+            log.clone(),
+        ),
     );
     {
         let command = command.clone();
+        let gate = gate.clone();
         tasks.each("interrupt", interrupts, move |m| {
+            if !gate.admit() {
+                return;
+            }
             // a turn's speech (a replaced reply) is tts_node's business
             let cut = voice_ros::interrupt::cut(&m);
             let which = match cut.target {
@@ -236,8 +387,16 @@ async fn run() -> Result<()> {
     {
         // the last handler takes the closure itself (no clone left in run())
         let mut reset = reset;
+        let gate = gate.clone();
         tasks.task("~/reset", async move {
             while let Some(req) = reset.next().await {
+                if matches!(gate.label(), "unconfigured" | "finalized") {
+                    let _ = req.respond(Trigger::Response {
+                        success: false,
+                        message: format!("no model loaded (lifecycle state {})", gate.label()),
+                    });
+                    continue;
+                }
                 let (rtx, rrx) = tokio::sync::oneshot::channel();
                 command(Command::Reset(rtx));
                 let (success, message) =
@@ -251,11 +410,18 @@ async fn run() -> Result<()> {
     }
     tasks.diagnostics(&mut node, move || {
         let tps = stats.last_tokens_per_s.lock().map(|v| *v).unwrap_or(0.0);
+        let (context, compute) = report
+            .lock()
+            .ok()
+            .and_then(|r| r.as_ref().map(|r| (r.context.clone(), r.compute.clone())))
+            .unwrap_or_else(|| ("none".into(), "none".into()));
         let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
         Report::new(&fq, &model_name)
             .kv("model", &model_name)
-            .kv("context", &report.context)
-            .kv("compute", &report.compute)
+            .kv("context", context)
+            .kv("compute", compute)
+            .kv("lifecycle_state", gate.label())
+            .kv("ignored_while_inactive", gate.ignored())
             .kv("active_conversations", n(&stats.active))
             .kv("turns", n(&stats.turns))
             .kv("tokens_generated", n(&stats.tokens_generated))

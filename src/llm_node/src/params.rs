@@ -13,6 +13,8 @@ use voice_ros::params::NodeParams;
 pub struct LlmParams {
     /// GGUF chat model (e.g. Llama-3.2-3B-Instruct-Q4_K_M.gguf).
     pub model_path: String,
+    /// Managed (lifecycle) node: start unconfigured and wait for a lifecycle manager (ros2 lifecycle set, Nav2's lifecycle_manager); false = configure and activate at start.
+    pub managed: bool,
     /// Context size shared by all conversations [tokens] (-c).
     pub ctx_size: i32,
     /// CPU threads for generation (-t).
@@ -88,6 +90,7 @@ impl Default for LlmParams {
     fn default() -> Self {
         Self {
             model_path: String::new(),
+            managed: false,
             ctx_size: 2048,
             n_threads: 8,
             n_threads_batch: -1,
@@ -223,6 +226,7 @@ impl NodeParams for LlmParams {
     /// the topics (publishers and subscriptions are made once).
     const READ_ONLY: &'static [&'static str] = &[
         "model_path",
+        "managed",
         "ctx_size",
         "n_threads",
         "n_threads_batch",

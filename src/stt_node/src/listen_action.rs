@@ -270,6 +270,7 @@ pub async fn wait_for_turn(
 pub async fn serve(
     mut requests: impl Stream<Item = r2r::ActionServerGoalRequest<Listen::Action>> + Unpin,
     listening: Arc<Listening>,
+    gate: Arc<voice_ros::lifecycle::Gate>,
     log: Log,
 ) {
     while let Some(req) = requests.next().await {
@@ -277,7 +278,9 @@ pub async fn serve(
         // client learns of the acceptance can be missed (a refused goal's
         // registration ends with it)
         let turns = Turns::new(&listening, &req.goal.wake_words, &log);
-        let Some((goal, handle, cancel)) = admit(req, invalid, "listen", &log) else {
+        let inactive = gate.inactive_reason("stt_node");
+        let refuse = move |g: &Listen::Goal| inactive.or_else(|| invalid(g));
+        let Some((goal, handle, cancel)) = admit(req, refuse, "listen", &log) else {
             continue;
         };
         log.info(format!(

@@ -29,6 +29,8 @@ use voice_ros::frames;
 
 use crate::engine::Detector;
 use crate::params::SttConfig;
+use voice_ros::lifecycle::Handoff;
+
 use crate::shared::{Publishers, Shared, TurnMeta, Updates, Work};
 use crate::smart_turn::SmartTurn;
 
@@ -82,14 +84,45 @@ struct Listener<'a> {
 }
 
 /// Listener thread.
+/// Listener thread: runs with the engines each configuration hands over
+/// (lifecycle), until the node stops.
 pub fn listen(
     frames: Receiver<AudioFrame>,
     answers: Receiver<Answer>,
-    detector: Detector,
-    audio_judge: Option<SmartTurn>,
+    engines: &Handoff<(Detector, Option<SmartTurn>)>,
     mut updates: Updates,
     shared: &Shared,
     pubs: Publishers,
+) {
+    while let Some((detector, audio_judge)) = engines.take(&shared.stop) {
+        let recalled = || engines.recalled();
+        listen_with(
+            &frames,
+            &answers,
+            detector,
+            audio_judge,
+            &mut updates,
+            shared,
+            pubs.clone(),
+            &recalled,
+        );
+        // the engines are dropped
+        engines.released();
+    }
+}
+
+/// Listens with one configuration's engines until the node stops or the
+/// engines are recalled (cleanup).
+#[allow(clippy::too_many_arguments)]
+fn listen_with(
+    frames: &Receiver<AudioFrame>,
+    answers: &Receiver<Answer>,
+    detector: Detector,
+    audio_judge: Option<SmartTurn>,
+    updates: &mut Updates,
+    shared: &Shared,
+    pubs: Publishers,
+    recalled: &dyn Fn() -> bool,
 ) {
     let cfg = updates.borrow_and_update().clone();
     shared.set_judge(cfg.judge);
@@ -107,7 +140,7 @@ pub fn listen(
         last_frame: Duration::ZERO,
         in_gap: false,
     };
-    while !shared.stop.load(Ordering::SeqCst) {
+    while !shared.stop.load(Ordering::SeqCst) && !recalled() {
         let msg = match frames.recv_timeout(GAP_POLL) {
             Ok(m) => Some(m),
             Err(RecvTimeoutError::Timeout) => None,

@@ -28,6 +28,8 @@ use r2r::voice_agent::msg::{
     AudioFrame, EndOfTurn, Interrupt, PartialTranscript, ReplyChunk, Utterance,
 };
 use voice_core::compute;
+use voice_core::lifecycle::Step;
+use voice_ros::lifecycle::{Handoff, Managed};
 use voice_ros::node::{self, Tasks};
 
 use crate::engine::{Detector, SileroDetector, Transcriber};
@@ -43,13 +45,17 @@ fn main() -> ExitCode {
     node::main::<SttParams, _, _>(NODE_NAME, &[("--bench-direct", bench::run)], run)
 }
 
-async fn run() -> Result<()> {
-    let (mut node, log, params) = node::start::<SttParams>(NODE_NAME)?;
-    let cfg = params.config.clone();
-    let mut tasks = Tasks::new(&log);
+/// The models one configuration loads, and how /diagnostics names them.
+struct Models {
+    transcriber: Transcriber,
+    detector: Detector,
+    audio_judge: Option<smart_turn::SmartTurn>,
+    names: String,
+}
 
+/// Loads Whisper, the VAD and (when set) the audio end-of-turn model.
+fn load(cfg: &params::SttConfig, log: &voice_ros::log::Log) -> Result<Models> {
     let transcriber = Transcriber::load(&cfg.model, cfg.decode.clone())?;
-    let model_name = transcriber.model_name.clone();
     let detector = match &cfg.vad_model {
         Some(path) => Detector::Silero(Box::new(SileroDetector::load(path)?)),
         None => {
@@ -82,6 +88,66 @@ async fn run() -> Result<()> {
         }
         None => None,
     };
+    let audio = if audio_judge.is_some() {
+        " end-of-turn audio:smart-turn-v3"
+    } else {
+        ""
+    };
+    let names = format!("whisper:{} vad:{vad_name}{audio}", transcriber.model_name);
+    Ok(Models {
+        transcriber,
+        detector,
+        audio_judge,
+        names,
+    })
+}
+
+/// How long cleanup waits for a decode under way to finish.
+const UNLOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// stt_node's lifecycle steps: configure loads the models and hands them to
+/// the listener and Whisper threads; deactivate stops listening (audio is
+/// ignored, work under way dropped); cleanup (and shutdown) frees them.
+struct Lifecycle {
+    updates: shared::Updates,
+    whisper: Arc<Handoff<Transcriber>>,
+    listener: Arc<Handoff<(Detector, Option<smart_turn::SmartTurn>)>>,
+    shared: Arc<Shared>,
+    names: Arc<std::sync::Mutex<String>>,
+}
+
+impl Managed for Lifecycle {
+    fn step(&mut self, step: Step) -> Result<(), String> {
+        match step {
+            Step::Configure => {
+                let cfg = self.updates.borrow().clone();
+                let m = load(&cfg, &self.shared.log).map_err(|e| format!("{e:#}"))?;
+                *self.names.lock().unwrap_or_else(|e| e.into_inner()) = m.names;
+                self.whisper.offer(m.transcriber);
+                self.listener.offer((m.detector, m.audio_judge));
+            }
+            Step::Activate | Step::Deactivate => {}
+            Step::Cleanup | Step::Shutdown => {
+                let freed =
+                    self.whisper.recall(UNLOAD_TIMEOUT) & self.listener.recall(UNLOAD_TIMEOUT);
+                if !freed {
+                    return Err(format!(
+                        "the models were not freed within {} s (a decode still running)",
+                        UNLOAD_TIMEOUT.as_secs()
+                    ));
+                }
+                self.shared.log.info("models unloaded");
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn run() -> Result<()> {
+    let (mut node, log, params) = node::start::<SttParams>(NODE_NAME)?;
+    let cfg = params.config.clone();
+    let mut tasks = Tasks::new(&log);
+
     let gpu_build = cfg!(feature = "cuda");
     let devices = devices::list();
     let on_gpu = compute::gpu_used(cfg.model.use_gpu, gpu_build, &devices);
@@ -104,26 +170,6 @@ async fn run() -> Result<()> {
     }
 
     let fq = node::fq_name(&node);
-    let audio_sub = tasks.subscribe::<AudioFrame>(
-        &mut node,
-        "audio",
-        node::audio_qos(cfg.reliable_audio, 50),
-    )?;
-    let speaking_sub = tasks.subscribe::<Bool>(&mut node, "speaking", node::state_qos())?;
-    let eot_sub = tasks.subscribe::<EndOfTurn>(&mut node, "end_of_turn", node::event_qos())?;
-    // what the robot says, for telling its echo from the user's words
-    let chunk_sub = tasks.subscribe::<ReplyChunk>(&mut node, "reply/chunk", node::event_qos())?;
-    let say_sub = tasks.subscribe::<StringMsg>(&mut node, "say", node::event_qos())?;
-    let listen_goals = node
-        .create_action_server::<r2r::voice_agent::action::Listen::Action>("listen")
-        .map_err(|e| anyhow::anyhow!("cannot serve the listen action: {e}"))?;
-    let ask_goals = node
-        .create_action_server::<r2r::voice_agent::action::Ask::Action>("ask")
-        .map_err(|e| anyhow::anyhow!("cannot serve the ask action: {e}"))?;
-    // the ask action says its question through tts_node's say action
-    let say_client = node
-        .create_action_client::<r2r::voice_agent::action::Say::Action>("say")
-        .map_err(|e| anyhow::anyhow!("cannot create the say action client: {e}"))?;
     let pubs = shared::Publishers {
         utterance: node.create_publisher::<Utterance>("transcript", node::event_qos())?,
         text: node.create_publisher::<StringMsg>("transcript/text", node::event_qos())?,
@@ -146,6 +192,49 @@ async fn run() -> Result<()> {
     };
 
     let shared = Arc::new(Shared::new(log.clone()));
+    let whisper_models = Arc::new(Handoff::default());
+    let listener_models = Arc::new(Handoff::default());
+    let names = Arc::new(std::sync::Mutex::new(String::from("none")));
+    let (lifecycle, lifecycle_services) = voice_ros::lifecycle::Lifecycle::new(
+        &mut node,
+        &log,
+        Lifecycle {
+            updates: params.updates.clone(),
+            whisper: whisper_models.clone(),
+            listener: listener_models.clone(),
+            shared: shared.clone(),
+            names: names.clone(),
+        },
+        shared.gate.clone(),
+    )?;
+    if params.values.managed {
+        log.info("managed: unconfigured, waiting for a lifecycle manager (configure, activate)");
+    } else {
+        lifecycle.bring_up().map_err(anyhow::Error::msg)?;
+    }
+    tasks.task("lifecycle", lifecycle_services);
+    // subscribed once able to listen (unmanaged: the models are loaded):
+    // a publisher waiting for the match knows the node hears it
+    let audio_sub = tasks.subscribe::<AudioFrame>(
+        &mut node,
+        "audio",
+        node::audio_qos(cfg.reliable_audio, 50),
+    )?;
+    let speaking_sub = tasks.subscribe::<Bool>(&mut node, "speaking", node::state_qos())?;
+    let eot_sub = tasks.subscribe::<EndOfTurn>(&mut node, "end_of_turn", node::event_qos())?;
+    // what the robot says, for telling its echo from the user's words
+    let chunk_sub = tasks.subscribe::<ReplyChunk>(&mut node, "reply/chunk", node::event_qos())?;
+    let say_sub = tasks.subscribe::<StringMsg>(&mut node, "say", node::event_qos())?;
+    let listen_goals = node
+        .create_action_server::<r2r::voice_agent::action::Listen::Action>("listen")
+        .map_err(|e| anyhow::anyhow!("cannot serve the listen action: {e}"))?;
+    let ask_goals = node
+        .create_action_server::<r2r::voice_agent::action::Ask::Action>("ask")
+        .map_err(|e| anyhow::anyhow!("cannot serve the ask action: {e}"))?;
+    // the ask action says its question through tts_node's say action
+    let say_client = node
+        .create_action_client::<r2r::voice_agent::action::Say::Action>("say")
+        .map_err(|e| anyhow::anyhow!("cannot create the say action client: {e}"))?;
     let (frame_tx, frame_rx) = std::sync::mpsc::sync_channel::<AudioFrame>(FRAME_QUEUE);
     let (answer_tx, answer_rx) = std::sync::mpsc::sync_channel::<listener::Answer>(ANSWER_QUEUE);
 
@@ -155,8 +244,7 @@ async fn run() -> Result<()> {
             listener::listen(
                 frame_rx,
                 answer_rx,
-                detector,
-                audio_judge,
+                &listener_models,
                 updates,
                 &shared,
                 pubs,
@@ -166,7 +254,7 @@ async fn run() -> Result<()> {
     {
         let (shared, updates) = (shared.clone(), params.updates.clone());
         tasks.thread("stt-whisper", move || {
-            whisper::transcribe(transcriber, updates, &shared, pubs)
+            whisper::transcribe(&whisper_models, updates, &shared, pubs)
         })?;
     }
     {
@@ -182,7 +270,12 @@ async fn run() -> Result<()> {
     }
     tasks.task(
         "listen action",
-        listen_action::serve(listen_goals, shared.listening.clone(), log.clone()),
+        listen_action::serve(
+            listen_goals,
+            shared.listening.clone(),
+            shared.gate.clone(),
+            log.clone(),
+        ),
     );
     tasks.task(
         "ask action",
@@ -202,6 +295,9 @@ async fn run() -> Result<()> {
         // audio in -> bounded queue (full: drop and count, never block the executor)
         let shared = shared.clone();
         tasks.each("audio", audio_sub, move |frame| {
+            if !shared.gate.admit() {
+                return;
+            }
             shared.frames_in.fetch_add(1, Ordering::Relaxed);
             if frame_tx.try_send(frame).is_err() {
                 shared.drop_frame("dropped audio frame: frame queue full (listener behind)");
@@ -216,13 +312,10 @@ async fn run() -> Result<()> {
     }
     {
         let shared = shared.clone();
-        let audio = if cfg.audio_model.is_some() {
-            " end-of-turn audio:smart-turn-v3"
-        } else {
-            ""
-        };
-        let hw = format!("whisper:{} vad:{vad_name}{audio}", model_name);
-        tasks.diagnostics(&mut node, move || shared.report(&fq, &hw, &compute))?;
+        tasks.diagnostics(&mut node, move || {
+            let hw = names.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            shared.report(&fq, &hw, &compute)
+        })?;
     }
 
     // dropping the node closes the audio subscription, which ends the listener's queue

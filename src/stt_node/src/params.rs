@@ -50,6 +50,8 @@ pub struct SttParams {
     pub onnxruntime_path: String,
     /// Publish hri_msgs/LiveSpeech (ROS4HRI) on this topic: the hypothesis while the user speaks (incremental), the turn's transcript at its end (final, confidence, language); "" = off. ROS4HRI's voice topic is /humans/voices/<voice_id>/speech. Needs a build with hri_msgs in the ROS prefix.
     pub live_speech_topic: String,
+    /// Managed (lifecycle) node: start unconfigured and wait for a lifecycle manager (ros2 lifecycle set, Nav2's lifecycle_manager); false = configure and activate at start.
+    pub managed: bool,
     /// Voice activity detection.
     pub vad: VadParams,
     /// Turn taking: partial transcripts, end of turn, speech over the robot.
@@ -142,6 +144,7 @@ impl Default for SttParams {
             stream_gap_ms: 300,
             onnxruntime_path: String::new(),
             live_speech_topic: String::new(),
+            managed: false,
             vad: VadParams::default(),
             turn: TurnParams::default(),
         }
@@ -254,6 +257,7 @@ impl NodeParams for SttParams {
         "turn.audio_model_path",
         "onnxruntime_path",
         "live_speech_topic",
+        "managed",
     ];
 
     /// Checks ranges; returns the typed configuration.

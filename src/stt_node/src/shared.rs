@@ -207,6 +207,10 @@ pub struct Shared {
     pub work: WorkQueue,
     /// The `listen` action's goals waiting for a turn.
     pub listening: std::sync::Arc<crate::listen_action::Listening>,
+    /// The lifecycle state: audio is listened to only while active.
+    pub gate: std::sync::Arc<voice_ros::lifecycle::Gate>,
+    /// Transcription work dropped because the node had left active.
+    pub work_inactive: AtomicU64,
 }
 
 impl Shared {
@@ -254,6 +258,8 @@ impl Shared {
             last_error: Mutex::new(String::new()),
             work: WorkQueue::default(),
             listening: Default::default(),
+            gate: Default::default(),
+            work_inactive: AtomicU64::new(0),
         }
     }
 
@@ -376,7 +382,10 @@ impl Shared {
         let rtf = if audio > 0.0 { compute_s / audio } else { 0.0 };
         let dropped = self.frames_dropped.load(Ordering::Relaxed);
         let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let mut r = Report::new(name, hardware);
+        let mut r = Report::new(name, hardware)
+            .kv("lifecycle_state", self.gate.label())
+            .kv("ignored_while_inactive", self.gate.ignored())
+            .kv("work_dropped_inactive", n(&self.work_inactive));
         if dropped > 0 || n(&self.segments_dropped) > 0 {
             let last = self
                 .last_error

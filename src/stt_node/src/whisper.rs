@@ -14,6 +14,7 @@ use r2r::std_msgs::msg::String as StringMsg;
 use r2r::voice_agent::msg::{PartialTranscript, Utterance};
 use voice_core::partial::Agreement;
 use voice_core::transcript;
+use voice_ros::lifecycle::Handoff;
 use voice_ros::stamp;
 
 use crate::engine::{TokenProbs, Transcriber};
@@ -63,21 +64,44 @@ impl UttText {
     }
 }
 
+/// Whisper thread: runs with the model each configuration hands over
+/// (lifecycle), until the node stops.
 pub fn transcribe(
-    mut engine: Transcriber,
+    models: &Handoff<Transcriber>,
     mut updates: Updates,
     shared: &Shared,
     pubs: Publishers,
+) {
+    while let Some(engine) = models.take(&shared.stop) {
+        transcribe_with(engine, &mut updates, shared, &pubs, &|| models.recalled());
+        // the model is dropped
+        models.released();
+    }
+}
+
+/// Transcribes with one configuration's model until the node stops or the
+/// model is recalled (cleanup). Work that comes while the node is not
+/// active is dropped (deactivate: no new turns).
+fn transcribe_with(
+    mut engine: Transcriber,
+    updates: &mut Updates,
+    shared: &Shared,
+    pubs: &Publishers,
+    recalled: &dyn Fn() -> bool,
 ) {
     let mut cfg = updates.borrow_and_update().clone();
     let mut last: Option<LastTurn> = None;
     let mut cur = UttText::default();
     // utterances whose turn was published: late partials of them are moot
     let mut finished: u64 = 0;
-    while !shared.stop.load(Ordering::SeqCst) {
+    while !shared.stop.load(Ordering::SeqCst) && !recalled() {
         let Some(work) = shared.work.pop(POLL) else {
             continue;
         };
+        if !shared.gate.is_active() {
+            shared.work_inactive.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
         if updates.has_changed().unwrap_or(false) {
             cfg = updates.borrow_and_update().clone();
             engine.set_decode(cfg.decode.clone());
@@ -119,7 +143,7 @@ pub fn transcribe(
                     cur.tentative = Some((p, text, cur.last_ms, cur.last_tokens));
                 }
                 let revision = publish_partial(
-                    &pubs,
+                    pubs,
                     shared,
                     &mut cur,
                     &full,
@@ -174,7 +198,7 @@ pub fn transcribe(
                 let confidence = cur.pieces_tokens.add(tokens).mean();
                 let turn = (full, meta, (audio_s, final_ms, confidence));
                 let published = shared.utterances.load(Ordering::Relaxed);
-                last = finish(&pubs, shared, &mut cur, turn, &cfg, last.take());
+                last = finish(pubs, shared, &mut cur, turn, &cfg, last.take());
                 if shared.utterances.load(Ordering::Relaxed) == published {
                     shared.listening.tell(Event::NotATurn {
                         turn_id: shared.turn_id(utt),

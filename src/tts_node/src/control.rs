@@ -176,6 +176,8 @@ pub struct Control {
     /// Sentences of older replies dropped unspoken because a newer reply of
     /// the same conversation came.
     pub superseded: AtomicU64,
+    /// Text that reached the synthesizer while no engine was loaded (lifecycle).
+    pub unconfigured: AtomicU64,
     /// Texts whose output is watched (the `say` action's goals), by turn.
     watched: Mutex<HashMap<String, Progress>>,
 }
@@ -199,6 +201,7 @@ impl Control {
             stt: Mutex::new(VecDeque::new()),
             latest: Mutex::new(VecDeque::new()),
             superseded: AtomicU64::new(0),
+            unconfigured: AtomicU64::new(0),
             watched: Mutex::new(HashMap::new()),
         }
     }

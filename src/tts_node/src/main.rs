@@ -26,14 +26,18 @@ use std::time::Instant;
 use anyhow::Result;
 use r2r::std_msgs::msg::{Bool, String as StringMsg};
 use r2r::voice_agent::msg::{AudioFrame, Interrupt, ReplyChunk, TurnStats, Utterance};
+use voice_core::interrupt::{Cut, Target};
+use voice_core::lifecycle::Step;
 use voice_core::queue::{offer, Offered};
 use voice_ros::diag::Report;
+use voice_ros::lifecycle::{Gate, Managed};
 use voice_ros::log::Log;
 use voice_ros::node::{self, Tasks};
 
 use crate::control::{Control, TextJob, AUDIO_QUEUE};
 use crate::engine::Engine;
 use crate::params::TtsParams;
+use crate::synth::EngineSlot;
 
 const NODE_NAME: &str = "tts_node";
 /// Text waiting for synthesis (chunks and `say` messages).
@@ -70,19 +74,60 @@ fn enqueue(tx: &SyncSender<TextJob>, job: TextJob, ctl: &Control, log: &Log) {
     }
 }
 
+/// tts_node's lifecycle steps: configure loads the voice, deactivate stops
+/// the speech under way, cleanup (and shutdown) frees the voice.
+struct Lifecycle {
+    slot: Arc<EngineSlot>,
+    updates: control::Updates,
+    ctl: Arc<Control>,
+    engine_name: Arc<std::sync::Mutex<String>>,
+}
+
+impl Managed for Lifecycle {
+    fn step(&mut self, step: Step) -> Result<(), String> {
+        let stop_speech = |why: &str| {
+            let cut = Cut {
+                target: Target::All,
+                raised: Instant::now(),
+            };
+            self.ctl.interrupt(cut, why);
+        };
+        match step {
+            Step::Configure => {
+                let cfg = self.updates.borrow().clone();
+                let t0 = Instant::now();
+                let engine = Engine::load(&cfg).map_err(|e| e.to_string())?;
+                self.ctl.log.info(format!(
+                    "loaded {} in {:.0} ms; audio_out {} ms frames, playback {}",
+                    engine.name(),
+                    t0.elapsed().as_secs_f64() * 1e3,
+                    cfg.frame_ms,
+                    cfg.playback.is_some()
+                ));
+                *self.engine_name.lock().unwrap_or_else(|e| e.into_inner()) = engine.name();
+                *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(engine);
+            }
+            Step::Activate => {}
+            Step::Deactivate => stop_speech("deactivated"),
+            Step::Cleanup | Step::Shutdown => {
+                stop_speech(if step == Step::Cleanup {
+                    "cleaned up"
+                } else {
+                    "shut down"
+                });
+                // waits for a sentence being synthesized (cancelled above)
+                *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                self.ctl.log.info("voice unloaded");
+            }
+        }
+        Ok(())
+    }
+}
+
 async fn run() -> Result<()> {
     let (mut node, log, params) = node::start::<TtsParams>(NODE_NAME)?;
     let cfg = params.config.clone();
     let mut tasks = Tasks::new(&log);
-    let t0 = Instant::now();
-    let engine = Engine::load(&cfg)?;
-    log.info(format!(
-        "loaded {} in {:.0} ms; audio_out {} ms frames, playback {}",
-        engine.name(),
-        t0.elapsed().as_secs_f64() * 1e3,
-        cfg.frame_ms,
-        cfg.playback.is_some()
-    ));
     let speaker = cfg.playback.as_ref().and_then(|p| {
         playback::Speaker::open(p.device.as_deref())
             .inspect_err(|e| {
@@ -98,6 +143,30 @@ async fn run() -> Result<()> {
         speaking: node.create_publisher::<Bool>("speaking", node::state_qos())?,
         stats: node.create_publisher::<TurnStats>("turn_stats", node::event_qos())?,
     };
+    let fq = node::fq_name(&node);
+
+    let ctl = Arc::new(Control::new(log.clone()));
+    let slot = Arc::new(EngineSlot::new(None));
+    let gate = Arc::new(Gate::default());
+    let engine_name = Arc::new(std::sync::Mutex::new(String::from("none")));
+    let (lifecycle, lifecycle_services) = voice_ros::lifecycle::Lifecycle::new(
+        &mut node,
+        &log,
+        Lifecycle {
+            slot: slot.clone(),
+            updates: params.updates.clone(),
+            ctl: ctl.clone(),
+            engine_name: engine_name.clone(),
+        },
+        gate.clone(),
+    )?;
+    if params.values.managed {
+        log.info("managed: unconfigured, waiting for a lifecycle manager (configure, activate)");
+    } else {
+        lifecycle.bring_up().map_err(anyhow::Error::msg)?;
+    }
+    tasks.task("lifecycle", lifecycle_services);
+    // subscribed once able to speak (unmanaged: the voice is loaded)
     let chunks = tasks.subscribe::<ReplyChunk>(&mut node, "reply/chunk", node::event_qos())?;
     let says = tasks.subscribe::<StringMsg>(&mut node, "say", node::event_qos())?;
     let interrupts = tasks.subscribe::<Interrupt>(&mut node, "interrupt", node::event_qos())?;
@@ -105,16 +174,12 @@ async fn run() -> Result<()> {
     let say_goals = node
         .create_action_server::<r2r::voice_agent::action::Say::Action>("say")
         .map_err(|e| anyhow::anyhow!("cannot serve the say action: {e}"))?;
-    let fq = node::fq_name(&node);
-    let hw = engine.name();
-
-    let ctl = Arc::new(Control::new(log.clone()));
     let (text_tx, text_rx) = sync_channel::<TextJob>(TEXT_QUEUE);
     let (audio_tx, audio_rx) = sync_channel(AUDIO_QUEUE);
     {
-        let (ctl, updates) = (ctl.clone(), params.updates.clone());
+        let (ctl, updates, slot) = (ctl.clone(), params.updates.clone(), slot.clone());
         tasks.thread("tts-synth", move || {
-            synth::synthesize(text_rx, audio_tx, engine, updates, &ctl)
+            synth::synthesize(text_rx, audio_tx, &slot, updates, &ctl)
         })?;
     }
     {
@@ -124,9 +189,9 @@ async fn run() -> Result<()> {
         })?;
     }
     {
-        let (tx, ctl, log) = (text_tx.clone(), ctl.clone(), log.clone());
+        let (tx, ctl, log, gate) = (text_tx.clone(), ctl.clone(), log.clone(), gate.clone());
         tasks.each("reply/chunk", chunks, move |c| {
-            if !ctl.is_cancelled_turn(&c.turn_id) {
+            if gate.admit() && !ctl.is_cancelled_turn(&c.turn_id) {
                 ctl.note_reply(&c);
                 enqueue(&tx, TextJob::from_chunk(c), &ctl, &log);
             }
@@ -134,12 +199,21 @@ async fn run() -> Result<()> {
     }
     tasks.task(
         "say action",
-        say_action::serve(say_goals, text_tx.clone(), ctl.clone(), log.clone()),
+        say_action::serve(
+            say_goals,
+            text_tx.clone(),
+            ctl.clone(),
+            gate.clone(),
+            log.clone(),
+        ),
     );
     {
-        let (tx, ctl, log) = (text_tx, ctl.clone(), log.clone());
+        let (tx, ctl, log, gate) = (text_tx, ctl.clone(), log.clone(), gate.clone());
         let mut n = 0u64;
         tasks.each("say", says, move |m| {
+            if !gate.admit() {
+                return;
+            }
             let mut text = m.data;
             if text.chars().count() > MAX_SAY_CHARS {
                 log.warn(format!(
@@ -168,8 +242,18 @@ async fn run() -> Result<()> {
     {
         let ctl = ctl.clone();
         tasks.diagnostics(&mut node, move || {
+            let hw = engine_name
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
             Report::new(&fq, &hw)
                 .kv("engine", &hw)
+                .kv("lifecycle_state", gate.label())
+                .kv("ignored_while_inactive", gate.ignored())
+                .kv(
+                    "dropped_unconfigured",
+                    ctl.unconfigured.load(Ordering::Relaxed),
+                )
                 .kv("speaking", ctl.speaking.load(Ordering::Relaxed))
                 .kv("sentences", ctl.sentences.load(Ordering::Relaxed))
                 .kv("audio_s", format!("{:.2}", ctl.audio_s()))

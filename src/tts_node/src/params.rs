@@ -42,6 +42,8 @@ pub struct TtsParams {
     pub n_threads: i32,
     /// Drop a reply's unspoken text when a newer reply of the same conversation comes (the user went on talking); false = speak every reply in full, in order (with llm_node busy_policy queue: every request answered aloud, e.g. to evaluate recordings).
     pub drop_superseded: bool,
+    /// Managed (lifecycle) node: start unconfigured and wait for a lifecycle manager (ros2 lifecycle set, Nav2's lifecycle_manager); false = configure and activate at start.
+    pub managed: bool,
 }
 
 impl Default for TtsParams {
@@ -64,6 +66,7 @@ impl Default for TtsParams {
             output_device: String::new(),
             n_threads: 2,
             drop_superseded: true,
+            managed: false,
         }
     }
 }
@@ -145,6 +148,7 @@ impl NodeParams for TtsParams {
         "n_threads",
         "playback",
         "output_device",
+        "managed",
     ];
 
     fn validate(&self) -> Result<TtsConfig, ParamError> {

@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 use voice_core::interrupt::{Cut, Target};
 use voice_core::queue::{offer, Offered};
 use voice_ros::action::admit;
+use voice_ros::lifecycle::Gate;
 use voice_ros::log::Log;
 
 use crate::control::{Control, Key, TextJob};
@@ -59,13 +60,16 @@ pub async fn serve(
     mut requests: impl Stream<Item = r2r::ActionServerGoalRequest<Say::Action>> + Unpin,
     tx: SyncSender<TextJob>,
     ctl: Arc<Control>,
+    gate: Arc<Gate>,
     log: Log,
 ) {
     let mut n = 0u64;
     // the goal being said, and how to preempt it
     let mut current: Option<oneshot::Sender<()>> = None;
     while let Some(req) = requests.next().await {
-        let Some((goal, mut handle, cancel)) = admit(req, invalid, "say", &log) else {
+        let inactive = gate.inactive_reason("tts_node");
+        let refuse = move |g: &Say::Goal| inactive.or_else(|| invalid(g));
+        let Some((goal, mut handle, cancel)) = admit(req, refuse, "say", &log) else {
             continue;
         };
         // a newer goal preempts the one being said

@@ -12,14 +12,18 @@ use crate::control::{AudioJob, Control, TextJob, Updates, POLL};
 use crate::engine::Engine;
 
 /// Synthesis thread: text -> sentences -> audio.
+/// The engine while the node is configured (lifecycle); `None` otherwise.
+pub type EngineSlot = std::sync::Mutex<Option<Engine>>;
+
+/// Synthesis thread: text -> sentences -> audio, with the engine in `slot`
+/// (text that comes while there is none is dropped and counted).
 pub fn synthesize(
     jobs: Receiver<TextJob>,
     out: SyncSender<AudioJob>,
-    mut engine: Engine,
+    slot: &EngineSlot,
     mut updates: Updates,
     ctl: &Control,
 ) {
-    let rate = engine.sample_rate();
     let mut p = updates.borrow_and_update().clone();
     while !ctl.stop.load(Ordering::SeqCst) {
         let job = match jobs.recv_timeout(POLL * 5) {
@@ -27,6 +31,12 @@ pub fn synthesize(
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => break,
         };
+        let mut loaded = slot.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(engine) = loaded.as_mut() else {
+            ctl.unconfigured.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        let rate = engine.sample_rate();
         // a set that arrived before this text applies to it
         if updates.has_changed().unwrap_or(false) {
             p = updates.borrow_and_update().clone();

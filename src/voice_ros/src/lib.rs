@@ -9,6 +9,7 @@ pub mod action;
 pub mod diag;
 pub mod frames;
 pub mod interrupt;
+pub mod lifecycle;
 pub mod log;
 pub mod node;
 pub mod params;
