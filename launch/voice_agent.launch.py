@@ -37,7 +37,7 @@ ARGS = [
     # another argument's value as default: resolved when the launch runs
     ("barge_in", LaunchConfiguration("mic"), "user speech interrupts the robot (default: on with mic:=true, whose echo cancellation keeps the robot's own voice from doing it)"),
     ("use_sim_time", "false", "use /clock (rosbag replay)"),
-    ("managed", "false", "stt_node, llm_node and tts_node start unconfigured and wait for a lifecycle manager (ros2 lifecycle set, Nav2's lifecycle_manager); false = configured and active at start"),
+    ("managed", "false", "the nodes start unconfigured and wait for a lifecycle manager (ros2 lifecycle set, Nav2's lifecycle_manager); false = configured and active at start"),
     ("places_file", "", "YAML of named places; set to send spoken goals to Nav2 (NavigateToPose action). Example: share/voice_agent/config/places/example.yaml"),
     ("battery_topic", "", "sensor_msgs/BatteryState topic the robot answers battery questions from"),
     ("pose_topic", "", "geometry_msgs/PoseWithCovarianceStamped topic (e.g. amcl_pose) the robot answers position questions from"),
@@ -91,6 +91,7 @@ def generate_launch_description():
                  "backend": arg("audio_backend"),
                  "capture_device": ParameterValue(arg("capture_device"), value_type=str),
                  "playback_device": ParameterValue(arg("playback_device"), value_type=str),
+                 "managed": arg("managed"),
                  "use_sim_time": arg("use_sim_time"),
              }]),
     ])

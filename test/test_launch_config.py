@@ -152,6 +152,7 @@ def test_launch_py_arguments_reach_the_nodes():
     assert all(p["use_sim_time"] is True for p in by.values())
     _, nodes = launch_py({"mic": "true", "barge_in": "false", "audio_backend": "sim", "capture_device": "#2"})
     by = {n["executable"]: n["params"] for n in nodes}
+    assert by["audio_node"]["managed"] is False
     assert by["stt_node"]["barge_in"] is False
     # "#2" stays a string (YAML would read a comment)
     assert by["audio_node"]["backend"] == "sim" and by["audio_node"]["capture_device"] == "#2"

@@ -189,3 +189,40 @@ def test_the_loop_brought_up_and_down_by_a_lifecycle_manager(ros, tmp_path):
         assert used[n] - cleaned[n] > 0.5 * model_mb[n], (n, used[n], cleaned[n])
     assert all(lc.state() == "unconfigured" for lc in lcs.values())
     assert all(p.alive() for p in procs.values())
+
+
+def test_audio_node_managed_opens_and_closes_the_devices(ros):
+    """audio_node (simulated room): configure opens the devices (captured,
+    not published), activate publishes, deactivate stops publishing,
+    cleanup closes them (nothing captured any more)."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    ros.start("audio_node", params={"backend": "sim", "managed": True})
+    lc = LifecycleCaller(ros, "/audio_node")
+    frames = ros.collect(AudioFrame, "/audio", reliable(500))
+    diags = ros.collect(DiagnosticArray, "/diagnostics")
+
+    def ignored():
+        return diag_value(diags, "audio_node", "ignored_while_inactive")
+
+    def status():
+        return {v.key: v.value for v in diags[-1].status[0].values} if diags else {}
+
+    assert lc.state() == "unconfigured"
+    assert lc.set("configure")
+    ros.wait_for(lambda: ignored() > 10, 15, "capture running while inactive")
+    assert not frames
+    assert lc.set("activate")
+    ros.wait_for(lambda: len(frames) >= 10, 10, "capture published once active")
+    assert lc.set("deactivate")
+    n, before = len(frames), ignored()
+    ros.wait_for(lambda: ignored() > before + 10, 15, "capture no longer published")
+    assert len(frames) - n <= 2, "frames published after deactivate"
+    assert lc.set("cleanup")
+    ros.wait_for(lambda: status().get("lifecycle_state") == "unconfigured", 10, "cleanup in diagnostics")
+    closed_at, seen = ignored(), len(diags)
+    ros.wait_for(lambda: len(diags) >= seen + 2, 10, "two more diagnostics")
+    assert ignored() == closed_at and len(frames) - n <= 2, "audio captured after cleanup"
+    # opened again, it captures again
+    assert lc.set("configure") and lc.set("activate")
+    m = len(frames)
+    ros.wait_for(lambda: len(frames) >= m + 10, 10, "capture published after reopening")

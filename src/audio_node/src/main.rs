@@ -22,8 +22,10 @@ use std::sync::Arc;
 use anyhow::Result;
 use futures::StreamExt;
 use r2r::voice_agent::msg::{AudioFrame, Interrupt};
+use voice_core::lifecycle::Step;
 use voice_ros::diag::Report;
 use voice_ros::frames;
+use voice_ros::lifecycle::{Gate, Handoff, Managed};
 use voice_ros::node::{self, Tasks};
 
 use crate::params::{AudioParams, Backend};
@@ -44,6 +46,51 @@ fn main() -> ExitCode {
     )
 }
 
+/// How long cleanup waits for the devices to close.
+const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// audio_node's lifecycle steps: configure opens the devices (the audio
+/// thread starts capturing), activate publishes the capture and plays
+/// audio_out, deactivate stops both (queued speech dropped), cleanup (and
+/// shutdown) closes the devices.
+struct Lifecycle {
+    devices: Arc<Handoff<()>>,
+    shared: Arc<Shared>,
+}
+
+impl Lifecycle {
+    fn drop_playout(&self) {
+        if let Ok(mut q) = self.shared.playout.lock() {
+            q.clear();
+        }
+    }
+}
+
+impl Managed for Lifecycle {
+    fn step(&mut self, step: Step) -> Result<(), String> {
+        match step {
+            Step::Configure => {
+                self.shared.closing.store(false, Ordering::SeqCst);
+                self.devices.offer(());
+            }
+            Step::Activate => {}
+            Step::Deactivate => self.drop_playout(),
+            Step::Cleanup | Step::Shutdown => {
+                self.shared.closing.store(true, Ordering::SeqCst);
+                self.drop_playout();
+                if !self.devices.recall(CLOSE_TIMEOUT) {
+                    return Err(format!(
+                        "the devices did not close within {} s",
+                        CLOSE_TIMEOUT.as_secs()
+                    ));
+                }
+                self.shared.set_state("closed");
+            }
+        }
+        Ok(())
+    }
+}
+
 async fn run() -> Result<()> {
     let (mut node, log, params) = node::start::<AudioParams>(NODE_NAME)?;
     let cfg = (*params.config).clone();
@@ -53,6 +100,23 @@ async fn run() -> Result<()> {
     let mut tasks = Tasks::new(&log);
 
     let audio_pub = node.create_publisher::<AudioFrame>("audio", node::audio_qos(true, 50))?;
+    let gate = Arc::new(Gate::default());
+    let devices = Arc::new(Handoff::<()>::default());
+    let (lifecycle, lifecycle_services) = voice_ros::lifecycle::Lifecycle::new(
+        &mut node,
+        &log,
+        Lifecycle {
+            devices: devices.clone(),
+            shared: shared.clone(),
+        },
+        gate.clone(),
+    )?;
+    if params.values.managed {
+        log.info("managed: unconfigured, waiting for a lifecycle manager (configure, activate)");
+    } else {
+        lifecycle.bring_up().map_err(anyhow::Error::msg)?;
+    }
+    tasks.task("lifecycle", lifecycle_services);
     let audio_out =
         tasks.subscribe::<AudioFrame>(&mut node, "audio_out", node::audio_qos(true, 200))?;
     let interrupts = tasks.subscribe::<Interrupt>(&mut node, "interrupt", node::event_qos())?;
@@ -65,7 +129,8 @@ async fn run() -> Result<()> {
         let (shared, bad) = (shared.clone(), bad_frames.clone());
         let volume = params.updates.clone();
         let rate = shared.rate;
-        let frames = audio_out.filter(move |_| futures::future::ready(playback));
+        let active = gate.clone();
+        let frames = audio_out.filter(move |_| futures::future::ready(playback && active.admit()));
         tasks.task(
             "audio_out",
             frames::resample_stream(
@@ -151,8 +216,11 @@ async fn run() -> Result<()> {
     {
         let log = log.clone();
         let (rate, frame_id) = (cfg.sample_rate, cfg.frame_id.clone());
-        let counted = shared.clone();
-        let emit = move |samples: Vec<f32>, stamp: std::time::SystemTime| {
+        let (counted, gate) = (shared.clone(), gate.clone());
+        let mut emit = move |samples: Vec<f32>, stamp: std::time::SystemTime| {
+            if !gate.admit() {
+                return; // configured, not active: captured, not published
+            }
             let mut f = frames::mono_s16(&samples, rate, &frame_id, "");
             f.header.stamp = voice_ros::stamp::from_system(stamp);
             if audio_pub.publish(&f).is_ok() {
@@ -162,32 +230,38 @@ async fn run() -> Result<()> {
         let thread_shared = shared.clone();
         let backend = cfg.backend.clone();
         let frame_ms = cfg.frame_ms;
-        tasks.thread("audio", move || match backend {
-            Backend::Sim {
-                path,
-                noise_dbfs,
-                seed,
-                ..
-            } => sim::run(
-                thread_shared,
-                path,
-                noise_dbfs,
-                seed,
-                talker,
-                frame_ms,
-                emit,
-            ),
-            Backend::Device {
-                capture,
-                playback: out,
-            } => device::run(
-                thread_shared,
-                capture,
-                playback.then_some(out),
-                frame_ms,
-                log,
-                emit,
-            ),
+        // the devices are open from configure to cleanup (lifecycle)
+        tasks.thread("audio", move || {
+            while devices.take(&thread_shared.stop).is_some() {
+                match backend.clone() {
+                    Backend::Sim {
+                        path,
+                        noise_dbfs,
+                        seed,
+                        ..
+                    } => sim::run(
+                        thread_shared.clone(),
+                        path,
+                        noise_dbfs,
+                        seed,
+                        talker.clone(),
+                        frame_ms,
+                        &mut emit,
+                    ),
+                    Backend::Device {
+                        capture,
+                        playback: out,
+                    } => device::run(
+                        thread_shared.clone(),
+                        capture,
+                        playback.then_some(out),
+                        frame_ms,
+                        log.clone(),
+                        &mut emit,
+                    ),
+                }
+                devices.released();
+            }
         })?;
     }
     {
@@ -198,6 +272,8 @@ async fn run() -> Result<()> {
             let state = shared.state();
             let r = Report::new(&fq, &state)
                 .kv("backend", &state)
+                .kv("lifecycle_state", gate.label())
+                .kv("ignored_while_inactive", gate.ignored())
                 .kv("sample_rate", shared.rate)
                 .kv("frames_published", n(&shared.frames))
                 .kv(

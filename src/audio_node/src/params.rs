@@ -31,6 +31,8 @@ pub struct AudioParams {
     pub frame_id: String,
     /// Playback gain (1.0 = as received).
     pub volume: f32,
+    /// Managed (lifecycle) node: start unconfigured and wait for a lifecycle manager (ros2 lifecycle set, Nav2's lifecycle_manager); configure opens the devices, activate publishes capture and plays audio_out, cleanup closes them. false = open and active at start.
+    pub managed: bool,
     /// The simulated room (backend "sim").
     pub sim: SimParams,
 }
@@ -70,6 +72,7 @@ impl Default for AudioParams {
             gain_control: false,
             frame_id: "microphone".into(),
             volume: 1.0,
+            managed: false,
             sim: SimParams::default(),
         }
     }
@@ -172,6 +175,7 @@ impl NodeParams for AudioParams {
         "sim.talker_wav",
         "sim.talker_start_s",
         "sim.talker_every_s",
+        "managed",
     ];
 
     fn validate(&self) -> Result<AudioConfig, ParamError> {

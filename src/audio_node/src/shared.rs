@@ -19,6 +19,8 @@ pub struct Shared {
     pub talker: Mutex<SampleQueue>,
     pub processing: Mutex<Processing>,
     pub stop: AtomicBool,
+    /// The devices are being closed (lifecycle cleanup): the backend returns.
+    pub closing: AtomicBool,
     pub frames: AtomicU64,
     pub played_samples: AtomicU64,
     /// Capture samples lost (device callback ahead of processing).
@@ -45,6 +47,7 @@ impl Shared {
             talker: Mutex::new(SampleQueue::new((rate * TALKER_MAX_S) as usize)),
             processing: Mutex::new(processing),
             stop: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
             frames: AtomicU64::new(0),
             played_samples: AtomicU64::new(0),
             capture_dropped: AtomicU64::new(0),
@@ -73,8 +76,10 @@ impl Shared {
         *self.processing.lock().expect("processing lock")
     }
 
+    /// Whether the backend is to return: the node stops, or the devices
+    /// are being closed.
     pub fn stopped(&self) -> bool {
-        self.stop.load(Ordering::Relaxed)
+        self.stop.load(Ordering::Relaxed) || self.closing.load(Ordering::Relaxed)
     }
 
     /// Share of one core the audio processing takes (time / audio time).
