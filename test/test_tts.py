@@ -302,3 +302,31 @@ def test_say_action_result_after_the_audio_cancel_and_preempt(ros):
     # (piper's durations do not scale exactly, and the same 0.2 s pause
     # follows each: measured 1.04 s against 2.48 s)
     assert slow.result.seconds > 1.5 * fast.result.seconds, (fast.result, slow.result)
+
+
+def test_say_goal_in_another_language(ros):
+    """A goal's `language`: espeak-ng switches voice for that goal (an
+    unknown voice is rejected), a Piper voice speaks its own language only
+    (another is rejected with the reason, its own is spoken)."""
+    from action_msgs.msg import GoalStatus
+    from voice_agent.action import Say
+    ros.start("tts_node", name="tts_espeak", params={"engine": "espeak", "frame_ms": 40, "realtime": False})
+    frames = ros.collect(AudioFrame, "/audio_out", reliable(1000))
+    say = ActionCaller(ros, Say, "/say")
+    text = "Guten Tag, ich bin der Roboter aus der Küche."
+    assert not say.send(text=text, language="xx-nope").accepted
+    audio = {}
+    for n, lang in enumerate(["en-us", "de"], start=1):
+        r = say.result(say.send(text=text, language=lang))
+        assert r.status == GoalStatus.STATUS_SUCCEEDED and r.result.spoken, (lang, r)
+        ros.wait_for(lambda: any(f.turn_id == f"say-goal-{n}" for f in frames), 5, f"the {lang} audio")
+        audio[lang] = b"".join(bytes(f.data) for f in frames if f.turn_id == f"say-goal-{n}")
+    # the same text read by another voice: other phonemes, other audio
+    assert audio["en-us"] != audio["de"] and abs(len(audio["en-us"]) - len(audio["de"])) > 0.05 * len(audio["de"])
+
+    ros.start("tts_node", name="tts_piper", remaps={"__ns": "/p"},
+              params={"voice_path": PIPER_VOICE, "onnxruntime_path": ONNXRUNTIME, "realtime": False})
+    piper = ActionCaller(ros, Say, "/p/say")
+    assert not piper.send(text=text, language="de").accepted
+    r = piper.result(piper.send(text="Hello there.", language="en"))
+    assert r.status == GoalStatus.STATUS_SUCCEEDED and r.result.spoken, r

@@ -27,7 +27,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
     let cancel = AtomicBool::new(false);
     // warm-up sentence (first inference allocates)
-    engine.synthesize("Hello.", None, &cancel)?;
+    engine.synthesize("Hello.", None, None, &cancel)?;
     let mut splitter = Chunker::new(ChunkerConfig::default());
     let mut sentences = splitter.push(text);
     sentences.push(splitter.finish());
@@ -35,7 +35,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut first_ms = None;
     let mut samples = 0usize;
     for s in sentences.iter().filter(|s| !s.trim().is_empty()) {
-        let audio = engine.synthesize(&normalize(s), None, &cancel)?;
+        let audio = engine.synthesize(&normalize(s), None, None, &cancel)?;
         first_ms.get_or_insert(t0.elapsed().as_secs_f64() * 1e3);
         samples += audio.len();
     }
@@ -69,7 +69,7 @@ pub fn speak(args: &[String]) -> Result<()> {
     let mut engine = Engine::load(&cfg)?;
     let cancel = AtomicBool::new(false);
     for (i, text) in texts.iter().enumerate() {
-        let audio = engine.synthesize(&normalize(text), None, &cancel)?;
+        let audio = engine.synthesize(&normalize(text), None, None, &cancel)?;
         let path = if texts.len() == 1 {
             out.clone()
         } else {

@@ -40,6 +40,9 @@ pub struct TextJob {
     /// Speaking rate for this text (a `say` goal's: 1 = the voice's pace);
     /// `None` = the `length_scale` parameter.
     pub rate: Option<f32>,
+    /// The language to speak this text in (a `say` goal's: an espeak-ng
+    /// voice name, checked on admission); `None` = the node's voice.
+    pub language: Option<String>,
 }
 
 impl TextJob {
@@ -53,6 +56,7 @@ impl TextJob {
             received: Instant::now(),
             volume: None,
             rate: None,
+            language: None,
         }
     }
 
@@ -64,6 +68,7 @@ impl TextJob {
             received: Instant::now(),
             volume: None,
             rate: None,
+            language: None,
         }
     }
 }
@@ -178,6 +183,9 @@ pub struct Control {
     pub superseded: AtomicU64,
     /// Text that reached the synthesizer while no engine was loaded (lifecycle).
     pub unconfigured: AtomicU64,
+    /// The loaded voice's language and whether a goal may choose another
+    /// (espeak-ng: yes; a Piper voice speaks one); `None` while unconfigured.
+    pub voice: Mutex<Option<(String, bool)>>,
     /// Texts whose output is watched (the `say` action's goals), by turn.
     watched: Mutex<HashMap<String, Progress>>,
 }
@@ -202,6 +210,7 @@ impl Control {
             latest: Mutex::new(VecDeque::new()),
             superseded: AtomicU64::new(0),
             unconfigured: AtomicU64::new(0),
+            voice: Mutex::new(None),
             watched: Mutex::new(HashMap::new()),
         }
     }

@@ -64,6 +64,15 @@ impl Engine {
         }
     }
 
+    /// The voice's language (an espeak-ng voice name), and whether a text
+    /// may be spoken in another (espeak-ng: any of its voices; Piper: no).
+    pub fn language(&self) -> (String, bool) {
+        match self {
+            Self::Piper { voice, .. } => (voice.espeak_voice.clone(), false),
+            Self::Espeak { voice, .. } => (voice.clone(), true),
+        }
+    }
+
     pub fn sample_rate(&self) -> u32 {
         match self {
             Self::Piper { voice, .. } => voice.sample_rate,
@@ -72,11 +81,13 @@ impl Engine {
     }
 
     /// One sentence (already normalized) to mono f32 at [`Engine::sample_rate`];
-    /// `rate` (1 = the voice's pace) overrides the `length_scale` parameter.
+    /// `rate` (1 = the voice's pace) overrides the `length_scale` parameter,
+    /// `language` (espeak-ng only; checked before) the voice.
     pub fn synthesize(
         &mut self,
         sentence: &str,
         rate: Option<f32>,
+        language: Option<&str>,
         cancel: &AtomicBool,
     ) -> Result<Vec<f32>, PiperError> {
         let length_scale = rate.map(|r| 1.0 / r);
@@ -90,10 +101,12 @@ impl Engine {
             }
             Self::Espeak { voice, wpm, .. } => {
                 let wpm = length_scale.map_or(*wpm, |l| espeak_wpm(Some(l)));
-                Ok(espeak::synth(voice, sentence, wpm, cancel)?
-                    .into_iter()
-                    .map(|s| f32::from(s) / 32768.0)
-                    .collect())
+                Ok(
+                    espeak::synth(language.unwrap_or(voice), sentence, wpm, cancel)?
+                        .into_iter()
+                        .map(|s| f32::from(s) / 32768.0)
+                        .collect(),
+                )
             }
         }
     }

@@ -105,6 +105,7 @@ impl Managed for Lifecycle {
                     cfg.playback.is_some()
                 ));
                 *self.engine_name.lock().unwrap_or_else(|e| e.into_inner()) = engine.name();
+                *self.ctl.voice.lock().unwrap_or_else(|e| e.into_inner()) = Some(engine.language());
                 *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(engine);
             }
             Step::Activate => {}
@@ -117,6 +118,7 @@ impl Managed for Lifecycle {
                 });
                 // waits for a sentence being synthesized (cancelled above)
                 *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                *self.ctl.voice.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 self.ctl.log.info("voice unloaded");
             }
         }

@@ -48,6 +48,34 @@ pub fn invalid(goal: &Say::Goal) -> Option<String> {
     None
 }
 
+/// Whether `asked` names the language `voice` speaks: the same name, or
+/// its primary subtag ("en" for "en-us").
+fn same_language(asked: &str, voice: &str) -> bool {
+    asked.eq_ignore_ascii_case(voice)
+        || voice
+            .split('-')
+            .next()
+            .is_some_and(|p| p.eq_ignore_ascii_case(asked))
+}
+
+/// Why a goal's `language` cannot be spoken with the loaded `voice`
+/// (its language, and whether another may be chosen), or `None`.
+fn language_refusal(language: &str, voice: Option<&(String, bool)>) -> Option<String> {
+    let asked = language.trim();
+    let (own, switchable) = voice?;
+    if asked.is_empty() || same_language(asked, own) {
+        return None;
+    }
+    if !switchable {
+        return Some(format!(
+            "language {asked:?}: this Piper voice speaks {own:?} only (load a Piper voice of that language)"
+        ));
+    }
+    crate::espeak::sample_rate(asked)
+        .err()
+        .map(|e| format!("language {asked:?}: {e}"))
+}
+
 enum Outcome {
     Spoken,
     Cancelled,
@@ -68,7 +96,12 @@ pub async fn serve(
     let mut current: Option<oneshot::Sender<()>> = None;
     while let Some(req) = requests.next().await {
         let inactive = gate.inactive_reason("tts_node");
-        let refuse = move |g: &Say::Goal| inactive.or_else(|| invalid(g));
+        let voice = ctl.voice.lock().map(|v| v.clone()).unwrap_or_default();
+        let refuse = move |g: &Say::Goal| {
+            inactive
+                .or_else(|| invalid(g))
+                .or_else(|| language_refusal(&g.language, voice.as_ref()))
+        };
         let Some((goal, mut handle, cancel)) = admit(req, refuse, "say", &log) else {
             continue;
         };
@@ -81,6 +114,14 @@ pub async fn serve(
         let mut job = TextJob::say(turn.clone(), goal.text);
         job.volume = (goal.volume > 0.0).then_some(goal.volume);
         job.rate = (goal.rate > 0.0).then_some(goal.rate);
+        let own = ctl
+            .voice
+            .lock()
+            .ok()
+            .and_then(|v| v.as_ref().map(|(l, _)| l.clone()));
+        let language = goal.language.trim();
+        job.language = (!language.is_empty() && !own.is_some_and(|o| same_language(language, &o)))
+            .then(|| language.to_string());
         let key = Key::of(&job);
         ctl.watch(&turn);
         if !matches!(offer(&tx, job, &ctl.dropped), Offered::Queued) {
@@ -207,6 +248,7 @@ mod tests {
             text: text.into(),
             volume,
             rate,
+            ..Default::default()
         };
         assert_eq!(invalid(&goal("Hello.", 0.0, 0.0)), None);
         assert_eq!(invalid(&goal("Hello.", 2.0, 0.5)), None);
@@ -220,5 +262,18 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn a_piper_voice_speaks_its_own_language_only() {
+        let piper = ("en-us".to_string(), false);
+        for same in ["", "en-us", "EN-US", "en"] {
+            assert_eq!(language_refusal(same, Some(&piper)), None, "{same}");
+        }
+        let why = language_refusal("de", Some(&piper)).unwrap();
+        assert!(why.contains("\"de\"") && why.contains("en-us"), "{why}");
+        // not configured: the lifecycle gate refuses the goal
+        assert_eq!(language_refusal("de", None), None);
+        assert!(!same_language("en-gb", "en-us") && same_language("en", "en-gb"));
     }
 }

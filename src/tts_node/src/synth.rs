@@ -77,7 +77,12 @@ pub fn synthesize(
             }
             let text = normalize(&sentence);
             let t0 = Instant::now();
-            let mut samples = match engine.synthesize(&text, job.rate, &ctl.cancel_now) {
+            let mut samples = match engine.synthesize(
+                &text,
+                job.rate,
+                job.language.as_deref(),
+                &ctl.cancel_now,
+            ) {
                 Ok(s) => s,
                 Err(e) => {
                     ctl.log.warn(format!(
