@@ -102,21 +102,17 @@ async fn run() -> Result<()> {
     let audio_pub = node.create_publisher::<AudioFrame>("audio", node::audio_qos(true, 50))?;
     let gate = Arc::new(Gate::default());
     let devices = Arc::new(Handoff::<()>::default());
-    let (lifecycle, lifecycle_services) = voice_ros::lifecycle::Lifecycle::new(
+    voice_ros::lifecycle::start(
         &mut node,
+        &tasks,
         &log,
+        params.values.managed,
         Lifecycle {
             devices: devices.clone(),
             shared: shared.clone(),
         },
         gate.clone(),
     )?;
-    if params.values.managed {
-        log.info("managed: unconfigured, waiting for a lifecycle manager (configure, activate)");
-    } else {
-        lifecycle.bring_up().map_err(anyhow::Error::msg)?;
-    }
-    tasks.task("lifecycle", lifecycle_services);
     let audio_out =
         tasks.subscribe::<AudioFrame>(&mut node, "audio_out", node::audio_qos(true, 200))?;
     let interrupts = tasks.subscribe::<Interrupt>(&mut node, "interrupt", node::event_qos())?;

@@ -260,9 +260,11 @@ async fn run() -> Result<()> {
     }
     let gate = Arc::new(Gate::default());
     let report: Arc<std::sync::Mutex<Option<StartReport>>> = Default::default();
-    let (lifecycle, lifecycle_services) = voice_ros::lifecycle::Lifecycle::new(
+    voice_ros::lifecycle::start(
         &mut node,
+        &tasks,
         &log,
+        params.values.managed,
         Lifecycle {
             load: load_tx,
             commands: tx.clone(),
@@ -272,15 +274,6 @@ async fn run() -> Result<()> {
         },
         gate.clone(),
     )?;
-    if params.values.managed {
-        log.info("managed: unconfigured, waiting for a lifecycle manager (configure, activate)");
-    } else {
-        let lifecycle = lifecycle.clone();
-        tokio::task::spawn_blocking(move || lifecycle.bring_up())
-            .await?
-            .map_err(anyhow::Error::msg)?;
-    }
-    tasks.task("lifecycle", lifecycle_services);
     // subscribed once able to answer (unmanaged: the model is loaded)
     let utterances = tasks.subscribe::<Utterance>(&mut node, "transcript", node::event_qos())?;
     let partials =

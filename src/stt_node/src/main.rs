@@ -13,6 +13,8 @@ mod devices;
 mod engine;
 mod listen_action;
 mod listener;
+#[path = "../../voice_ros/onnx_runtime.rs"]
+mod onnx_runtime;
 mod params;
 mod shared;
 mod smart_turn;
@@ -195,9 +197,11 @@ async fn run() -> Result<()> {
     let whisper_models = Arc::new(Handoff::default());
     let listener_models = Arc::new(Handoff::default());
     let names = Arc::new(std::sync::Mutex::new(String::from("none")));
-    let (lifecycle, lifecycle_services) = voice_ros::lifecycle::Lifecycle::new(
+    voice_ros::lifecycle::start(
         &mut node,
+        &tasks,
         &log,
+        params.values.managed,
         Lifecycle {
             updates: params.updates.clone(),
             whisper: whisper_models.clone(),
@@ -207,12 +211,6 @@ async fn run() -> Result<()> {
         },
         shared.gate.clone(),
     )?;
-    if params.values.managed {
-        log.info("managed: unconfigured, waiting for a lifecycle manager (configure, activate)");
-    } else {
-        lifecycle.bring_up().map_err(anyhow::Error::msg)?;
-    }
-    tasks.task("lifecycle", lifecycle_services);
     // subscribed once able to listen (unmanaged: the models are loaded):
     // a publisher waiting for the match knows the node hears it
     let audio_sub = tasks.subscribe::<AudioFrame>(

@@ -34,27 +34,6 @@ pub struct SmartTurn {
     pub warm_up_ms: f64,
 }
 
-/// onnxruntime's environment. ort allows one per process, never a second
-/// (not even once the first is dropped), so it is kept for the process's
-/// life: a model freed by a lifecycle cleanup can be loaded again.
-static RUNTIME: std::sync::Mutex<Option<ort::environment::Environment>> =
-    std::sync::Mutex::new(None);
-
-/// The process's onnxruntime environment, created from `path` the first time.
-fn runtime(path: &str) -> Result<ort::environment::Environment, String> {
-    let mut rt = RUNTIME.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(env) = rt.as_ref() {
-        return Ok(env.clone());
-    }
-    let env = ort::init_from(path)
-        .map_err(|e| e.to_string())?
-        .with_name("stt_node")
-        .build()
-        .map_err(|e| e.to_string())?;
-    *rt = Some(env.clone());
-    Ok(env)
-}
-
 impl SmartTurn {
     pub fn load(model_path: &str, onnxruntime_path: &str) -> Result<Self, SmartTurnError> {
         model_file::check("onnxruntime_path", onnxruntime_path, Format::Any)?;
@@ -63,7 +42,7 @@ impl SmartTurn {
             path: onnxruntime_path.into(),
             msg,
         };
-        let env = runtime(onnxruntime_path).map_err(rt)?;
+        let env = crate::onnx_runtime::environment(onnxruntime_path, "stt_node").map_err(rt)?;
         let load_err = |e: ort::Error| SmartTurnError::Load {
             path: model_path.into(),
             msg: e.to_string(),

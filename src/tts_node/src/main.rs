@@ -10,6 +10,8 @@ mod bench;
 mod control;
 mod engine;
 mod espeak;
+#[path = "../../voice_ros/onnx_runtime.rs"]
+mod onnx_runtime;
 mod output;
 mod params;
 mod piper;
@@ -151,9 +153,11 @@ async fn run() -> Result<()> {
     let slot = Arc::new(EngineSlot::new(None));
     let gate = Arc::new(Gate::default());
     let engine_name = Arc::new(std::sync::Mutex::new(String::from("none")));
-    let (lifecycle, lifecycle_services) = voice_ros::lifecycle::Lifecycle::new(
+    voice_ros::lifecycle::start(
         &mut node,
+        &tasks,
         &log,
+        params.values.managed,
         Lifecycle {
             slot: slot.clone(),
             updates: params.updates.clone(),
@@ -162,12 +166,6 @@ async fn run() -> Result<()> {
         },
         gate.clone(),
     )?;
-    if params.values.managed {
-        log.info("managed: unconfigured, waiting for a lifecycle manager (configure, activate)");
-    } else {
-        lifecycle.bring_up().map_err(anyhow::Error::msg)?;
-    }
-    tasks.task("lifecycle", lifecycle_services);
     // subscribed once able to speak (unmanaged: the voice is loaded)
     let chunks = tasks.subscribe::<ReplyChunk>(&mut node, "reply/chunk", node::event_qos())?;
     let says = tasks.subscribe::<StringMsg>(&mut node, "say", node::event_qos())?;

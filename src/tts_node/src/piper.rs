@@ -83,27 +83,6 @@ pub struct PiperVoice {
     has_sid: bool,
 }
 
-/// onnxruntime's environment. ort allows one per process, never a second
-/// (not even once the first is dropped), so it is kept for the process's
-/// life: a voice freed by a lifecycle cleanup can be loaded again.
-static RUNTIME: std::sync::Mutex<Option<ort::environment::Environment>> =
-    std::sync::Mutex::new(None);
-
-/// The process's onnxruntime environment, created from `path` the first time.
-fn runtime(path: &str) -> Result<ort::environment::Environment, String> {
-    let mut rt = RUNTIME.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(env) = rt.as_ref() {
-        return Ok(env.clone());
-    }
-    let env = ort::init_from(path)
-        .map_err(|e| e.to_string())?
-        .with_name("tts_node")
-        .build()
-        .map_err(|e| e.to_string())?;
-    *rt = Some(env.clone());
-    Ok(env)
-}
-
 impl PiperVoice {
     pub fn load(
         voice_path: &str,
@@ -133,10 +112,13 @@ impl PiperVoice {
                 .ok_or_else(|| cfg_err(format!("phoneme_id_map lacks {c:?}")))
         };
         let (pad, bos, eos) = (get('_')?, get('^')?, get('$')?);
-        let env = runtime(onnxruntime_path).map_err(|msg| PiperError::Runtime {
-            path: onnxruntime_path.into(),
-            msg,
-        })?;
+        let env =
+            crate::onnx_runtime::environment(onnxruntime_path, "tts_node").map_err(|msg| {
+                PiperError::Runtime {
+                    path: onnxruntime_path.into(),
+                    msg,
+                }
+            })?;
         let load_err = |e: ort::Error| PiperError::Load {
             path: voice_path.into(),
             msg: e.to_string(),

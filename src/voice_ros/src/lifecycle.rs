@@ -278,6 +278,29 @@ fn descriptions(ts: Vec<Transition>) -> Vec<TransitionDescription> {
         .collect()
 }
 
+/// A node's lifecycle, started: the services served (a task of `tasks`);
+/// a `managed` node waits unconfigured for a manager, any other is
+/// configured and activated here (its models loaded before it returns; the
+/// failure's reason otherwise).
+pub fn start<M: Managed>(
+    node: &mut r2r::Node,
+    tasks: &crate::node::Tasks,
+    log: &Log,
+    managed: bool,
+    steps: M,
+    gate: Arc<Gate>,
+) -> Result<Arc<Lifecycle<M>>> {
+    let (lc, services) = Lifecycle::new(node, log, steps, gate)?;
+    if managed {
+        log.info("managed: unconfigured, waiting for a lifecycle manager (configure, activate)");
+    } else {
+        // may load models for seconds: the runtime's other tasks go on
+        tokio::task::block_in_place(|| lc.bring_up()).map_err(anyhow::Error::msg)?;
+    }
+    tasks.task("lifecycle", services);
+    Ok(lc)
+}
+
 /// The five lifecycle services, served until the node goes.
 fn services<M: Managed>(
     node: &mut r2r::Node,
