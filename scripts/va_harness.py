@@ -344,6 +344,26 @@ def start_nodes(ros, profile="cpu_small", stt=None, llm=None, tts=None, stt_rema
     return nodes
 
 
+def start_stt(ros, **params):
+    """stt_node alone, judging ends by the voice (Smart Turn) and fed real
+    people's recordings through a reliable `audio` publisher (matched before
+    it returns), with collectors of its transcripts and /diagnostics.
+    Returns (process, audio publisher, transcripts, diagnostics)."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from voice_agent.msg import AudioFrame, Utterance
+    p = {"model_path": WHISPER_MODEL, "vad.model_path": VAD_MODEL, "n_threads": 2, "reliable_audio": True,
+         "turn.audio_model_path": SMART_TURN, "onnxruntime_path": ONNXRUNTIME, "turn.judge": "audio",
+         "vad.min_silence_ms": 250, "vad.max_silence_ms": 3000}
+    p.update(params)
+    node = ros.start("stt_node", params=p)
+    utts = ros.collect(Utterance, "/transcript")
+    diags = ros.collect(DiagnosticArray, "/diagnostics")
+    pub = ros.node.create_publisher(AudioFrame, "/audio", reliable())
+    ros.wait_matched(pub)
+    ros.wait_publisher("/transcript")
+    return node, pub, utts, diags
+
+
 class ActionCaller:
     """An rclpy ActionClient of one of the nodes' actions, as a behaviour
     tree node uses it: goals sent, feedback collected, results awaited."""

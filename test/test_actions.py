@@ -4,26 +4,15 @@ tts_node's `say`, then the answer), through real rclpy ActionClients, with
 real people's speech fed to `audio` as a microphone would. (tts_node's `say`
 is tested in test_tts.py.)"""
 from action_msgs.msg import GoalStatus
-from diagnostic_msgs.msg import DiagnosticArray
-from voice_agent.msg import AudioFrame, Utterance
+from voice_agent.msg import AudioFrame
 
-from va_harness import (ONNXRUNTIME, SMART_TURN, VAD_MODEL, WHISPER_MODEL, ActionCaller, diag_value, human_speech,
-                        publish_audio, reliable, silence)
+from va_harness import ONNXRUNTIME, ActionCaller, diag_value, human_speech, publish_audio, reliable, silence, start_stt
 
 
 def stt(ros, **params):
-    p = {"model_path": WHISPER_MODEL, "vad.model_path": VAD_MODEL, "n_threads": 2, "reliable_audio": True,
-         "turn.audio_model_path": SMART_TURN, "onnxruntime_path": ONNXRUNTIME, "turn.judge": "audio",
-         "vad.min_silence_ms": 250, "vad.max_silence_ms": 2000,
-         "turn.wake_words": "robbie", "turn.follow_up_s": 0.0}
-    p.update(params)
-    node = ros.start("stt_node", params=p)
-    utts = ros.collect(Utterance, "/transcript")
-    diags = ros.collect(DiagnosticArray, "/diagnostics")
-    pub = ros.node.create_publisher(AudioFrame, "/audio", reliable())
-    ros.wait_matched(pub)
-    ros.wait_publisher("/transcript")
-    return node, pub, utts, diags
+    """stt_node as a behaviour tree's robot has it: a wake word, no follow-up window."""
+    return start_stt(ros, **{"vad.max_silence_ms": 2000, "turn.wake_words": "robbie", "turn.follow_up_s": 0.0,
+                             **params})
 
 
 def command():
@@ -122,6 +111,7 @@ def test_ask_says_the_question_then_gives_the_answer(ros):
     frames = ros.collect(AudioFrame, "/audio_out")
     speaking = ros.collect(Bool, "/speaking", latched())
     node, pub, utts, diags = stt(ros)
+    ros.wait_publisher("/audio_out")
     ask = ActionCaller(ros, Ask, "/ask")
     h = ask.send(question="Where should I go?", timeout_s=60.0)
     assert h.accepted
@@ -198,4 +188,35 @@ def test_chat_streams_the_reply_to_the_goal_and_never_to_speech(ros):
     pub.publish(Utterance(turn_id="voice-1", text="Hello there."))
     ros.wait_for(lambda: texts, 60, "the voice turn's reply")
     assert all(c.turn_id == "voice-1" for c in chunks)
+    assert node.alive()
+
+
+def test_ask_in_a_room_where_the_robot_hears_itself(ros):
+    """The question comes back into the microphone (the robot's voice mixed
+    into what it hears, as in a room without echo cancellation): it is not
+    taken as the answer; the person's answer, begun as the echo ends (one
+    utterance with it), is."""
+    from std_msgs.msg import Bool
+    from voice_agent.action import Ask
+    from va_harness import PIPER_VOICE, Microphone, latched
+    ros.start("tts_node", params={"engine": "piper", "voice_path": PIPER_VOICE, "onnxruntime_path": ONNXRUNTIME,
+                                  "frame_ms": 40})
+    speaking = ros.collect(Bool, "/speaking", latched())
+    node, pub, utts, diags = stt(ros)
+    ros.wait_publisher("/audio_out")
+    mic = Microphone(ros, pub, echo=True)
+    ask = ActionCaller(ros, Ask, "/ask")
+    question = "Which room should I go to next?"
+    h = ask.send(question=question, timeout_s=60.0)
+    assert h.accepted
+    mic.run(lambda: any(f.stage == "listening" for f in ask.feedback), 60, "the question said")
+    mic.run(lambda: speaking and not speaking[-1].data and not mic.echo, 10, "the question's echo over")
+    mic.say(command())
+    fut = h.get_result_async()
+    mic.run(fut.done, 60, "the answer")
+    r = fut.result()
+    assert r.status == GoalStatus.STATUS_SUCCEEDED and r.result.answered, r
+    assert "forward" in r.result.text.lower(), r.result
+    heard_question = [u.text for u in utts if {"room", "next"} & set(u.text.lower().replace("?", "").split())]
+    assert not heard_question, f"the robot's own question was heard as a turn: {heard_question}"
     assert node.alive()

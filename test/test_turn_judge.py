@@ -4,25 +4,7 @@ set from PocketSphinx's test data), fed to stt_node as a microphone would.
 Each recording is one turn, ended by the judge when the person stops, not by
 vad.max_silence_ms; the scores reach the Utterance and /diagnostics; the
 judge is switched at runtime through the parameter service."""
-from diagnostic_msgs.msg import DiagnosticArray
-from voice_agent.msg import AudioFrame, Utterance
-
-from va_harness import (ONNXRUNTIME, SMART_TURN, VAD_MODEL, WHISPER_MODEL, diag_value, human_speech, publish_audio,
-                        reliable, set_params, silence)
-
-
-def start(ros, **params):
-    p = {"model_path": WHISPER_MODEL, "vad.model_path": VAD_MODEL, "n_threads": 2, "reliable_audio": True,
-         "turn.audio_model_path": SMART_TURN, "onnxruntime_path": ONNXRUNTIME, "turn.judge": "audio",
-         "vad.min_silence_ms": 250, "vad.max_silence_ms": 3000}
-    p.update(params)
-    node = ros.start("stt_node", params=p)
-    utts = ros.collect(Utterance, "/transcript")
-    diags = ros.collect(DiagnosticArray, "/diagnostics")
-    pub = ros.node.create_publisher(AudioFrame, "/audio", reliable())
-    ros.wait_matched(pub)
-    ros.wait_publisher("/transcript")
-    return node, pub, utts, diags
+from va_harness import diag_value, human_speech, publish_audio, set_params, silence, start_stt
 
 
 def say(ros, pub, utts, x):
@@ -42,7 +24,7 @@ def say(ros, pub, utts, x):
 def test_real_people_end_their_turn_by_the_voice(ros):
     # with vad.max_silence_ms 3 s, a turn ended by silence would wait 3 s;
     # the voice ends it at the pause where the person stopped
-    node, pub, utts, diags = start(ros)
+    node, pub, utts, diags = start_stt(ros)
     # (not cards-004, "five five": Whisper tiny loops "5 5 5 ..." on it, and
     # a transcript of one word over and over is rejected as noise)
     people = [r for r in human_speech() if r[0].startswith(("cards", "goforward", "librivox-0870", "librivox-0920"))
@@ -69,7 +51,7 @@ def test_judge_switched_at_runtime_and_text_waits_for_the_words(ros):
     # judge text with no llm_node to answer: the words are never judged, so
     # the turn ends by silence alone (vad.max_silence_ms); switched to audio
     # through the parameter service, the next one ends by the voice
-    node, pub, utts, diags = start(ros, **{"turn.judge": "text", "vad.max_silence_ms": 1500})
+    node, pub, utts, diags = start_stt(ros, **{"turn.judge": "text", "vad.max_silence_ms": 1500})
     (_, x, _) = next(r for r in human_speech() if r[0] == "goforward")
     u = say(ros, pub, utts, x)[-1]
     assert u.end_of_turn_score == -1.0 and u.end_of_turn_audio_score == -1.0, u

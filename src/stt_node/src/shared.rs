@@ -171,6 +171,8 @@ pub struct Shared {
     pub samples_ignored_while_speaking: AtomicU64,
     pub heard_while_speaking: AtomicU64,
     pub echo_rejected: AtomicU64,
+    /// Turns whose start was the robot's own words heard back, taken off.
+    pub echo_removed: AtomicU64,
     pub interrupts: AtomicU64,
     pub partials: AtomicU64,
     pub tentative_ends: AtomicU64,
@@ -232,6 +234,7 @@ impl Shared {
             samples_ignored_while_speaking: AtomicU64::new(0),
             heard_while_speaking: AtomicU64::new(0),
             echo_rejected: AtomicU64::new(0),
+            echo_removed: AtomicU64::new(0),
             interrupts: AtomicU64::new(0),
             partials: AtomicU64::new(0),
             tentative_ends: AtomicU64::new(0),
@@ -328,6 +331,19 @@ impl Shared {
             }
             q.push_back((Instant::now(), words));
         }
+    }
+
+    /// The robot's texts of the last minute, as said (normalized words).
+    pub fn robot_texts(&self) -> Vec<Vec<String>> {
+        self.robot_words
+            .lock()
+            .map(|q| {
+                q.iter()
+                    .filter(|(t, _)| t.elapsed() <= ROBOT_WORDS_FOR)
+                    .map(|(_, w)| w.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// The robot's words of the last minute.
@@ -434,6 +450,7 @@ impl Shared {
             .kv("audio_judge_errors", n(&self.audio_judge_errors))
             .kv("heard_while_speaking", n(&self.heard_while_speaking))
             .kv("echo_rejected", n(&self.echo_rejected))
+            .kv("echo_removed_from_turns", n(&self.echo_removed))
             .kv(
                 "ignored_while_speaking_s",
                 format!(

@@ -385,15 +385,28 @@ fn finish(
             once
         }
     };
+    let mut text = text;
     if meta.while_robot_spoke {
-        let echo = transcript::overlap(&text, &shared.robot_words());
+        let robot = shared.robot_words();
+        let echo = transcript::overlap(&text, &robot);
         if echo >= cfg.echo_text_match {
-            shared.echo_rejected.fetch_add(1, Ordering::Relaxed);
+            // a person who answered while the robot's voice still came back
+            // is heard after it, in the same utterance
+            let rest = transcript::without_echo(&text, &shared.robot_texts())
+                .filter(|rest| transcript::overlap(rest, &robot) < cfg.echo_text_match);
+            let Some(rest) = rest else {
+                shared.echo_rejected.fetch_add(1, Ordering::Relaxed);
+                shared.log.info(format!(
+                    "utterance {text:?} heard while the robot spoke is {:.0}% its own words: echo, not a turn",
+                    echo * 100.0
+                ));
+                return last;
+            };
+            shared.echo_removed.fetch_add(1, Ordering::Relaxed);
             shared.log.info(format!(
-                "utterance {text:?} heard while the robot spoke is {:.0}% its own words: echo, not a turn",
-                echo * 100.0
+                "utterance {text:?} begins with the robot's own words heard back: the turn is {rest:?}"
             ));
-            return last;
+            text = rest;
         }
         shared.heard_while_speaking.fetch_add(1, Ordering::Relaxed);
     }

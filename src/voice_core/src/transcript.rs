@@ -268,6 +268,55 @@ fn said_once(w: &[String]) -> Option<usize> {
     (matching as f32 >= LOOP_COVERAGE * n as f32).then_some(phrase.len())
 }
 
+/// Fewest words of the robot's speech that make an echo at a transcript's start.
+const ECHO_MIN_WORDS: usize = 3;
+/// One word in this many of an echo may differ, and one in any echo
+/// (Whisper mishears the robot's voice through the room too).
+const ECHO_SLIP: usize = 5;
+
+/// How many words at the start of `heard` (normalized) are the robot's own
+/// speech heard back: the longest opening of `heard`, of
+/// [`ECHO_MIN_WORDS`] or more, that is word for word (one word in
+/// [`ECHO_SLIP`] may differ) a run of consecutive words of one of the
+/// robot's texts `said` (all of a sentence, or its tail as the person
+/// heard it end); 0 when there is none.
+pub fn echo_prefix(heard: &[String], said: &[Vec<String>]) -> usize {
+    let mut best = 0;
+    for s in said {
+        for i in 0..s.len() {
+            let (mut matched, mut slips) = (0, 0);
+            for (k, h) in heard.iter().enumerate().take(s.len() - i) {
+                if *h == s[i + k] {
+                    matched = k + 1;
+                } else {
+                    slips += 1;
+                    if slips > 1.max((k + 1) / ECHO_SLIP) {
+                        break;
+                    }
+                }
+            }
+            best = best.max(matched);
+        }
+    }
+    if best >= ECHO_MIN_WORDS {
+        best
+    } else {
+        0
+    }
+}
+
+/// `text` without the robot's own speech at its start ([`echo_prefix`]):
+/// a person who answers while the robot's voice still comes back through
+/// the room is heard as one utterance, echo first. The rest as written, or
+/// `None` when there is no echo at the start or nothing after it.
+pub fn without_echo(text: &str, said: &[Vec<String>]) -> Option<String> {
+    let words = words_as_written(text);
+    let w: Vec<String> = words.iter().map(|(_, w)| w.clone()).collect();
+    let k = echo_prefix(&w, said);
+    let (first, _) = words.get(k).filter(|_| k > 0)?;
+    Some(text[offset(text, first)..].trim().to_string())
+}
+
 /// Fraction of `heard`'s words (normalized) that occur in `spoken`: how much
 /// of a transcript is the robot's own recent speech heard back.
 pub fn overlap(heard: &str, spoken: &std::collections::HashSet<String>) -> f32 {
@@ -424,6 +473,33 @@ mod tests {
         ] {
             assert_eq!(repetition(t), Repetition::None, "{t}");
         }
+    }
+
+    #[test]
+    fn the_robots_voice_at_the_start_of_a_turn_is_taken_off() {
+        let said = vec![normalize_words("Which room should I go to next?")];
+        // seen in test_actions: the question's echo ran into the answer
+        assert_eq!(
+            without_echo(
+                "Which room should I go to next? Go forward 10 meters.",
+                &said
+            ),
+            Some("Go forward 10 meters.".into())
+        );
+        // the tail of what the robot said, one word misheard
+        assert_eq!(
+            without_echo("should I goat to next? The kitchen, please.", &said),
+            Some("The kitchen, please.".into())
+        );
+        // no echo at the start, too short an echo, or nothing after it
+        for t in [
+            "Go forward 10 meters.",
+            "Which room? The kitchen.",
+            "Which room should I go to next?",
+        ] {
+            assert_eq!(without_echo(t, &said), None, "{t}");
+        }
+        assert_eq!(without_echo("Which room should I go", &[]), None);
     }
 
     #[test]
