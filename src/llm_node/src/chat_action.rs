@@ -99,9 +99,7 @@ pub async fn serve(
     log: Log,
 ) {
     while let Some(req) = requests.next().await {
-        let inactive = gate.inactive_reason("llm_node");
-        let refuse = move |g: &Chat::Goal| inactive.or_else(|| invalid(g));
-        let Some((goal, handle, cancel)) = admit(req, refuse, "chat", &log) else {
+        let Some((goal, handle, cancel)) = admit(req, &gate, invalid, "chat", &log) else {
             continue;
         };
         let (turn_id, events) = chats.open();

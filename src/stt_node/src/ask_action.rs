@@ -44,9 +44,7 @@ pub async fn serve(
     while let Some(req) = requests.next().await {
         // hearing from before the question: an answer given over it counts
         let turns = Turns::new(&shared.listening, &[], &log);
-        let inactive = shared.gate.inactive_reason("stt_node");
-        let refuse = move |g: &Ask::Goal| inactive.or_else(|| invalid(g));
-        let Some((goal, handle, cancel)) = admit(req, refuse, "ask", &log) else {
+        let Some((goal, handle, cancel)) = admit(req, &shared.gate, invalid, "ask", &log) else {
             continue;
         };
         log.info(format!(

@@ -278,9 +278,7 @@ pub async fn serve(
         // client learns of the acceptance can be missed (a refused goal's
         // registration ends with it)
         let turns = Turns::new(&listening, &req.goal.wake_words, &log);
-        let inactive = gate.inactive_reason("stt_node");
-        let refuse = move |g: &Listen::Goal| inactive.or_else(|| invalid(g));
-        let Some((goal, handle, cancel)) = admit(req, refuse, "listen", &log) else {
+        let Some((goal, handle, cancel)) = admit(req, &gate, invalid, "listen", &log) else {
             continue;
         };
         log.info(format!(

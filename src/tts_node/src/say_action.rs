@@ -95,14 +95,11 @@ pub async fn serve(
     // the goal being said, and how to preempt it
     let mut current: Option<oneshot::Sender<()>> = None;
     while let Some(req) = requests.next().await {
-        let inactive = gate.inactive_reason("tts_node");
         let voice = ctl.voice.lock().map(|v| v.clone()).unwrap_or_default();
         let refuse = move |g: &Say::Goal| {
-            inactive
-                .or_else(|| invalid(g))
-                .or_else(|| language_refusal(&g.language, voice.as_ref()))
+            invalid(g).or_else(|| language_refusal(&g.language, voice.as_ref()))
         };
-        let Some((goal, mut handle, cancel)) = admit(req, refuse, "say", &log) else {
+        let Some((goal, mut handle, cancel)) = admit(req, &gate, refuse, "say", &log) else {
             continue;
         };
         // a newer goal preempts the one being said

@@ -4,6 +4,7 @@
 
 use futures::Stream;
 
+use crate::lifecycle::Gate;
 use crate::log::Log;
 
 /// An admitted goal: what it asks, its handle and its cancel requests.
@@ -13,10 +14,12 @@ pub type Admitted<A, C> = (
     C,
 );
 
-/// Admits the goal of `req` unless `invalid` says why not (then it is
-/// rejected). `name` names the action in the log lines.
+/// Admits the goal of `req` unless the node is not active (`gate`) or
+/// `invalid` says why not (then it is rejected). `name` names the action in
+/// the log lines.
 pub fn admit<A>(
     req: r2r::ActionServerGoalRequest<A>,
+    gate: &Gate,
     invalid: impl FnOnce(&A::Goal) -> Option<String>,
     name: &str,
     log: &Log,
@@ -25,7 +28,7 @@ where
     A: r2r::WrappedActionTypeSupport + 'static,
     A::Goal: Clone,
 {
-    if let Some(why) = invalid(&req.goal) {
+    if let Some(why) = gate.inactive_reason().or_else(|| invalid(&req.goal)) {
         log.warn(format!("{name} goal rejected: {why}"));
         req.reject()
             .unwrap_or_else(|e| log.warn(format!("{name} goal: could not reject: {e}")));

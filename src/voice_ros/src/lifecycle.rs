@@ -81,10 +81,10 @@ impl Gate {
     }
 
     /// Why an action goal is refused when the node is not active.
-    pub fn inactive_reason(&self, node: &str) -> Option<String> {
+    pub fn inactive_reason(&self) -> Option<String> {
         (!self.is_active()).then(|| {
             format!(
-                "{node} is not active (lifecycle state {}): activate it first",
+                "the node is not active (lifecycle state {}): activate it first",
                 self.label()
             )
         })
@@ -119,7 +119,7 @@ impl<M: Managed> Lifecycle<M> {
     pub fn new(
         node: &mut r2r::Node,
         log: &Log,
-        managed: M,
+        steps: M,
         gate: Arc<Gate>,
     ) -> Result<(Arc<Self>, impl std::future::Future<Output = ()> + Send)> {
         let events = node.create_publisher::<TransitionEvent>(
@@ -128,7 +128,7 @@ impl<M: Managed> Lifecycle<M> {
         )?;
         let lc = Arc::new(Self {
             state: Mutex::new(State::Unconfigured),
-            node: Mutex::new(managed),
+            node: Mutex::new(steps),
             gate,
             events: Mutex::new(events),
             log: log.clone(),
@@ -483,13 +483,10 @@ mod tests {
         assert_eq!(g.label(), "unconfigured");
         assert!(!g.admit() && !g.admit());
         assert_eq!(g.ignored(), 2);
-        assert!(g
-            .inactive_reason("tts_node")
-            .unwrap()
-            .contains("unconfigured"));
+        assert!(g.inactive_reason().unwrap().contains("unconfigured"));
         g.set(State::Active);
         g.open();
-        assert!(g.admit() && g.inactive_reason("tts_node").is_none());
+        assert!(g.admit() && g.inactive_reason().is_none());
         g.set(State::Deactivating);
         assert!(!g.is_active() && g.label() == "deactivating");
     }
