@@ -172,6 +172,26 @@ async fn run() -> Result<()> {
     }
 
     let fq = node::fq_name(&node);
+    let shared = Arc::new(Shared::new(log.clone()));
+    let whisper_models = Arc::new(Handoff::default());
+    let listener_models = Arc::new(Handoff::default());
+    let names = Arc::new(std::sync::Mutex::new(String::from("none")));
+    voice_ros::lifecycle::start(
+        &mut node,
+        &tasks,
+        &log,
+        params.values.managed,
+        Lifecycle {
+            updates: params.updates.clone(),
+            whisper: whisper_models.clone(),
+            listener: listener_models.clone(),
+            shared: shared.clone(),
+            names: names.clone(),
+        },
+        shared.gate.clone(),
+    )?;
+    // publishers and subscriptions made once able to listen (unmanaged:
+    // the models are loaded): a node waiting for them knows it is heard
     let pubs = shared::Publishers {
         utterance: node.create_publisher::<Utterance>("transcript", node::event_qos())?,
         text: node.create_publisher::<StringMsg>("transcript/text", node::event_qos())?,
@@ -193,26 +213,6 @@ async fn run() -> Result<()> {
         },
     };
 
-    let shared = Arc::new(Shared::new(log.clone()));
-    let whisper_models = Arc::new(Handoff::default());
-    let listener_models = Arc::new(Handoff::default());
-    let names = Arc::new(std::sync::Mutex::new(String::from("none")));
-    voice_ros::lifecycle::start(
-        &mut node,
-        &tasks,
-        &log,
-        params.values.managed,
-        Lifecycle {
-            updates: params.updates.clone(),
-            whisper: whisper_models.clone(),
-            listener: listener_models.clone(),
-            shared: shared.clone(),
-            names: names.clone(),
-        },
-        shared.gate.clone(),
-    )?;
-    // subscribed once able to listen (unmanaged: the models are loaded):
-    // a publisher waiting for the match knows the node hears it
     let audio_sub = tasks.subscribe::<AudioFrame>(
         &mut node,
         "audio",

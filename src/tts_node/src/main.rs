@@ -142,11 +142,6 @@ async fn run() -> Result<()> {
             .ok()
     });
 
-    let out = output::Publishers {
-        audio: node.create_publisher::<AudioFrame>("audio_out", node::audio_qos(true, 200))?,
-        speaking: node.create_publisher::<Bool>("speaking", node::state_qos())?,
-        stats: node.create_publisher::<TurnStats>("turn_stats", node::event_qos())?,
-    };
     let fq = node::fq_name(&node);
 
     let ctl = Arc::new(Control::new(log.clone()));
@@ -166,7 +161,13 @@ async fn run() -> Result<()> {
         },
         gate.clone(),
     )?;
-    // subscribed once able to speak (unmanaged: the voice is loaded)
+    // publishers and subscriptions made once able to speak (unmanaged:
+    // the voice is loaded): a node waiting for them knows it is heard
+    let out = output::Publishers {
+        audio: node.create_publisher::<AudioFrame>("audio_out", node::audio_qos(true, 200))?,
+        speaking: node.create_publisher::<Bool>("speaking", node::state_qos())?,
+        stats: node.create_publisher::<TurnStats>("turn_stats", node::event_qos())?,
+    };
     let chunks = tasks.subscribe::<ReplyChunk>(&mut node, "reply/chunk", node::event_qos())?;
     let says = tasks.subscribe::<StringMsg>(&mut node, "say", node::event_qos())?;
     let interrupts = tasks.subscribe::<Interrupt>(&mut node, "interrupt", node::event_qos())?;
