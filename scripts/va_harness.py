@@ -55,16 +55,19 @@ class NodeProcess:
     """A node executable run as a child process on the test's ROS domain."""
 
     def __init__(self, exe: str, domain: int, params: dict | None = None, remaps: dict | None = None,
-                 log_dir: Path | None = None, name: str | None = None, extra_args: list[str] | None = None):
+                 log_dir: Path | None = None, name: str | None = None, extra_args: list[str] | None = None,
+                 env: dict | None = None):
         # params files first: a later -p overrides a file's value
         args = [str(BIN / exe), "--ros-args", *(extra_args or [])]
         for k, v in (params or {}).items():
             if isinstance(v, bool):
                 v = "true" if v else "false"
+            elif v == "":
+                v = "''"  # rcl refuses "name:=" (as `ros2 run` would)
             args += ["-p", f"{k}:={v}"]
         for k, v in (remaps or {}).items():
             args += ["-r", f"{k}:={v}"]
-        env = dict(os.environ, ROS_DOMAIN_ID=str(domain), RCUTILS_COLORIZED_OUTPUT="0")
+        env = dict(os.environ, **(env or {}), ROS_DOMAIN_ID=str(domain), RCUTILS_COLORIZED_OUTPUT="0")
         self.name = name or exe
         self.log_path = (log_dir or Path("/tmp")) / f"{self.name}.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -325,22 +328,24 @@ def pick_domain(from_env: bool = False) -> int:
 
 
 def start_nodes(ros, profile="cpu_small", stt=None, llm=None, tts=None, stt_remaps=None, with_tts=True,
-                common=None, log_level=None) -> dict:
+                common=None, log_level=None, env=None) -> dict:
     """stt_node, llm_node and (`with_tts`) tts_node on `ros` with a config
     profile and the embedded models, plus per-node overrides and `common`
-    parameters for all of them. Returns the node processes by name."""
+    parameters for all of them (`env`: extra environment variables). Returns
+    the node processes by name."""
     prof = ["--params-file", str(ROOT / "config" / f"{profile}.yaml")]
     if log_level:
         prof += ["--log-level", log_level]
     common = common or {}
     nodes = {
         "stt_node": ros.start("stt_node", params={**STT_MODELS, **common, **(stt or {})}, extra_args=prof,
-                              remaps=stt_remaps),
-        "llm_node": ros.start("llm_node", params={"model_path": LLM_MODEL, **common, **(llm or {})}, extra_args=prof),
+                              remaps=stt_remaps, env=env),
+        "llm_node": ros.start("llm_node", params={"model_path": LLM_MODEL, **common, **(llm or {})}, extra_args=prof,
+                              env=env),
     }
     if with_tts:
         nodes["tts_node"] = ros.start("tts_node", params={"voice_path": PIPER_VOICE, "onnxruntime_path": ONNXRUNTIME,
-                                                          **common, **(tts or {})}, extra_args=prof)
+                                                          **common, **(tts or {})}, extra_args=prof, env=env)
     return nodes
 
 
@@ -426,6 +431,79 @@ class LifecycleCaller:
         return len(self._call("get_transition_graph", self.GetAvailableTransitions.Request()).available_transitions)
 
 
+SERVERS_VENV = Path(os.environ.get("VOICE_AGENT_CACHE", Path.home() / ".cache/voice_agent")) / "servers"
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ChatServer:
+    """A real OpenAI-compatible server, as a site's GPU server would run one:
+    llama-cpp-python's (scripts/setup_servers.sh) serving the embedded
+    SmolLM2 GGUF on loopback, with an API key. `kill()` is the server or the
+    network going away; `start()` brings it back on the same port."""
+
+    MODEL = "smollm2"
+
+    def __init__(self, log_dir: Path, api_key: str | None = None, port: int | None = None):
+        self.port = port or free_port()
+        self.api_key = api_key
+        self.log_path = log_dir / f"chat_server_{self.port}.log"
+        self.proc = None
+        self.starts = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self, timeout=120.0):
+        args = [str(SERVERS_VENV / "bin" / "python"), "-m", "llama_cpp.server", "--model", str(LLM_MODEL),
+                "--model_alias", self.MODEL, "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", "4096",
+                "--n_threads", "2", "--interrupt_requests", "False"]
+        if self.api_key:
+            args += ["--api_key", self.api_key]
+        self.starts += 1
+        self._log = open(self.log_path, "a")
+        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT)
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                raise HarnessError(f"the chat server exited ({self.proc.returncode}):\n{self.log()[-3000:]}")
+            if self.answers():
+                return self
+            time.sleep(0.2)
+        raise HarnessError(f"the chat server did not answer within {timeout} s:\n{self.log()[-3000:]}")
+
+    def answers(self) -> bool:
+        import urllib.request
+        req = urllib.request.Request(f"{self.base_url}/models")
+        if self.api_key:
+            req.add_header("Authorization", f"Bearer {self.api_key}")
+        try:
+            with urllib.request.urlopen(req, timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def requests(self) -> int:
+        """Chat completions the server was asked for (its access log)."""
+        return self.log().count("POST /v1/chat/completions")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc:
+            self._log.close()
+
+
 def rss_mb(proc) -> float:
     """Resident memory of a node's process [MB]."""
     for line in Path(f"/proc/{proc.proc.pid}/status").read_text().splitlines():
@@ -435,7 +513,7 @@ def rss_mb(proc) -> float:
 
 
 def start_loop(ros, stt=None, tts=None, llm=None, stt_remaps=None, profile="cpu_small", with_tts=True,
-               log_level=None, common=None):
+               log_level=None, common=None, env=None):
     """The three nodes (start_nodes), the test's collectors on their topics,
     and a microphone publisher matched to stt_node. Returns (mic publisher,
     collectors)."""
@@ -443,7 +521,7 @@ def start_loop(ros, stt=None, tts=None, llm=None, stt_remaps=None, profile="cpu_
     from std_msgs.msg import Bool, String
     from voice_agent.msg import AudioFrame, EndOfTurn, Interrupt, PartialTranscript, ReplyChunk, TurnStats, Utterance
     start_nodes(ros, profile, stt=stt, llm=llm, tts=tts, stt_remaps=stt_remaps, with_tts=with_tts,
-                log_level=log_level, common=common)
+                log_level=log_level, common=common, env=env)
     t = {
         "partials": ros.collect(PartialTranscript, "/transcript/partial"),
         "eot": ros.collect(EndOfTurn, "/end_of_turn"),

@@ -33,8 +33,9 @@ use voice_core::scheduler::{
     Action, DiscardReason, DropReason, Scheduler, StopReason, TurnRequest,
 };
 
-use crate::params::{LlmConfig, NavOut};
+use crate::params::{IntentConfig, LlmConfig, NavOut};
 use crate::prompt::Prompter;
+use crate::sampling::TurnSampler;
 use crate::turn::{ms, Chunk, Judgement, Turn};
 
 /// Idle wait for commands before checking the stop flag.
@@ -58,7 +59,7 @@ pub enum EngineError {
 
 /// Why a turn's generation ended (shown in the turn's log line).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Ended {
+pub enum Ended {
     /// The model ended its reply.
     Eog,
     MaxTokens,
@@ -66,6 +67,8 @@ enum Ended {
     DecodeError,
     /// The grammar allowed no token (never for a valid grammar).
     GrammarDeadEnd,
+    /// engine openai: the server's stream broke after part of the reply.
+    ServerCut,
 }
 
 impl std::fmt::Display for Ended {
@@ -78,6 +81,7 @@ impl std::fmt::Display for Ended {
             Ended::Stopped(StopReason::Reset) => "reset",
             Ended::DecodeError => "decode error",
             Ended::GrammarDeadEnd => "grammar allows no token",
+            Ended::ServerCut => "the server's stream broke",
         })
     }
 }
@@ -106,7 +110,16 @@ pub enum Command {
     /// Stop every turn and leave the engine loop, so the model can be freed
     /// (lifecycle cleanup); the sender is told once it is.
     Unload(std::sync::mpsc::Sender<()>),
+    /// The conversation's exchanges so far (oldest first), answered by
+    /// another engine (the server's, before this one falls back for it).
+    History {
+        conversation_id: String,
+        exchanges: Vec<(String, String)>,
+    },
 }
+
+/// A configuration's load request: told the engine's start report, or why it failed.
+pub type Loaded = std::sync::mpsc::SyncSender<Result<StartReport, String>>;
 
 /// The turn an action belongs to.
 pub struct TurnInfo<'a> {
@@ -205,7 +218,19 @@ struct Seq {
     /// Prompt tokens pre-filled by an end-of-turn judgement (the cached
     /// prompt up to them), until a turn uses or discards them.
     prefilled: Option<usize>,
-    turn: Option<Turn>,
+    turn: Option<Generating>,
+}
+
+/// A turn being generated on a sequence, with its decoding state.
+struct Generating {
+    turn: Turn,
+    /// Prompt tokens not yet evaluated.
+    pending: Vec<LlamaToken>,
+    sampler: TurnSampler,
+    /// Sampled, not yet in the KV cache.
+    next_token: Option<LlamaToken>,
+    /// Index of this turn's logits in the batch just decoded.
+    logits_at: Option<i32>,
 }
 
 pub struct Engine<'m> {
@@ -535,6 +560,10 @@ impl<'m> Engine<'m> {
                 self.carry_out(acts);
                 self.unloading = Some(done);
             }
+            Command::History {
+                conversation_id,
+                exchanges,
+            } => self.sched.history(&conversation_id).replace(exchanges),
         }
     }
 
@@ -553,71 +582,11 @@ impl<'m> Engine<'m> {
                     stop_speech,
                     why,
                 } => {
-                    let Some(turn) = self.seqs[slot].turn.take() else {
-                        continue;
-                    };
-                    self.out.chunk(Chunk::closing(&turn.req));
-                    let old = &turn.req.turn_id;
-                    self.out.ended(
-                        old,
-                        match why {
-                            DiscardReason::Superseded { .. } => "superseded",
-                            DiscardReason::Replaced => "replaced",
-                        },
-                    );
-                    match why {
-                        DiscardReason::Superseded { by } => {
-                            self.stats.superseded.fetch_add(1, Ordering::Relaxed);
-                            self.log.info(format!(
-                                "turn {old} superseded by {by} before any of its reply was published ({} tokens dropped)",
-                                turn.generated
-                            ));
-                        }
-                        DiscardReason::Replaced => {
-                            if stop_speech {
-                                self.out.stop_speech(old);
-                            }
-                            self.log
-                                .info(format!("turn {old} replaced by its continuation"));
-                        }
+                    if let Some(Generating { turn, .. }) = self.seqs[slot].turn.take() {
+                        discarded(&*self.out, &self.stats, &self.log, &turn, stop_speech, why);
                     }
                 }
-                Action::StopSpeech { turn_id, forgot } => {
-                    self.out.stop_speech(&turn_id);
-                    self.log.info(format!(
-                        "turn {turn_id} replaced by its continuation (its reply stopped{})",
-                        if forgot {
-                            ", its exchange forgotten"
-                        } else {
-                            ""
-                        }
-                    ));
-                }
-                Action::Dropped { turn_id, why } => {
-                    self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                    self.out.ended(&turn_id, "dropped");
-                    self.log.warn(match why {
-                        DropReason::Busy => format!(
-                            "turn {turn_id} dropped: its conversation is still being answered (busy_policy drop)"
-                        ),
-                        DropReason::QueueFull => {
-                            format!("turn {turn_id} dropped: conversation queue full")
-                        }
-                        DropReason::WaitingFull => format!(
-                            "turn {turn_id} dropped: {} turns already waiting",
-                            voice_core::scheduler::WAITING_MAX
-                        ),
-                    });
-                }
-                Action::Merged { turn_id, into } => {
-                    self.stats.merged.fetch_add(1, Ordering::Relaxed);
-                    if let Some(into) = into {
-                        // the joined turn goes on under the newer id
-                        self.out.ended(&into, "merged");
-                        self.log
-                            .info(format!("turn {turn_id} joined to waiting turn {into}"));
-                    }
-                }
+                other => report(&*self.out, &self.stats, &self.log, other),
             }
         }
     }
@@ -723,15 +692,20 @@ impl<'m> Engine<'m> {
             pending.len()
         ));
         let prefill = self.cfg.intents.as_ref().map(|_| intent::PREFILL);
-        s.turn = Some(Turn::new(
-            req,
-            user_text,
+        s.turn = Some(Generating {
+            turn: Turn::new(
+                req,
+                user_text,
+                pending.len(),
+                reused_prefill as u32,
+                prefill,
+                self.cfg.first_chunk_words,
+            ),
             pending,
-            reused_prefill as u32,
             sampler,
-            prefill,
-            self.cfg.first_chunk_words,
-        ));
+            next_token: None,
+            logits_at: None,
+        });
         Ok(())
     }
 
@@ -903,25 +877,25 @@ impl<'m> Engine<'m> {
 
     fn sample_one(&mut self, i: usize, idx: i32) {
         let vocab = self.model.vocab();
-        let Some(t) = self.seqs[i].turn.as_mut() else {
+        let Some(g) = self.seqs[i].turn.as_mut() else {
             return;
         };
-        let Some(token) = t.sampler.sample(&self.ctx, idx) else {
+        let Some(token) = g.sampler.sample(&self.ctx, idx) else {
             return self.finish(i, Ended::GrammarDeadEnd);
         };
-        t.sampled();
+        g.turn.sampled();
         if vocab.is_eog(token) {
             return self.finish(i, Ended::Eog);
         }
-        let chunks = t.token(&vocab.token_to_piece(token, false, None));
+        let chunks = g.turn.token(&vocab.token_to_piece(token, false, None));
         let done =
-            t.generated >= self.cfg.max_tokens || self.seqs[i].cached.len() + 1 >= self.budget;
+            g.turn.generated >= self.cfg.max_tokens || self.seqs[i].cached.len() + 1 >= self.budget;
         self.publish(i, chunks);
         if done {
             return self.finish(i, Ended::MaxTokens);
         }
-        if let Some(t) = self.seqs[i].turn.as_mut() {
-            t.next_token = Some(token);
+        if let Some(g) = self.seqs[i].turn.as_mut() {
+            g.next_token = Some(token);
         }
     }
 
@@ -936,7 +910,7 @@ impl<'m> Engine<'m> {
 
     /// Ends the sequence's turn: final chunk, whole reply, history.
     fn finish(&mut self, slot: usize, why: Ended) {
-        let Some(turn) = self.seqs[slot].turn.take() else {
+        let Some(Generating { turn, sampler, .. }) = self.seqs[slot].turn.take() else {
             return;
         };
         let (turn_id, evaluated, generated, first_token_ms, tps) = (
@@ -947,12 +921,21 @@ impl<'m> Engine<'m> {
             turn.tokens_per_s(),
         );
         let grammar_note = if turn.constrained() {
-            format!(", {} by the full grammar pass", turn.sampler.resampled)
+            format!(", {} by the full grammar pass", sampler.resampled)
         } else {
             String::new()
         };
         // with intents, the action decides what else is said
-        let done = turn.finish(|t| self.decide(t, why));
+        let done = turn.finish(|t| {
+            decide(
+                self.cfg.intents.as_ref(),
+                &*self.out,
+                &self.state,
+                &self.log,
+                t,
+                why,
+            )
+        });
         self.publish(slot, done.chunks);
         self.stats.turns.fetch_add(1, Ordering::Relaxed);
         self.stats
@@ -970,54 +953,141 @@ impl<'m> Engine<'m> {
         self.out.reply(&turn_id, &done.spoken);
         self.sched.ended(slot, Some((done.user_text, done.reply)));
     }
+}
 
-    /// With intents: parses the finished output and carries out the action.
-    /// Returns the text to say beyond the streamed answer (confirmation or
-    /// question). An interrupted output, or an action cut off by
-    /// max_tokens, does nothing.
-    fn decide(&self, t: &Turn, why: Ended) -> Option<String> {
-        let cfg = self.cfg.intents.as_ref()?;
-        let action = match (why, t.said()) {
-            (Ended::Eog, _) => match intent::parse(&t.reply) {
-                Ok(action) => action,
-                Err(e) => {
-                    // the grammar makes this unreachable unless llama.cpp misbehaves
-                    self.log.error(format!("turn {}: {e}", t.req.turn_id));
-                    return None;
-                }
-            },
-            // an answer cut by max_tokens was still an answer (and was spoken)
-            (Ended::MaxTokens, Some(said)) if t.reply.starts_with(intent::ANSWER_PREFIX) => {
-                intent::Action::Answer {
-                    say: said.to_string(),
-                }
+/// Sends the closing chunk of a turn the scheduler discarded (superseded
+/// before any of it was published, or replaced by its continuation), says
+/// so and counts it.
+pub fn discarded(
+    out: &dyn Output,
+    stats: &Stats,
+    log: &voice_ros::log::Log,
+    turn: &Turn,
+    stop_speech: bool,
+    why: DiscardReason,
+) {
+    out.chunk(Chunk::closing(&turn.req));
+    let old = &turn.req.turn_id;
+    out.ended(
+        old,
+        match why {
+            DiscardReason::Superseded { .. } => "superseded",
+            DiscardReason::Replaced => "replaced",
+        },
+    );
+    match why {
+        DiscardReason::Superseded { by } => {
+            stats.superseded.fetch_add(1, Ordering::Relaxed);
+            log.info(format!(
+                "turn {old} superseded by {by} before any of its reply was published ({} tokens dropped)",
+                turn.generated
+            ));
+        }
+        DiscardReason::Replaced => {
+            if stop_speech {
+                out.stop_speech(old);
             }
-            _ => {
-                self.log.info(format!(
-                    "turn {} ({why}): no action taken for the unfinished output {:?}",
-                    t.req.turn_id, t.reply
-                ));
+            log.info(format!("turn {old} replaced by its continuation"));
+        }
+    }
+}
+
+/// Carries out, counts and logs a scheduler decision that involves no
+/// running turn (a stop or discard is the engine's own business).
+pub fn report(out: &dyn Output, stats: &Stats, log: &voice_ros::log::Log, act: Action) {
+    match act {
+        Action::Stop { .. } | Action::Discard { .. } => {}
+        Action::StopSpeech { turn_id, forgot } => {
+            out.stop_speech(&turn_id);
+            log.info(format!(
+                "turn {turn_id} replaced by its continuation (its reply stopped{})",
+                if forgot {
+                    ", its exchange forgotten"
+                } else {
+                    ""
+                }
+            ));
+        }
+        Action::Dropped { turn_id, why } => {
+            stats.dropped.fetch_add(1, Ordering::Relaxed);
+            out.ended(&turn_id, "dropped");
+            log.warn(match why {
+                DropReason::Busy => format!(
+                    "turn {turn_id} dropped: its conversation is still being answered (busy_policy drop)"
+                ),
+                DropReason::QueueFull => {
+                    format!("turn {turn_id} dropped: conversation queue full")
+                }
+                DropReason::WaitingFull => format!(
+                    "turn {turn_id} dropped: {} turns already waiting",
+                    voice_core::scheduler::WAITING_MAX
+                ),
+            });
+        }
+        Action::Merged { turn_id, into } => {
+            stats.merged.fetch_add(1, Ordering::Relaxed);
+            if let Some(into) = into {
+                // the joined turn goes on under the newer id
+                out.ended(&into, "merged");
+                log.info(format!("turn {turn_id} joined to waiting turn {into}"));
+            }
+        }
+    }
+}
+
+/// With intents: parses the finished output and carries out the action.
+/// Returns the text to say beyond the streamed answer (confirmation or
+/// question). An interrupted output, or an action cut off by
+/// max_tokens, does nothing.
+pub fn decide(
+    intents: Option<&IntentConfig>,
+    out: &dyn Output,
+    state: &Mutex<RobotState>,
+    log: &voice_ros::log::Log,
+    t: &Turn,
+    why: Ended,
+) -> Option<String> {
+    let cfg = intents?;
+    let action = match (why, t.said()) {
+        (Ended::Eog, _) => match intent::parse(&t.reply) {
+            Ok(action) => action,
+            Err(e) => {
+                // the grammar makes this unreachable unless llama.cpp misbehaves
+                log.error(format!("turn {}: {e}", t.req.turn_id));
                 return None;
             }
-        };
-        let d = intent::decide(&action, &cfg.places, &cfg.replies);
-        let goal = self.out.act(
-            &d,
-            &TurnInfo {
-                turn_id: &t.req.turn_id,
-                conversation_id: &t.req.conversation_id,
-                request: &t.user_text,
-                raw: &t.reply,
-            },
-        );
-        if let Some(place) = goal {
-            if let Ok(mut st) = self.state.lock() {
-                st.nav = Some(Navigation::Sent { place });
+        },
+        // an answer cut by max_tokens was still an answer (and was spoken)
+        (Ended::MaxTokens, Some(said)) if t.reply.starts_with(intent::ANSWER_PREFIX) => {
+            intent::Action::Answer {
+                say: said.to_string(),
             }
         }
-        match d {
-            Decision::Answer { .. } => None,
-            other => Some(other.say().to_string()),
+        _ => {
+            log.info(format!(
+                "turn {} ({why}): no action taken for the unfinished output {:?}",
+                t.req.turn_id, t.reply
+            ));
+            return None;
         }
+    };
+    let d = intent::decide(&action, &cfg.places, &cfg.replies);
+    let goal = out.act(
+        &d,
+        &TurnInfo {
+            turn_id: &t.req.turn_id,
+            conversation_id: &t.req.conversation_id,
+            request: &t.user_text,
+            raw: &t.reply,
+        },
+    );
+    if let Some(place) = goal {
+        if let Ok(mut st) = state.lock() {
+            st.nav = Some(Navigation::Sent { place });
+        }
+    }
+    match d {
+        Decision::Answer { .. } => None,
+        other => Some(other.say().to_string()),
     }
 }

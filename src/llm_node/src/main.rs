@@ -17,6 +17,7 @@ mod nav;
 mod params;
 mod prompt;
 mod publish;
+mod remote;
 mod sampling;
 mod turn;
 
@@ -40,7 +41,7 @@ use voice_ros::lifecycle::{Gate, Managed};
 use voice_ros::node::{self, Tasks};
 use voice_ros::{log::Log, stamp};
 
-use crate::engine::{Command, Engine, JudgeRequest, StartReport, Stats, Wiring};
+use crate::engine::{Command, Engine, JudgeRequest, Loaded, Output, StartReport, Stats, Wiring};
 use crate::params::LlmParams;
 
 const NODE_NAME: &str = "llm_node";
@@ -63,9 +64,6 @@ fn send(tx: &SyncSender<Command>, c: Command, log: &Log, stats: &Stats) {
     }
 }
 
-/// What a configuration's load gives back: the engine's start report, or why it failed.
-type Loaded = SyncSender<Result<StartReport, String>>;
-
 /// The engine thread: for each configuration, loads the model and runs the
 /// engine until it is unloaded (cleanup) or the node stops; one output for
 /// them all.
@@ -73,14 +71,13 @@ type Loaded = SyncSender<Result<StartReport, String>>;
 fn engine_thread(
     loads: &std::sync::mpsc::Receiver<Loaded>,
     commands: &std::sync::mpsc::Receiver<Command>,
-    sink: publish::Sink,
+    out: &dyn Fn() -> Box<dyn Output>,
     stop: &std::sync::atomic::AtomicBool,
     state: Arc<std::sync::Mutex<voice_core::robot_state::RobotState>>,
     stats: Arc<Stats>,
     log: Log,
     updates: tokio::sync::watch::Receiver<Arc<params::LlmConfig>>,
 ) {
-    let out = Arc::new(std::sync::Mutex::new(sink));
     while !stop.load(Ordering::SeqCst) {
         let reply = match loads.recv_timeout(Duration::from_millis(50)) {
             Ok(r) => r,
@@ -96,7 +93,7 @@ fn engine_thread(
             }
         };
         let wiring = Wiring {
-            out: Box::new(out.clone()),
+            out: out(),
             state: state.clone(),
             stats: stats.clone(),
             log: log.clone(),
@@ -234,19 +231,29 @@ async fn run() -> Result<()> {
     };
     let fq = node::fq_name(&node);
     let places = cfg.intents.as_ref().map(|i| i.places.clone());
+    let server = cfg.remote.as_ref().map(|r| r.base_url.clone());
     let max_age = cfg.context.max_age;
 
     // The engine (model + context) lives on its own thread; each
     // configuration (lifecycle) loads it there and reports back, cleanup
-    // frees it there.
+    // frees it there. With engine openai, the server engine has that place
+    // and the local engine, the fallback, is behind it on its own thread.
     let stats = Arc::new(Stats::default());
+    let server_stats = Arc::new(remote::ServerStats::default());
     let (tx, rx) = sync_channel::<Command>(COMMAND_QUEUE);
     let (load_tx, load_rx) = sync_channel::<Loaded>(1);
-    let model_name = std::path::Path::new(&cfg.model_path)
-        .file_name()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    {
+    let model_name = match &cfg.remote {
+        Some(r) => r.model.clone(),
+        None => std::path::Path::new(&cfg.model_path)
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    };
+    let out = Arc::new(std::sync::Mutex::new(sink));
+    let local_thread = |tasks: &mut Tasks,
+                        loads: std::sync::mpsc::Receiver<Loaded>,
+                        commands: std::sync::mpsc::Receiver<Command>,
+                        out: Box<dyn Fn() -> Box<dyn Output> + Send>| {
         let (stats, stop, log, state, updates) = (
             stats.clone(),
             tasks.stop_flag(),
@@ -255,8 +262,62 @@ async fn run() -> Result<()> {
             updates.clone(),
         );
         tasks.thread("llm-engine", move || {
-            engine_thread(&load_rx, &rx, sink, &stop, state, stats, log, updates)
-        })?;
+            engine_thread(&loads, &commands, &*out, &stop, state, stats, log, updates)
+        })
+    };
+    match &cfg.remote {
+        None => {
+            let out = out.clone();
+            local_thread(
+                &mut tasks,
+                load_rx,
+                rx,
+                Box::new(move || Box::new(out.clone())),
+            )?;
+        }
+        Some(r) => {
+            let local = if r.fallback {
+                let (ltx, lrx) = sync_channel::<Command>(COMMAND_QUEUE);
+                let (lload_tx, lload_rx) = sync_channel::<Loaded>(1);
+                let (etx, erx) = sync_channel::<remote::LocalEvent>(COMMAND_QUEUE);
+                let relay = remote::Relay {
+                    inner: out.clone(),
+                    events: etx,
+                };
+                local_thread(
+                    &mut tasks,
+                    lload_rx,
+                    lrx,
+                    Box::new(move || Box::new(relay.clone())),
+                )?;
+                Some(remote::Local {
+                    load: lload_tx,
+                    commands: ltx,
+                    events: erx,
+                })
+            } else {
+                None
+            };
+            let (stats, server_stats, stop, log, state, updates, out) = (
+                stats.clone(),
+                server_stats.clone(),
+                tasks.stop_flag(),
+                log.clone(),
+                state.clone(),
+                updates.clone(),
+                out.clone(),
+            );
+            tasks.thread("llm-server", move || {
+                remote::thread(&load_rx, &rx, local, &stop, || remote::Wiring {
+                    out: Box::new(out.clone()),
+                    state: state.clone(),
+                    stats: stats.clone(),
+                    server: server_stats.clone(),
+                    log: log.clone(),
+                    updates: updates.clone(),
+                })
+            })?;
+        }
     }
     let gate = Arc::new(Gate::default());
     let report: Arc<std::sync::Mutex<Option<StartReport>>> = Default::default();
@@ -409,9 +470,38 @@ async fn run() -> Result<()> {
             .and_then(|r| r.as_ref().map(|r| (r.context.clone(), r.compute.clone())))
             .unwrap_or_else(|| ("none".into(), "none".into()));
         let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        Report::new(&fq, &model_name)
+        let mut r = Report::new(&fq, &model_name)
             .kv("model", &model_name)
-            .kv("context", context)
+            .kv("engine", if server.is_some() { "openai" } else { "local" });
+        if let Some(url) = &server {
+            let s = &server_stats;
+            r = r
+                .kv("server", url)
+                .kv(
+                    "server_state",
+                    if s.up.load(Ordering::Relaxed) {
+                        "answering"
+                    } else {
+                        "failed (fallback)"
+                    },
+                )
+                .kv("server_turns", n(&s.turns))
+                .kv("fallback_turns", n(&s.fallback_turns))
+                .kv("server_errors", n(&s.errors))
+                .kv("server_cut_replies", n(&s.cut_replies))
+                .kv(
+                    "server_last_first_piece_ms",
+                    format!(
+                        "{:.0}",
+                        s.last_first_piece_ms.lock().map(|v| *v).unwrap_or(0.0)
+                    ),
+                )
+                .kv(
+                    "server_last_error",
+                    s.last_error.lock().map(|e| e.clone()).unwrap_or_default(),
+                );
+        }
+        r.kv("context", context)
             .kv("compute", compute)
             .kv("lifecycle_state", gate.label())
             .kv("ignored_while_inactive", gate.ignored())

@@ -11,7 +11,15 @@ use voice_ros::params::NodeParams;
 /// Parameters of llm_node. Doc comments are what `ros2 param describe` shows.
 #[derive(RosParams, Debug, Clone)]
 pub struct LlmParams {
-    /// GGUF chat model (e.g. Llama-3.2-3B-Instruct-Q4_K_M.gguf).
+    /// Where replies are generated: "local" (llama.cpp in this process, model_path) or "openai" (an OpenAI-compatible server at server.base_url: vLLM, SGLang, llama.cpp's server, Ollama).
+    pub engine: String,
+    /// engine openai: the server.
+    pub server: ServerParams,
+    /// engine openai: who answers when the server cannot: "local" (model_path in this process, until the server answers again) or "none" (the turn ends with the error).
+    pub fallback: String,
+    /// fallback local: load the local model at "start" (configure; a fallback answers within its first-token time, the model's RAM is held) or "on_demand" (at the first fault; that turn waits for the load).
+    pub fallback_load: String,
+    /// GGUF chat model (e.g. Llama-3.2-3B-Instruct-Q4_K_M.gguf); with engine openai, the fallback's (may be "" with fallback none).
     pub model_path: String,
     /// Managed (lifecycle) node: start unconfigured and wait for a lifecycle manager (ros2 lifecycle set, Nav2's lifecycle_manager); false = configure and activate at start.
     pub managed: bool,
@@ -86,9 +94,43 @@ pub struct LlmParams {
     pub state_max_age_s: f64,
 }
 
+/// llm_node's OpenAI-compatible server (engine openai).
+#[derive(RosParams, Debug, Clone)]
+pub struct ServerParams {
+    /// Base URL up to and including the API version, e.g. http://gpu-server:8000/v1 (https:// for TLS; the system's CA certificates are trusted).
+    pub base_url: String,
+    /// Model name the server serves (the requests' "model").
+    pub model: String,
+    /// Name of the environment variable that holds the API key (sent as a bearer token); "" = no key. The key itself is never a parameter and is never logged.
+    pub api_key_env: String,
+    /// Longest wait for the server's answer, and between two pieces of a streamed reply, before the server counts as failed [s].
+    pub timeout_s: f64,
+    /// fallback local: how often a failed server is asked again (GET models) [s].
+    pub probe_interval_s: f64,
+    /// With intents, how the action's JSON schema is sent: "json_schema" (OpenAI's form: vLLM, SGLang, llama.cpp's server) or "json_object" (the schema inside a json_object format: llama-cpp-python, llama.cpp's server).
+    pub response_format: String,
+}
+
+impl Default for ServerParams {
+    fn default() -> Self {
+        Self {
+            base_url: "http://127.0.0.1:8000/v1".into(),
+            model: "llama-3.2-3b-instruct".into(),
+            api_key_env: String::new(),
+            timeout_s: 5.0,
+            probe_interval_s: 5.0,
+            response_format: "json_schema".into(),
+        }
+    }
+}
+
 impl Default for LlmParams {
     fn default() -> Self {
         Self {
+            engine: "local".into(),
+            server: ServerParams::default(),
+            fallback: "local".into(),
+            fallback_load: "start".into(),
             model_path: String::new(),
             managed: false,
             ctx_size: 2048,
@@ -135,6 +177,9 @@ pub use voice_core::scheduler::BusyPolicy;
 /// Validated engine settings.
 #[derive(Debug, Clone)]
 pub struct LlmConfig {
+    /// engine openai: the server (None = engine local).
+    pub remote: Option<RemoteConfig>,
+    /// "" only with engine openai and fallback none.
     pub model_path: String,
     pub ctx_size: u32,
     pub n_threads: i32,
@@ -179,7 +224,29 @@ impl LlmConfig {
             mine.replies = theirs.replies.clone();
         }
         self.context.max_age = new.context.max_age;
+        if let (Some(mine), Some(theirs)) = (self.remote.as_mut(), new.remote.as_ref()) {
+            mine.timeout = theirs.timeout;
+            mine.probe_interval = theirs.probe_interval;
+        }
     }
+}
+
+/// engine openai: the server and what answers without it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemoteConfig {
+    /// Without a trailing slash.
+    pub base_url: String,
+    pub model: String,
+    /// The environment variable's name (never its value).
+    pub api_key_env: Option<String>,
+    pub timeout: std::time::Duration,
+    pub probe_interval: std::time::Duration,
+    /// The local model answers while the server cannot.
+    pub fallback: bool,
+    /// The fallback model is loaded at configure (else at the first fault).
+    pub fallback_at_start: bool,
+    /// The intent schema in OpenAI's json_schema form (else inside json_object).
+    pub json_schema_format: bool,
 }
 
 /// The intent layer's settings.
@@ -225,6 +292,13 @@ impl NodeParams for LlmParams {
     /// Fixed at start: the model, its context and threads, the places and
     /// the topics (publishers and subscriptions are made once).
     const READ_ONLY: &'static [&'static str] = &[
+        "engine",
+        "server.base_url",
+        "server.model",
+        "server.api_key_env",
+        "server.response_format",
+        "fallback",
+        "fallback_load",
         "model_path",
         "managed",
         "ctx_size",
@@ -247,9 +321,16 @@ impl NodeParams for LlmParams {
     ];
 
     fn validate(&self) -> Result<LlmConfig, ParamError> {
-        check(!self.model_path.trim().is_empty(), "model_path", || {
-            "not set (path to a GGUF model)".into()
-        })?;
+        let remote = self.remote()?;
+        let needs_model = remote.as_ref().is_none_or(|r| r.fallback);
+        check(
+            !needs_model || !self.model_path.trim().is_empty(),
+            "model_path",
+            || {
+                "not set (path to a GGUF model; with engine openai, fallback none needs none)"
+                    .into()
+            },
+        )?;
         in_range(self.ctx_size, 64..=1_048_576, "ctx_size")?;
         in_range(self.n_threads, 1..=256, "n_threads")?;
         check(
@@ -377,6 +458,7 @@ impl NodeParams for LlmParams {
             })
         };
         Ok(LlmConfig {
+            remote,
             model_path: self.model_path.clone(),
             ctx_size: self.ctx_size as u32,
             n_threads: self.n_threads,
@@ -405,6 +487,96 @@ impl NodeParams for LlmParams {
             intents,
             context,
         })
+    }
+}
+
+impl LlmParams {
+    /// engine and the server's parameters.
+    fn remote(&self) -> Result<Option<RemoteConfig>, ParamError> {
+        match self.engine.as_str() {
+            "local" => return Ok(None),
+            "openai" => {}
+            other => {
+                return Err(ParamError {
+                    name: "engine",
+                    msg: format!("must be \"local\" or \"openai\", got {other:?}"),
+                })
+            }
+        }
+        let s = &self.server;
+        let url = s.base_url.trim().trim_end_matches('/');
+        let parsed = reqwest::Url::parse(url).map_err(|e| ParamError {
+            name: "server.base_url",
+            msg: format!("not a URL ({e}): {url:?}"),
+        })?;
+        check(
+            matches!(parsed.scheme(), "http" | "https") && parsed.host().is_some(),
+            "server.base_url",
+            || format!("must be an http:// or https:// URL with a host, got {url:?}"),
+        )?;
+        check(
+            parsed.username().is_empty() && parsed.password().is_none(),
+            "server.base_url",
+            || "must not hold credentials: name the key's variable in server.api_key_env".into(),
+        )?;
+        check(!s.model.trim().is_empty(), "server.model", || {
+            "not set (the model name the server serves)".into()
+        })?;
+        let env = s.api_key_env.trim();
+        check(
+            env.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !env.starts_with(|c: char| c.is_ascii_digit()),
+            "server.api_key_env",
+            || format!("not an environment variable name: {env:?}"),
+        )?;
+        let seconds = |v: f64, name: &'static str, max: f64| {
+            check(v.is_finite() && v > 0.0 && v <= max, name, || {
+                format!("must be in (0, {max}] s, got {v}")
+            })
+            .map(|()| std::time::Duration::from_secs_f64(v))
+        };
+        let (fallback, fallback_at_start) = (
+            match self.fallback.as_str() {
+                "local" => true,
+                "none" => false,
+                other => {
+                    return Err(ParamError {
+                        name: "fallback",
+                        msg: format!("must be \"local\" or \"none\", got {other:?}"),
+                    })
+                }
+            },
+            match self.fallback_load.as_str() {
+                "start" => true,
+                "on_demand" => false,
+                other => {
+                    return Err(ParamError {
+                        name: "fallback_load",
+                        msg: format!("must be \"start\" or \"on_demand\", got {other:?}"),
+                    })
+                }
+            },
+        );
+        let json_schema_format = match s.response_format.as_str() {
+            "json_schema" => true,
+            "json_object" => false,
+            other => {
+                return Err(ParamError {
+                    name: "server.response_format",
+                    msg: format!("must be \"json_schema\" or \"json_object\", got {other:?}"),
+                })
+            }
+        };
+        Ok(Some(RemoteConfig {
+            json_schema_format,
+            base_url: url.to_string(),
+            model: s.model.trim().to_string(),
+            api_key_env: (!env.is_empty()).then(|| env.to_string()),
+            timeout: seconds(s.timeout_s, "server.timeout_s", 600.0)?,
+            probe_interval: seconds(s.probe_interval_s, "server.probe_interval_s", 3600.0)?,
+            fallback,
+            fallback_at_start,
+        }))
     }
 }
 
@@ -525,6 +697,65 @@ mod tests {
         for (p, name) in cases {
             let e = p.validate().unwrap_err();
             assert_eq!(e.name, name, "{e}");
+        }
+    }
+
+    #[test]
+    fn the_server_engine_is_checked_and_needs_a_model_only_to_fall_back() {
+        let openai = |f: fn(&mut LlmParams)| {
+            let mut p = LlmParams {
+                engine: "openai".into(),
+                ..ok()
+            };
+            f(&mut p);
+            p.validate()
+        };
+        let r = openai(|p| p.server.base_url = "https://gpu.site:8443/v1/ ".into())
+            .unwrap()
+            .remote
+            .unwrap();
+        assert_eq!(r.base_url, "https://gpu.site:8443/v1");
+        assert!(r.fallback && r.fallback_at_start && r.api_key_env.is_none());
+        let no_model = openai(|p| {
+            p.fallback = "none".into();
+            p.model_path = "".into();
+        });
+        assert!(no_model.unwrap().remote.is_some_and(|r| !r.fallback));
+        type Edit = fn(&mut LlmParams);
+        let cases: Vec<(Edit, &str)> = vec![
+            (|p| p.engine = "cloud".into(), "engine"),
+            (
+                |p| p.server.base_url = "gpu-server:8000".into(),
+                "server.base_url",
+            ),
+            (
+                |p| p.server.base_url = "ftp://host/v1".into(),
+                "server.base_url",
+            ),
+            (
+                |p| p.server.base_url = "http://user:secret@host/v1".into(),
+                "server.base_url",
+            ),
+            (|p| p.server.model = " ".into(), "server.model"),
+            (
+                |p| p.server.api_key_env = "sk-123 456".into(),
+                "server.api_key_env",
+            ),
+            (|p| p.server.timeout_s = 0.0, "server.timeout_s"),
+            (
+                |p| p.server.probe_interval_s = f64::NAN,
+                "server.probe_interval_s",
+            ),
+            (|p| p.fallback = "cloud".into(), "fallback"),
+            (
+                |p| p.server.response_format = "grammar".into(),
+                "server.response_format",
+            ),
+            (|p| p.fallback_load = "later".into(), "fallback_load"),
+            (|p| p.model_path = "".into(), "model_path"),
+        ];
+        for (f, name) in cases {
+            assert_eq!(openai(f).unwrap_err().name, name);
         }
     }
 

@@ -66,19 +66,7 @@ impl<'m> Prompter<'m> {
     /// current state, in that order: what changes most comes last, so the KV
     /// cache keeps the longest prefix.
     pub fn system(&self, cfg: &LlmConfig) -> String {
-        let mut s = self.base.clone();
-        let described = self.state.lock().ok().and_then(|st| {
-            st.describe(
-                cfg.intents.as_ref().map(|i| &i.places),
-                Instant::now(),
-                cfg.context.max_age,
-            )
-        });
-        if let Some(state) = described {
-            s += "\n\n";
-            s += &state;
-        }
-        s
+        with_state(self.base.clone(), cfg, &self.state)
     }
 
     /// The system prompt with an empty question, as the template writes it.
@@ -155,6 +143,28 @@ fn prefill(cfg: &LlmConfig) -> &'static str {
     } else {
         ""
     }
+}
+
+/// The whole system prompt of a turn for engines without a [`Prompter`]
+/// (the server's): the same text the local model reads.
+pub fn system(cfg: &LlmConfig, state: &Mutex<RobotState>) -> String {
+    with_state(base_prompt(cfg), cfg, state)
+}
+
+/// `base` followed by the robot's current state, when there is one.
+fn with_state(mut s: String, cfg: &LlmConfig, state: &Mutex<RobotState>) -> String {
+    let described = state.lock().ok().and_then(|st| {
+        st.describe(
+            cfg.intents.as_ref().map(|i| &i.places),
+            Instant::now(),
+            cfg.context.max_age,
+        )
+    });
+    if let Some(state) = described {
+        s += "\n\n";
+        s += &state;
+    }
+    s
 }
 
 /// The configured system prompt plus, with intents, their instructions (the

@@ -1,17 +1,15 @@
-//! One turn's reply while it is generated: the tokens still to evaluate, the
-//! sampler, the text so far, what of it is spoken (with intents only the
-//! answer's `say` string) and the chunks it makes. Its methods return
-//! chunks; the engine publishes them.
+//! One turn's reply while it is generated, whichever engine writes it: the
+//! text so far, what of it is spoken (with intents only the answer's `say`
+//! string) and the chunks it makes. Its methods return chunks; the engine
+//! publishes them. (The llama.cpp engine keeps its tokens and sampler beside
+//! it; the server engine, the stream it reads.)
 
 use std::time::{Duration, Instant};
 
-use llama_cpp_2::token::LlamaToken;
 use voice_core::chunker::{Chunker, ChunkerConfig};
 use voice_core::intent::SayStream;
 use voice_core::scheduler::{Stamp, TurnRequest};
 use voice_core::utf8::Utf8Stream;
-
-use crate::sampling::TurnSampler;
 
 /// A piece of a reply (`reply/chunk` without its header).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -59,16 +57,10 @@ pub struct Turn {
     pub req: TurnRequest,
     /// The user's text as it went into the prompt (sanitized, maybe truncated).
     pub user_text: String,
-    /// Prompt tokens not yet evaluated.
-    pub pending: Vec<LlamaToken>,
+    /// Prompt tokens evaluated for this turn (not found in a cache).
     pub prompt_evaluated: usize,
     /// Prompt tokens found in the KV cache from an end-of-turn judgement.
     pub prefilled: u32,
-    pub sampler: TurnSampler,
-    /// Sampled, not yet in the KV cache.
-    pub next_token: Option<LlamaToken>,
-    /// Index of this turn's logits in the batch just decoded.
-    pub logits_at: Option<i32>,
     /// What the model wrote (with intents, its JSON, prefill included).
     pub reply: String,
     pub generated: u32,
@@ -100,9 +92,8 @@ impl Turn {
     pub fn new(
         req: TurnRequest,
         user_text: String,
-        pending: Vec<LlamaToken>,
+        prompt_tokens: usize,
         prefilled: u32,
-        sampler: TurnSampler,
         prefill: Option<&str>,
         first_words: usize,
     ) -> Self {
@@ -114,12 +105,8 @@ impl Turn {
         Self {
             req,
             user_text,
-            prompt_evaluated: pending.len(),
-            pending,
+            prompt_evaluated: prompt_tokens,
             prefilled,
-            sampler,
-            next_token: None,
-            logits_at: None,
             reply: prefill.unwrap_or_default().to_string(),
             generated: 0,
             utf8: Utf8Stream::new(),
@@ -245,7 +232,6 @@ pub fn ms(d: Duration) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use llama_cpp_2::sampling::LlamaSampler;
 
     fn turn(prefill: Option<&str>) -> Turn {
         let req = TurnRequest {
@@ -257,16 +243,7 @@ mod tests {
             received: Instant::now(),
             replaces: None,
         };
-        let sampler = TurnSampler::new(LlamaSampler::greedy(), None);
-        Turn::new(
-            req,
-            "hi".into(),
-            vec![LlamaToken(1); 3],
-            0,
-            sampler,
-            prefill,
-            0,
-        )
+        Turn::new(req, "hi".into(), 3, 0, prefill, 0)
     }
 
     #[test]

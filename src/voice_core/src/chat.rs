@@ -97,6 +97,20 @@ impl History {
         self.turns.clear();
     }
 
+    /// The exchanges kept, oldest first: (user, assistant).
+    pub fn exchanges(&self) -> impl Iterator<Item = &(String, String)> {
+        self.turns.iter()
+    }
+
+    /// Takes `exchanges` (oldest first) as the whole history (another
+    /// engine answered the conversation until now), within the bound.
+    pub fn replace(&mut self, exchanges: Vec<(String, String)>) {
+        self.turns = exchanges.into();
+        while self.turns.len() > self.max_turns {
+            self.turns.pop_front();
+        }
+    }
+
     /// Forgets the last exchange if its user text is `user` (a turn the user
     /// went on with: it is answered again, joined with what followed).
     pub fn forget_last(&mut self, user: &str) -> bool {

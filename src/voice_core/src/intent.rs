@@ -42,6 +42,93 @@ say ::= [^"\\\x00-\x1f]*
     )
 }
 
+/// The same choice as [`grammar`] as a JSON schema, for servers that
+/// constrain their output by one (OpenAI `response_format`: vLLM, SGLang,
+/// llama.cpp's server, llama-cpp-python). Each object lists `action` first,
+/// so a server that keeps the schema's property order (llama.cpp's does)
+/// writes the answer's `say` as it streams.
+pub fn json_schema() -> serde_json::Value {
+    let object = |action: &str, field: Option<&str>| {
+        let mut properties = serde_json::Map::new();
+        properties.insert("action".into(), serde_json::json!({ "const": action }));
+        let mut required = vec!["action"];
+        if let Some(f) = field {
+            properties.insert(f.into(), serde_json::json!({ "type": "string" }));
+            required.push(f);
+        }
+        serde_json::json!({
+            "type": "object",
+            "properties": properties,
+            "required": required,
+            "additionalProperties": false,
+        })
+    };
+    serde_json::json!({
+        "oneOf": [
+            object(NAVIGATE_TO, Some("place")),
+            object(STOP, None),
+            object(ANSWER, Some("say")),
+        ]
+    })
+}
+
+/// A server's schema-constrained action as it streams, in the form the
+/// local grammar writes: whitespace between JSON tokens dropped (servers
+/// may write `{"action": "answer", ...}`) and [`PREFILL`] taken off, so it
+/// can feed a [`SayStream`] the same way. Output that does not start with
+/// [`PREFILL`] passes whole (and fails [`parse`] with what it was).
+#[derive(Debug, Default)]
+pub struct ServerOutput {
+    in_string: bool,
+    escaped: bool,
+    head: String,
+    started: bool,
+}
+
+impl ServerOutput {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The next piece, compacted; empty while the opening is being matched.
+    pub fn push(&mut self, piece: &str) -> String {
+        let mut out = String::with_capacity(piece.len());
+        for c in piece.chars() {
+            if self.in_string {
+                out.push(c);
+                match (self.escaped, c) {
+                    (true, _) => self.escaped = false,
+                    (false, '\\') => self.escaped = true,
+                    (false, '"') => self.in_string = false,
+                    _ => {}
+                }
+            } else if !c.is_whitespace() {
+                self.in_string = c == '"';
+                out.push(c);
+            }
+        }
+        if self.started {
+            return out;
+        }
+        self.head.push_str(&out);
+        if self.head.len() < PREFILL.len() && PREFILL.starts_with(self.head.as_str()) {
+            return String::new();
+        }
+        self.started = true;
+        let head = std::mem::take(&mut self.head);
+        match head.strip_prefix(PREFILL) {
+            Some(rest) => rest.to_string(),
+            None => head,
+        }
+    }
+
+    /// What is still held at the end (an output shorter than the opening).
+    pub fn finish(&mut self) -> String {
+        self.started = true;
+        std::mem::take(&mut self.head)
+    }
+}
+
 /// The instructions appended to the system prompt when intents are on.
 pub fn instructions(places: &Places) -> String {
     format!(
@@ -331,5 +418,74 @@ mod tests {
         }
         assert!(g.starts_with("root ::= "));
         assert!(instructions(&places()).contains("dock (also charger)"));
+    }
+
+    #[test]
+    fn a_servers_spaced_output_streams_like_the_local_grammars() {
+        let pieces = [
+            "{",
+            "\"action",
+            "\": ",
+            "\"answer\",\n  ",
+            "\"say\": \"It is ",
+            "sunny,  really",
+            " today.\"",
+            " }",
+        ];
+        let mut out = ServerOutput::new();
+        let mut say = SayStream::new();
+        say.push(PREFILL);
+        let mut spoken = String::new();
+        let mut raw = String::from(PREFILL);
+        for p in pieces {
+            let compact = out.push(p);
+            raw.push_str(&compact);
+            spoken.push_str(&say.push(&compact));
+        }
+        raw.push_str(&out.finish());
+        assert_eq!(spoken, "It is sunny,  really today.");
+        assert_eq!(
+            parse(&raw).unwrap(),
+            Action::Answer {
+                say: "It is sunny,  really today.".into()
+            }
+        );
+        // navigation, and output that is not an action at all
+        let mut out = ServerOutput::new();
+        let raw: String = [
+            "{ \"action\" : \"navigate_to\" , ",
+            "\"place\": \"the \\\"big\\\" lab\"}",
+        ]
+        .iter()
+        .map(|p| out.push(p))
+        .collect();
+        assert_eq!(
+            parse(&format!("{PREFILL}{raw}")).unwrap(),
+            Action::NavigateTo {
+                place: r#"the "big" lab"#.into()
+            }
+        );
+        let mut out = ServerOutput::new();
+        assert_eq!(out.push("Sure! "), "Sure!");
+        assert_eq!(out.push("Going."), "Going.");
+        let mut out = ServerOutput::new();
+        assert_eq!(out.push("{"), "");
+        assert_eq!(out.finish(), "{");
+    }
+
+    #[test]
+    fn the_json_schema_offers_the_three_actions_with_their_fields() {
+        let schema = json_schema();
+        let options = schema["oneOf"].as_array().unwrap();
+        let actions: Vec<&str> = options
+            .iter()
+            .map(|o| o["properties"]["action"]["const"].as_str().unwrap())
+            .collect();
+        assert_eq!(actions, [NAVIGATE_TO, STOP, ANSWER]);
+        assert_eq!(
+            options[0]["required"],
+            serde_json::json!(["action", "place"])
+        );
+        assert_eq!(options[2]["required"], serde_json::json!(["action", "say"]));
     }
 }

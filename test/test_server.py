@@ -1,0 +1,183 @@
+"""llm_node with `engine: openai` against a real OpenAI-compatible server:
+llama-cpp-python's (`python -m llama_cpp.server`, built by
+scripts/setup_servers.sh) serving the embedded SmolLM2 GGUF on loopback with
+an API key, as a site's GPU server would. The server is killed and started
+again to be the server (or the network) going away and coming back; nothing
+is mocked.
+"""
+import json
+
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.srv import GetParameters, ListParameters
+from std_msgs.msg import String
+from voice_agent.msg import Interrupt, ReplyChunk, Utterance
+
+from va_harness import LLM_MODEL, ChatServer, Microphone, reliable, start_loop, utterance, wer
+
+KEY = "sk-site-4f9c2e71d8a3"
+KEY_ENV = {"VA_TEST_SERVER_KEY": KEY}
+STORY = "Tell me a long story about a robot who learns to paint."
+
+
+def llm_params(server, **params):
+    p = {"engine": "openai", "server.base_url": server.base_url, "server.model": ChatServer.MODEL,
+         "server.api_key_env": "VA_TEST_SERVER_KEY", "server.timeout_s": 10.0, "server.probe_interval_s": 0.5,
+         "model_path": LLM_MODEL, "n_threads": 2, "ctx_size": 4096, "parallel": 2, "temperature": 0.0,
+         "use_mlock": False, "max_tokens": 96}
+    p.update(params)
+    return p
+
+
+def start_llm(ros, server, env=None, **params):
+    node = ros.start("llm_node", params=llm_params(server, **params), env=KEY_ENV if env is None else env)
+    t = {
+        "chunks": ros.collect(ReplyChunk, "/reply/chunk"),
+        "texts": ros.collect(String, "/reply/text"),
+        "diags": ros.collect(DiagnosticArray, "/diagnostics"),
+    }
+    pub = ros.node.create_publisher(Utterance, "/transcript", reliable())
+    ros.wait_matched(pub, timeout=60)
+    ros.wait_publisher("/reply/text", timeout=60)
+    return node, pub, t
+
+
+def ask(pub, text, turn_id):
+    pub.publish(Utterance(turn_id=turn_id, text=text))
+
+
+def of_turn(chunks, turn_id):
+    return sorted((c for c in chunks if c.turn_id == turn_id), key=lambda c: c.index)
+
+
+def closed(t, turn_id):
+    return any(c.is_final for c in of_turn(t["chunks"], turn_id))
+
+
+def diag(t, key):
+    for d in reversed(t["diags"]):
+        for st in d.status:
+            if st.name.endswith("llm_node"):
+                values = {v.key: v.value for v in st.values}
+                if key in values:
+                    return values[key]
+    return None
+
+
+def test_a_spoken_request_is_answered_through_the_server(ros, tmp_path):
+    server = ChatServer(tmp_path, api_key=KEY).start()
+    mic, t = start_loop(ros, llm=llm_params(server), with_tts=False, env=KEY_ENV)
+    microphone = Microphone(ros, mic)
+    question = "What color is the sky on a clear day?"
+    microphone.say(utterance(tmp_path, question, "question"))
+    microphone.run(lambda: t["replies"], 90, "the reply")
+    heard = t["heard"][0].text
+    assert wer(question, heard) <= 0.2, heard
+    assert "blue" in t["replies"][0].data.lower(), t["replies"][0].data
+    assert server.requests() == 1
+    chunks = of_turn(t["chunks"], t["heard"][0].turn_id)
+    assert chunks[-1].is_final and "".join(c.text for c in chunks) == t["replies"][0].data
+
+
+def test_an_interrupt_cancels_the_servers_stream(ros, tmp_path):
+    server = ChatServer(tmp_path, api_key=KEY).start()
+    node, pub, t = start_llm(ros, server, max_tokens=1000)
+    stop = ros.node.create_publisher(Interrupt, "/interrupt", reliable())
+    ros.wait_matched(stop)
+    ask(pub, STORY, "story")
+    ros.wait_for(lambda: of_turn(t["chunks"], "story"), 60, "the story's first chunk")
+    stop.publish(Interrupt(reason="user said stop"))
+    ros.wait_for(lambda: closed(t, "story"), 10, "the story's final chunk")
+    story = of_turn(t["chunks"], "story")
+    assert story[-1].generated_tokens < 500, story[-1].generated_tokens
+    # the server saw the connection close and stopped generating
+    ros.wait_for(lambda: "Disconnected from client" in server.log(), 20, "the server's disconnect line")
+    # and it is free for the next request at once
+    ask(pub, "What is the opposite of hot?", "next")
+    ros.wait_for(lambda: closed(t, "next"), 60, "the next reply")
+    assert "cold" in "".join(c.text for c in of_turn(t["chunks"], "next")).lower()
+    assert server.requests() == 2
+
+
+def test_server_lost_mid_reply_then_fallback_then_back(ros, tmp_path):
+    server = ChatServer(tmp_path, api_key=KEY).start()
+    node, pub, t = start_llm(ros, server, max_tokens=1000)
+    ask(pub, STORY, "story")
+    ros.wait_for(lambda: of_turn(t["chunks"], "story"), 60, "the story's first chunk")
+    server.kill()
+    # the half reply gets its final chunk; nothing hangs
+    ros.wait_for(lambda: closed(t, "story"), 30, "the cut story's final chunk")
+    # the next turn is answered by the local model
+    ask(pub, "What is the opposite of hot?", "fallback")
+    ros.wait_for(lambda: closed(t, "fallback"), 60, "the fallback's reply")
+    reply = "".join(c.text for c in of_turn(t["chunks"], "fallback"))
+    assert "cold" in reply.lower(), reply
+    log = node.log()
+    assert "answered by the local model" in log
+    assert sum("failed: " in line and "server" in line for line in log.splitlines()) == 1, log[-3000:]
+    ros.wait_for(lambda: diag(t, "fallback_turns") == "1", 10, "fallback counted")
+    assert diag(t, "server_cut_replies") == "1"
+    # the server comes back: the node finds it and uses it again
+    server.start()
+    ros.wait_for(lambda: "answers again" in node.log(), 30, "the node finding the server again")
+    before = server.requests()
+    ask(pub, "What color is the sky on a clear day?", "back")
+    ros.wait_for(lambda: closed(t, "back"), 60, "the reply through the server")
+    assert server.requests() == before + 1
+    assert "".join(c.text for c in of_turn(t["chunks"], "back")).strip()
+
+
+def all_parameters(ros, node):
+    lc = ros.node.create_client(ListParameters, f"/{node}/list_parameters")
+    gc = ros.node.create_client(GetParameters, f"/{node}/get_parameters")
+    ros.wait_for(lambda: lc.service_is_ready() and gc.service_is_ready(), 30, "parameter services")
+    fut = lc.call_async(ListParameters.Request())
+    ros.wait_for(fut.done, 10, "list_parameters")
+    names = list(fut.result().result.names)
+    fut = gc.call_async(GetParameters.Request(names=names))
+    ros.wait_for(fut.done, 10, "get_parameters")
+    return {n: str(v) for n, v in zip(names, fut.result().values)}
+
+
+def test_a_wrong_api_key_is_one_clear_error_and_the_local_model_answers(ros, tmp_path):
+    server = ChatServer(tmp_path, api_key=KEY).start()
+    wrong = "sk-wrong-0b7d55e1"
+    node, pub, t = start_llm(ros, server, env={"VA_TEST_SERVER_KEY": wrong})
+    for i, q in enumerate(["What is the opposite of hot?", "What color is the sky on a clear day?"]):
+        ask(pub, q, f"q{i}")
+        ros.wait_for(lambda: closed(t, f"q{i}"), 60, f"reply {i}")
+    assert "cold" in "".join(c.text for c in of_turn(t["chunks"], "q0")).lower()
+    log = node.log()
+    errors = [line for line in log.splitlines() if "HTTP 401" in line and "ERROR" in line]
+    assert len(errors) == 1, log[-3000:]
+    assert "api_key_env" in errors[0]
+    ros.wait_for(lambda: diag(t, "fallback_turns") == "2", 10, "both turns by the fallback")
+    # the key is in none of what the node shows
+    params = all_parameters(ros, "llm_node")
+    assert params["server.api_key_env"].find("VA_TEST_SERVER_KEY") >= 0
+    everything = log + json.dumps(params) + str(t["diags"])
+    assert wrong not in everything and KEY not in everything
+    assert server.requests() == 0  # refused before any chat request
+
+
+def test_a_missing_key_variable_names_the_parameter(ros, tmp_path):
+    server = ChatServer(tmp_path, api_key=KEY)  # never started: not needed to fail
+    node = ros.start("llm_node", params=llm_params(server), env={})
+    ros.wait_for(lambda: not node.alive(), 30, "llm_node to exit", [])
+    assert node.proc.returncode != 0
+    assert "server.api_key_env" in node.log() and "VA_TEST_SERVER_KEY" in node.log()
+
+
+def test_without_a_fallback_a_down_server_ends_the_turn_with_its_error(ros, tmp_path):
+    server = ChatServer(tmp_path)  # nothing listens on its port
+    node, pub, t = start_llm(ros, server, env={}, fallback="none", model_path="",
+                             **{"server.api_key_env": ""})
+    ask(pub, "Hello?", "lost")
+    ros.wait_for(lambda: closed(t, "lost"), 30, "the closing chunk")
+    assert "".join(c.text for c in of_turn(t["chunks"], "lost")) == ""
+    assert "not answered" in node.log() and "cannot connect" in node.log()
+    # the server comes up later: the next turn goes to it
+    server.start()
+    ask(pub, "What is the opposite of hot?", "later")
+    ros.wait_for(lambda: closed(t, "later"), 60, "the reply once the server is up")
+    assert "cold" in "".join(c.text for c in of_turn(t["chunks"], "later")).lower()
+    assert server.requests() == 1
