@@ -504,6 +504,76 @@ class ChatServer:
             self._log.close()
 
 
+class FaultProxy:
+    """A TCP proxy in front of a real server that can misbehave as servers
+    and networks do. `mode`: "pass" (forwards), "status" (answers 503),
+    "slow" (accepts and never answers), "malformed" (a 200 event stream of
+    broken JSON). Runs on a thread of the test process."""
+
+    def __init__(self, upstream_port: int):
+        import asyncio
+        import threading
+        self.upstream = upstream_port
+        self.port = free_port()
+        self.mode = "pass"
+        self.seen: list[str] = []
+        self.loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        async def serve():
+            self.server = await asyncio.start_server(self._client, "127.0.0.1", self.port)
+            ready.set()
+
+        self.thread = threading.Thread(target=lambda: (self.loop.run_until_complete(serve()),
+                                                       self.loop.run_forever()), daemon=True)
+        self.thread.start()
+        ready.wait(10)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    async def _client(self, reader, writer):
+        import asyncio
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            body = await reader.readexactly(length) if length else b""
+            mode = self.mode
+            self.seen.append(f"{mode} {head.split(b' ')[1].decode()}")
+            if mode == "status":
+                msg = b'{"error": "overloaded"}'
+                writer.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                             b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(msg), msg))
+            elif mode == "slow":
+                await reader.read()  # until the client gives up
+            elif mode == "malformed":
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"
+                             b'data: {"choices": [{"delta": {"content": "Hel\r\n\r\n')
+            else:
+                up_r, up_w = await asyncio.open_connection("127.0.0.1", self.upstream)
+                lines = [h for h in head.split(b"\r\n") if h and not h.lower().startswith(b"connection:")]
+                up_w.write(b"\r\n".join(lines) + b"\r\nConnection: close\r\n\r\n" + body)
+                await up_w.drain()
+                while data := await up_r.read(65536):
+                    writer.write(data)
+                    await writer.drain()
+                up_w.close()
+            await writer.drain()
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    def close(self):
+        self.loop.call_soon_threadsafe(self.server.close)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
 def rss_mb(proc) -> float:
     """Resident memory of a node's process [MB]."""
     for line in Path(f"/proc/{proc.proc.pid}/status").read_text().splitlines():

@@ -6,6 +6,7 @@ again to be the server (or the network) going away and coming back; nothing
 is mocked.
 """
 import json
+import time
 
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.srv import GetParameters, ListParameters
@@ -181,3 +182,91 @@ def test_without_a_fallback_a_down_server_ends_the_turn_with_its_error(ros, tmp_
     ros.wait_for(lambda: closed(t, "later"), 60, "the reply once the server is up")
     assert "cold" in "".join(c.text for c in of_turn(t["chunks"], "later")).lower()
     assert server.requests() == 1
+
+
+def test_intents_through_structured_output_send_the_same_goal_as_the_local_engine(ros, tmp_path):
+    """The action's JSON schema goes to the server as its response_format;
+    llama-cpp-python takes it inside a json_object format. The goal that
+    reaches Nav2 is the one the local engine's grammar gives."""
+    from test_intents import PLACES, Nav2, robot_state  # noqa: F401
+    from voice_agent.msg import Intent
+    server = ChatServer(tmp_path, api_key=KEY).start()
+    nav = Nav2(ros)
+    node, pub, t = start_llm(ros, server, places_file=PLACES, max_tokens=64,
+                             **{"server.response_format": "json_object"})
+    intents = ros.collect(Intent, "/intent")
+    ask(pub, "Go to the kitchen.", "kitchen")
+    ros.wait_for(lambda: nav.events("goal"), 60, "goal at the Nav2 stand-in", [node, nav.proc])
+    g = nav.events("goal")[0]
+    assert (g["via"], g["frame_id"], g["x"], g["y"]) == ("action", "map", 4.2, -1.5)
+    ros.wait_for(lambda: intents and t["texts"], 10, "intent and reply")
+    assert (intents[0].action, intents[0].place, intents[0].goal_sent) == (Intent.NAVIGATE_TO, "kitchen", True)
+    assert t["texts"][0].data == "Going to the kitchen."
+    assert server.requests() == 1
+    # an answer's words stream out of the JSON, none of the JSON is said
+    ask(pub, "What color is the sky on a clear day?", "sky")
+    ros.wait_for(lambda: closed(t, "sky"), 60, "the answer")
+    said = "".join(c.text for c in of_turn(t["chunks"], "sky"))
+    assert said.strip() and "{" not in said and "action" not in said, said
+
+
+def test_server_faults_are_one_error_each_and_the_fallback_answers_within_the_timeout(ros, tmp_path):
+    """503, a server that never answers (server.timeout_s 1 s) and a
+    malformed stream, each through a fault-injecting proxy in front of the
+    real server: one error line naming the fault, the turn answered by the
+    local model, then the server used again once it answers."""
+    from va_harness import FaultProxy
+    server = ChatServer(tmp_path, api_key=KEY).start()
+    proxy = FaultProxy(server.port)
+    try:
+        node, pub, t = start_llm(ros, server, **{"server.base_url": proxy.base_url, "server.timeout_s": 1.0})
+        faults = {"status": "HTTP 503", "slow": "no answer within 1.0 s", "malformed": "malformed stream"}
+        for n, (mode, says) in enumerate(faults.items()):
+            proxy.mode = mode
+            asked = time.monotonic()
+            ask(pub, "What is the opposite of hot?", mode)
+            ros.wait_for(lambda: closed(t, mode), 30, f"the reply despite {mode}")
+            # the fault's wait (at most the timeout) plus the local model's reply
+            assert time.monotonic() - asked < 1.0 + 10, mode
+            assert "cold" in "".join(c.text for c in of_turn(t["chunks"], mode)).lower()
+            errors = [line for line in node.log().splitlines() if "[ERROR]" in line]
+            assert len(errors) == n + 1 and says in errors[-1], errors
+            proxy.mode = "pass"
+            ros.wait_for(lambda: node.log().count("answers again") == n + 1, 30, "the server found again")
+            before = server.requests()
+            ask(pub, "What color is the sky on a clear day?", f"back{n}")
+            ros.wait_for(lambda: closed(t, f"back{n}"), 60, "the reply through the server")
+            assert server.requests() == before + 1
+        ros.wait_for(lambda: diag(t, "server_errors") == "3", 10, "the faults counted")
+        assert diag(t, "fallback_turns") == "3"
+    finally:
+        proxy.close()
+
+
+def test_an_on_demand_fallback_loads_at_the_first_fault(ros, tmp_path):
+    server = ChatServer(tmp_path)  # nothing listens on its port yet
+    node, pub, t = start_llm(ros, server, env={}, fallback_load="on_demand", **{"server.api_key_env": ""})
+    assert "loaded at the first fault" in node.log() and "local model loaded" not in node.log()
+    ask(pub, "What is the opposite of hot?", "first")
+    ros.wait_for(lambda: closed(t, "first"), 60, "the reply once the local model is loaded")
+    assert "cold" in "".join(c.text for c in of_turn(t["chunks"], "first")).lower()
+    log = node.log()
+    assert log.index("loading the local model") < log.index("local model loaded")
+
+
+def test_managed_with_a_server_cleanup_frees_the_fallback_and_configure_comes_back(ros, tmp_path):
+    from va_harness import LifecycleCaller, rss_mb
+    server = ChatServer(tmp_path, api_key=KEY).start()
+    node, pub, t = start_llm(ros, server, managed=True)
+    lc = LifecycleCaller(ros, "/llm_node")
+    bare = rss_mb(node)
+    for round in range(2):
+        assert lc.set("configure") and lc.set("activate")
+        ask(pub, "What is the opposite of hot?", f"r{round}")
+        ros.wait_for(lambda: closed(t, f"r{round}"), 60, "the reply through the server")
+        assert server.requests() == round + 1
+        loaded = rss_mb(node)
+        assert lc.set("deactivate") and lc.set("cleanup")
+        assert lc.state() == "unconfigured"
+        # the fallback model was loaded at configure and is freed at cleanup
+        assert rss_mb(node) < loaded - 40, (bare, loaded, rss_mb(node))
