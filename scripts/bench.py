@@ -4,6 +4,7 @@ sequential alternative. Figures, never pass/fail.
 
     python scripts/bench.py                 # all: stt llm intent tts loop conversation first_chunk audio
     python scripts/bench.py llm intent tts  # some
+    python scripts/bench.py fleet           # engine openai: N robots on one server vs local
 """
 from __future__ import annotations
 
@@ -692,6 +693,123 @@ def audio():
         h.close()
 
 
+FLEET_REQUESTS = ["What color is the sky on a clear day?", "Tell me a short story about a robot.",
+                  "What is the opposite of hot?", "Name three fruits."]
+
+
+def pctl(xs, q):
+    return float(np.percentile(xs, q)) if xs else float("nan")
+
+
+def fleet_round(h, pubs, chunks, n, rnd):
+    """Request `rnd` to robots 0..n-1 at once: their first-chunk times [ms],
+    and the pieces generated per second over the round."""
+    from voice_agent.msg import Utterance
+    text = FLEET_REQUESTS[rnd % len(FLEET_REQUESTS)]
+    ids = [f"r{rnd}-n{n}-{k}-{time.monotonic_ns()}" for k in range(n)]
+    t0 = time.time()
+    for k, tid in enumerate(ids):
+        pubs[k % len(pubs)].publish(Utterance(turn_id=tid, conversation_id=f"robot{k}", text=text))
+    done = lambda: all(any(c.turn_id == t and c.is_final for c in chunks) for t in ids)  # noqa: E731
+    h.wait_for(done, 300, "the fleet's replies")
+    finals = [next(c for c in chunks if c.turn_id == t and c.is_final) for t in ids]
+    firsts = [min((c for c in chunks if c.turn_id == t), key=lambda c: c.index) for t in ids]
+    t1 = max(f.header.stamp.sec + f.header.stamp.nanosec * 1e-9 for f in finals)
+    return [f.first_chunk_ms for f in firsts], sum(f.generated_tokens for f in finals) / max(t1 - t0, 1e-3)
+
+
+def fleet(sizes=(1, 2, 4, 8), rounds=4):
+    """N robots against one OpenAI-compatible server vs N conversations in
+    one local llm_node (parallel N), same model and threads, side by side;
+    then the failover time."""
+    from va_harness import ChatServer
+    from voice_agent.msg import ReplyChunk, Utterance
+    print("\n== fleet: N robots (namespaced llm_nodes, engine openai) on one server vs one local llm_node "
+          "(parallel N); SmolLM2-135M Q4_1, 2 threads, greedy, max_tokens 64 ==")
+    common = {"temperature": 0.0, "max_tokens": 64, "use_mlock": False, "n_gpu_layers": 0}
+    results = {}
+    h = harness("fleet-server")
+    server = ChatServer(h.log_dir).start()
+    try:
+        chunks = h.collect(ReplyChunk, "/fleet/reply/chunk")
+        pubs = []
+        for k in range(max(sizes)):
+            ns = f"/robot{k}"
+            h.start("llm_node", name=f"llm_robot{k}", remaps={"__ns": ns, "reply/chunk": "/fleet/reply/chunk"},
+                    params={**common, "engine": "openai", "server.base_url": server.base_url,
+                            "server.model": ChatServer.MODEL, "fallback": "none", "model_path": "",
+                            "parallel": 1, "ctx_size": 2048, "server.timeout_s": 60.0})
+            pub = h.node.create_publisher(Utterance, f"{ns}/transcript", reliable())
+            h.wait_matched(pub, timeout=60)
+            pubs.append(pub)
+        h.wait_for(lambda: h.node.count_publishers("/fleet/reply/chunk") >= max(sizes), 60, "the robots")
+        fleet_round(h, pubs, chunks, 1, 0)  # warm-up
+        for n in sizes:
+            runs = [fleet_round(h, pubs[:n], chunks, n, r) for r in range(rounds)]
+            results[("server", n)] = ([x for f, _ in runs for x in f], med([t for _, t in runs]))
+    finally:
+        server.kill()
+        h.close()
+    h = harness("fleet-local")
+    try:
+        chunks, pub = start_llm(h, {**common, "model_path": LLM_MODEL, "n_threads": THREADS,
+                                    "parallel": max(sizes), "ctx_size": 2048 * max(sizes)})
+        fleet_round(h, [pub], chunks, 1, 0)
+        for n in sizes:
+            runs = [fleet_round(h, [pub], chunks, n, r) for r in range(rounds)]
+            results[("local", n)] = ([x for f, _ in runs for x in f], med([t for _, t in runs]))
+    finally:
+        h.close()
+    print("(llama-cpp-python's server answers one request at a time: the others queue, which the server's "
+          "first-chunk times show; vLLM, SGLang and llama.cpp's llama-server batch them)")
+    print(f"{'N':>3} | {'server: 1st chunk p50':>22}{'p95':>8}{'tok/s':>8} | {'local: 1st chunk p50':>21}{'p95':>8}"
+          f"{'tok/s':>8}")
+    for n in sizes:
+        sf, st = results[("server", n)]
+        lf, lt = results[("local", n)]
+        print(f"{n:>3} | {pctl(sf, 50):>19.0f} ms{pctl(sf, 95):>8.0f}{st:>8.1f} | {pctl(lf, 50):>18.0f} ms"
+              f"{pctl(lf, 95):>8.0f}{lt:>8.1f}")
+    failover()
+
+
+def failover(tries=3):
+    """The server killed mid-reply: kill -> the cut reply's final chunk,
+    and the next turn's first chunk from the local fallback."""
+    from va_harness import ChatServer
+    from voice_agent.msg import Utterance
+    h = harness("fleet-failover")
+    cuts, nexts = [], []
+    try:
+        server = ChatServer(h.log_dir)
+        chunks, pub = None, None
+        for k in range(tries):
+            server.start()
+            if pub is None:
+                chunks, pub = start_llm(h, {"engine": "openai", "server.base_url": server.base_url,
+                                            "server.model": ChatServer.MODEL, "model_path": LLM_MODEL,
+                                            "n_threads": THREADS, "temperature": 0.0, "max_tokens": 200,
+                                            "use_mlock": False, "n_gpu_layers": 0, "server.probe_interval_s": 0.5})
+            else:
+                h.wait_for(lambda: h.procs[0].log().count("answers again") >= k, 30, "the server again")
+            tid = f"story{k}"
+            pub.publish(Utterance(turn_id=tid, text="Tell me a long story about a robot who learns to paint."))
+            h.wait_for(lambda: any(c.turn_id == tid for c in chunks), 60, "the story's first chunk")
+            t_kill = time.time()
+            server.kill()
+            h.wait_for(lambda: any(c.turn_id == tid and c.is_final for c in chunks), 30, "the cut reply's end")
+            fin = next(c for c in chunks if c.turn_id == tid and c.is_final)
+            cuts.append((fin.header.stamp.sec + fin.header.stamp.nanosec * 1e-9 - t_kill) * 1e3)
+            nid = f"next{k}"
+            pub.publish(Utterance(turn_id=nid, text="What is the opposite of hot?"))
+            h.wait_for(lambda: any(c.turn_id == nid and c.is_final for c in chunks), 60, "the fallback's reply")
+            nexts.append(min((c for c in chunks if c.turn_id == nid), key=lambda c: c.index).first_chunk_ms)
+    finally:
+        server.kill()
+        h.close()
+    print(f"failover (server killed mid-reply, {tries} tries): kill -> the cut reply's final chunk median "
+          f"{med(cuts):.0f} ms; the next turn's first chunk from the local fallback median {med(nexts):.0f} ms")
+
+
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
     which = sys.argv[1:] or ["stt", "llm", "intent", "tts", "loop", "conversation", "first_chunk", "audio"]
@@ -699,7 +817,7 @@ def main():
     for w in which:
         {"stt": stt, "llm": llm, "intent": intent, "tts": tts, "loop": loop_bench,
          "conversation": conversation, "first_chunk": first_chunk, "audio": audio,
-         "history": history, "turn_judge": turn_judge}[w]()
+         "history": history, "turn_judge": turn_judge, "fleet": fleet}[w]()
 
 
 if __name__ == "__main__":

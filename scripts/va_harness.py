@@ -467,6 +467,7 @@ class ChatServer:
         if self.api_key:
             args += ["--api_key", self.api_key]
         self.starts += 1
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "a")
         self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT)
         end = time.monotonic() + timeout
