@@ -22,8 +22,28 @@ pub const DIAGNOSTICS_PERIOD: Duration = Duration::from_secs(1);
 
 /// Creates the node (name and namespace can be remapped with --ros-args).
 pub fn create(name: &str) -> Result<r2r::Node> {
-    let ctx = r2r::Context::create().context("rcl init failed")?;
+    let ctx = context()?.context("rcl init failed")?;
     r2r::Node::create(ctx, name, "").context("node creation failed")
+}
+
+/// r2r's context; r2r panics when rcl refuses the command line's ROS
+/// arguments (`-p name:=` with no value, an unknown flag): that becomes one
+/// error line naming what was refused, not a panic with a backtrace.
+fn context() -> Result<r2r::Result<r2r::Context>> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let ctx = std::panic::catch_unwind(r2r::Context::create);
+    std::panic::set_hook(hook);
+    ctx.map_err(|p| {
+        let msg = p
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| p.downcast_ref::<&str>().copied())
+            .unwrap_or("unknown error");
+        // "... Error: error not set, at /project/src/rcl/arguments.c:352"
+        let msg = msg.split(". Error:").next().unwrap_or(msg);
+        anyhow::anyhow!("the ROS arguments were refused: {msg}")
+    })
 }
 
 /// Fully qualified node name for logs and diagnostics.
