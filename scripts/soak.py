@@ -78,7 +78,8 @@ def main() -> int:
             rss = {n: rss_mb(p.proc.pid) for n, p in nodes.items()}
             elapsed = time.monotonic() - t0
             samples.append((elapsed, rss))
-            if warmed_at is None and elapsed >= args.warmup * args.minutes * 60 and sent >= 2 * len(REQUESTS):
+            # warm once every request was answered once (its allocations made)
+            if warmed_at is None and elapsed >= args.warmup * args.minutes * 60 and sent >= len(REQUESTS):
                 warmed_at = len(samples)
             if not all(p.alive() for p in nodes.values()):
                 print("a node died:", {n: p.proc.returncode for n, p in nodes.items()})

@@ -27,6 +27,7 @@ TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
 BIN = Path(os.environ.get("VOICE_AGENT_BIN", TARGET / "release"))
 MODELS = Path(os.environ.get("VOICE_AGENT_MODELS", Path.home() / ".cache/voice_agent/models"))
 WHISPER_MODEL = MODELS / "ggml-tiny.en.bin"
+WHISPER_CT2 = MODELS / "whisper-tiny.en-ct2"
 VAD_MODEL = MODELS / "ggml-silero-v6.2.3.bin"
 LLM_MODEL = MODELS / "SmolLM2-135M-Instruct.Q4_1.gguf"
 PIPER_VOICE = MODELS / "en_US-joe-medium.onnx"
@@ -441,47 +442,43 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class ChatServer:
-    """A real OpenAI-compatible server, as a site's GPU server would run one:
-    llama-cpp-python's (scripts/setup_servers.sh) serving the embedded
-    SmolLM2 GGUF on loopback, with an API key. `kill()` is the server or the
-    network going away; `start()` brings it back on the same port."""
+class ServerProcess:
+    """A real server process on loopback, as a site's GPU server would run
+    one. `kill()` is the server or the network going away; `start()` brings
+    it back on the same port. Subclasses give its command line."""
 
-    MODEL = "smollm2"
+    READY_PATH = "/v1/models"
+    REQUEST = ""
 
     def __init__(self, log_dir: Path, api_key: str | None = None, port: int | None = None):
         self.port = port or free_port()
         self.api_key = api_key
-        self.log_path = log_dir / f"chat_server_{self.port}.log"
+        self.log_path = log_dir / f"{type(self).__name__}_{self.port}.log"
         self.proc = None
-        self.starts = 0
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
+    def args(self) -> list[str]:
+        raise NotImplementedError
+
     def start(self, timeout=120.0):
-        args = [str(SERVERS_VENV / "bin" / "python"), "-m", "llama_cpp.server", "--model", str(LLM_MODEL),
-                "--model_alias", self.MODEL, "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", "4096",
-                "--n_threads", "2", "--interrupt_requests", "False"]
-        if self.api_key:
-            args += ["--api_key", self.api_key]
-        self.starts += 1
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "a")
-        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(self.args(), stdout=self._log, stderr=subprocess.STDOUT)
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             if self.proc.poll() is not None:
-                raise HarnessError(f"the chat server exited ({self.proc.returncode}):\n{self.log()[-3000:]}")
+                raise HarnessError(f"{type(self).__name__} exited ({self.proc.returncode}):\n{self.log()[-3000:]}")
             if self.answers():
                 return self
             time.sleep(0.2)
-        raise HarnessError(f"the chat server did not answer within {timeout} s:\n{self.log()[-3000:]}")
+        raise HarnessError(f"{type(self).__name__} did not answer within {timeout} s:\n{self.log()[-3000:]}")
 
     def answers(self) -> bool:
         import urllib.request
-        req = urllib.request.Request(f"{self.base_url}/models")
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{self.READY_PATH}")
         if self.api_key:
             req.add_header("Authorization", f"Bearer {self.api_key}")
         try:
@@ -491,8 +488,8 @@ class ChatServer:
             return False
 
     def requests(self) -> int:
-        """Chat completions the server was asked for (its access log)."""
-        return self.log().count("POST /v1/chat/completions")
+        """Requests the server was asked for (its access log)."""
+        return self.log().count(self.REQUEST)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -503,6 +500,35 @@ class ChatServer:
             self.proc.wait()
         if self.proc:
             self._log.close()
+
+
+class ChatServer(ServerProcess):
+    """llama-cpp-python's OpenAI-compatible server (scripts/setup_servers.sh)
+    serving the embedded SmolLM2 GGUF, one request at a time."""
+
+    MODEL = "smollm2"
+    REQUEST = "POST /v1/chat/completions"
+
+    def args(self):
+        a = [str(SERVERS_VENV / "bin" / "python"), "-m", "llama_cpp.server", "--model", str(LLM_MODEL),
+             "--model_alias", self.MODEL, "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", "4096",
+             "--n_threads", "2", "--interrupt_requests", "False"]
+        return a + (["--api_key", self.api_key] if self.api_key else [])
+
+
+class SpeechServer(ServerProcess):
+    """faster-whisper-server's OpenAI-compatible transcription server
+    (scripts/setup_servers.sh) with the Whisper tiny.en CTranslate2 files
+    fetch_models.py keeps: the same Whisper as stt_node's local one, run by
+    another engine. It takes no API key."""
+
+    MODEL = "whisper-tiny.en"
+    READY_PATH = "/health"
+    REQUEST = "POST /v1/audio/transcriptions"
+
+    def args(self):
+        return [str(SERVERS_VENV / "bin" / "python"), "-m", "faster_whisper_server", str(WHISPER_CT2),
+                "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "info"]
 
 
 class FaultProxy:

@@ -144,10 +144,13 @@ def test_launch_py_arguments_reach_the_nodes():
     _, nodes = launch_py({"barge_in": "true", "places_file": "/tmp/p.yaml", "models_dir": "/m",
                           "llm_model": "x.gguf", "tts_engine": "espeak", "use_sim_time": "true",
                           "managed": "true", "llm_engine": "openai", "llm_server_url": "https://gpu:8443/v1",
-                          "llm_api_key_env": "SITE_KEY", "llm_fallback": "none"})
+                          "llm_api_key_env": "SITE_KEY", "llm_fallback": "none", "stt_engine": "openai",
+                          "stt_server_url": "https://gpu:8444/v1", "stt_fallback": "none"})
     by = {n["executable"]: n["params"] for n in nodes}
     assert (by["llm_node"]["engine"], by["llm_node"]["server.base_url"], by["llm_node"]["server.api_key_env"],
             by["llm_node"]["fallback"]) == ("openai", "https://gpu:8443/v1", "SITE_KEY", "none")
+    assert (by["stt_node"]["engine"], by["stt_node"]["server.base_url"], by["stt_node"]["fallback"],
+            by["stt_node"]["server.api_key_env"]) == ("openai", "https://gpu:8444/v1", "none", "")
     assert all(p["managed"] is True for p in by.values())
     assert by["stt_node"]["barge_in"] is True
     assert by["llm_node"]["places_file"] == "/tmp/p.yaml"

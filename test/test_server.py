@@ -1,9 +1,11 @@
-"""llm_node with `engine: openai` against a real OpenAI-compatible server:
-llama-cpp-python's (`python -m llama_cpp.server`, built by
-scripts/setup_servers.sh) serving the embedded SmolLM2 GGUF on loopback with
-an API key, as a site's GPU server would. The server is killed and started
-again to be the server (or the network) going away and coming back; nothing
-is mocked.
+"""llm_node and stt_node with `engine: openai` against real
+OpenAI-compatible servers (scripts/setup_servers.sh), as a site's GPU server
+would run them: llama-cpp-python's chat server serving the embedded SmolLM2
+GGUF with an API key, and faster-whisper-server transcribing with the same
+Whisper tiny.en as CTranslate2 files. The servers are killed and started
+again to be the server (or the network) going away and coming back; faults a
+process cannot show (503, no answer, broken JSON) come from a proxy in front
+of the real server. Nothing is mocked.
 """
 import json
 import time
@@ -13,7 +15,8 @@ from rcl_interfaces.srv import GetParameters, ListParameters
 from std_msgs.msg import String
 from voice_agent.msg import Interrupt, ReplyChunk, Utterance
 
-from va_harness import LLM_MODEL, ChatServer, Microphone, reliable, start_loop, utterance, wer
+from va_harness import LLM_MODEL, ChatServer, Microphone, SpeechServer, human_speech, publish_audio, reliable
+from va_harness import silence, start_loop, start_stt, utterance, wer
 
 KEY = "sk-site-4f9c2e71d8a3"
 KEY_ENV = {"VA_TEST_SERVER_KEY": KEY}
@@ -188,7 +191,7 @@ def test_intents_through_structured_output_send_the_same_goal_as_the_local_engin
     """The action's JSON schema goes to the server as its response_format;
     llama-cpp-python takes it inside a json_object format. The goal that
     reaches Nav2 is the one the local engine's grammar gives."""
-    from test_intents import PLACES, Nav2, robot_state  # noqa: F401
+    from test_intents import PLACES, Nav2
     from voice_agent.msg import Intent
     server = ChatServer(tmp_path, api_key=KEY).start()
     nav = Nav2(ros)
@@ -220,7 +223,7 @@ def test_server_faults_are_one_error_each_and_the_fallback_answers_within_the_ti
     proxy = FaultProxy(server.port)
     try:
         node, pub, t = start_llm(ros, server, **{"server.base_url": proxy.base_url, "server.timeout_s": 1.0})
-        faults = {"status": "HTTP 503", "slow": "no answer within 1.0 s", "malformed": "malformed stream"}
+        faults = {"status": "HTTP 503", "slow": "no answer within 1.0 s", "malformed": "malformed answer"}
         for n, (mode, says) in enumerate(faults.items()):
             proxy.mode = mode
             asked = time.monotonic()
@@ -270,3 +273,73 @@ def test_managed_with_a_server_cleanup_frees_the_fallback_and_configure_comes_ba
         assert lc.state() == "unconfigured"
         # the fallback model was loaded at configure and is freed at cleanup
         assert rss_mb(node) < loaded - 40, (bare, loaded, rss_mb(node))
+
+
+def hear(ros, pub, utts, x):
+    """A recording, then silence as a microphone hears it until its turn is out."""
+    n = len(utts)
+    publish_audio(ros, pub, x, 16000)
+    for _ in range(60):
+        if len(utts) > n:
+            break
+        publish_audio(ros, pub, silence(0.1), 16000)
+    ros.wait_for(lambda: len(utts) > n, 60, "the turn")
+    return utts[-1]
+
+
+def stt_diag(diags, key):
+    for d in reversed(diags):
+        for st in d.status:
+            if st.name.endswith("stt_node"):
+                values = {v.key: v.value for v in st.values}
+                if key in values:
+                    return values[key]
+    return None
+
+
+def test_real_speech_is_transcribed_by_the_server_then_by_local_whisper_while_it_is_gone(ros, tmp_path):
+    server = SpeechServer(tmp_path).start()
+    # partials every 10 s at most: the server (slower than local Whisper on
+    # these 2 cores) keeps up with that cadence, so it makes them too
+    node, pub, utts, diags = start_stt(ros, engine="openai", **{
+        "server.base_url": server.base_url, "server.model": SpeechServer.MODEL, "server.timeout_s": 10.0,
+        "server.probe_interval_s": 0.5, "turn.partial_interval_ms": 10000})
+    people = {name: (x, said) for name, x, said in human_speech()}
+    x, said = people["librivox-0870"]
+    u = hear(ros, pub, utts, x)
+    assert wer(said, u.text) <= 0.3, (said, u.text)
+    assert server.requests() >= 1 and 0 < u.confidence <= 1, u
+    ros.wait_for(lambda: stt_diag(diags, "server_transcriptions") not in (None, "0"), 10, "counted")
+    # the server goes away: one error line, local Whisper hears the next turn
+    server.kill()
+    x, said = people["goforward"]
+    u = hear(ros, pub, utts, x)
+    assert wer(said, u.text) <= 0.3, (said, u.text)
+    errors = [line for line in node.log().splitlines() if "[ERROR]" in line]
+    assert len(errors) == 1 and "transcription server" in errors[0], errors
+    # back: found again while the node is idle, the next turn goes to it
+    server.start()
+    ros.wait_for(lambda: "answers again" in node.log(), 30, "the server found again")
+    before = server.requests()
+    x, said = people["librivox-0920"]
+    u = hear(ros, pub, utts, x)
+    assert wer(said, u.text) <= 0.3, (said, u.text)
+    assert server.requests() > before
+
+
+def test_without_local_whisper_the_server_hears_everything(ros, tmp_path):
+    """fallback none: no Whisper in the process (model_path ""); partials
+    come from the server while it keeps up with their cadence."""
+    from va_harness import rss_mb
+    from voice_agent.msg import PartialTranscript
+    server = SpeechServer(tmp_path).start()
+    partials = ros.collect(PartialTranscript, "/transcript/partial")
+    node, pub, utts, diags = start_stt(ros, engine="openai", fallback="none", model_path="", **{
+        "server.base_url": server.base_url, "server.model": SpeechServer.MODEL, "server.timeout_s": 10.0,
+        "turn.partial_interval_ms": 1000})
+    assert "Whisper on the server" in node.log()
+    x, said = next((x, said) for name, x, said in human_speech() if name == "librivox-0880")
+    u = hear(ros, pub, utts, x)
+    assert wer(said, u.text) <= 0.3, (said, u.text)
+    assert any(p.turn_id == u.turn_id and p.text for p in partials), "no partial from the server"
+    assert rss_mb(node) < 200, rss_mb(node)

@@ -231,7 +231,7 @@ async fn run() -> Result<()> {
     };
     let fq = node::fq_name(&node);
     let places = cfg.intents.as_ref().map(|i| i.places.clone());
-    let server = cfg.remote.as_ref().map(|r| r.base_url.clone());
+    let server = cfg.remote.as_ref().map(|r| r.server.base_url.clone());
     let max_age = cfg.context.max_age;
 
     // The engine (model + context) lives on its own thread; each
@@ -243,7 +243,7 @@ async fn run() -> Result<()> {
     let (tx, rx) = sync_channel::<Command>(COMMAND_QUEUE);
     let (load_tx, load_rx) = sync_channel::<Loaded>(1);
     let model_name = match &cfg.remote {
-        Some(r) => r.model.clone(),
+        Some(r) => r.server.model.clone(),
         None => std::path::Path::new(&cfg.model_path)
             .file_name()
             .map(|s| s.to_string_lossy().into_owned())

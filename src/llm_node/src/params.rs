@@ -7,6 +7,7 @@ pub use voice_core::params::ParamError;
 use voice_core::params::{check, in_range};
 use voice_core::places::Places;
 use voice_ros::params::NodeParams;
+use voice_ros::server::{self, ServerConfig};
 
 /// Parameters of llm_node. Doc comments are what `ros2 param describe` shows.
 #[derive(RosParams, Debug, Clone)]
@@ -225,8 +226,8 @@ impl LlmConfig {
         }
         self.context.max_age = new.context.max_age;
         if let (Some(mine), Some(theirs)) = (self.remote.as_mut(), new.remote.as_ref()) {
-            mine.timeout = theirs.timeout;
-            mine.probe_interval = theirs.probe_interval;
+            mine.server.timeout = theirs.server.timeout;
+            mine.server.probe_interval = theirs.server.probe_interval;
         }
     }
 }
@@ -234,13 +235,7 @@ impl LlmConfig {
 /// engine openai: the server and what answers without it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RemoteConfig {
-    /// Without a trailing slash.
-    pub base_url: String,
-    pub model: String,
-    /// The environment variable's name (never its value).
-    pub api_key_env: Option<String>,
-    pub timeout: std::time::Duration,
-    pub probe_interval: std::time::Duration,
+    pub server: ServerConfig,
     /// The local model answers while the server cannot.
     pub fallback: bool,
     /// The fallback model is loaded at configure (else at the first fault).
@@ -493,89 +488,32 @@ impl NodeParams for LlmParams {
 impl LlmParams {
     /// engine and the server's parameters.
     fn remote(&self) -> Result<Option<RemoteConfig>, ParamError> {
-        match self.engine.as_str() {
-            "local" => return Ok(None),
-            "openai" => {}
-            other => {
-                return Err(ParamError {
-                    name: "engine",
-                    msg: format!("must be \"local\" or \"openai\", got {other:?}"),
-                })
-            }
+        if !server::remote_engine(&self.engine)? {
+            return Ok(None);
         }
         let s = &self.server;
-        let url = s.base_url.trim().trim_end_matches('/');
-        let parsed = reqwest::Url::parse(url).map_err(|e| ParamError {
-            name: "server.base_url",
-            msg: format!("not a URL ({e}): {url:?}"),
+        let server = server::validate(server::ServerArgs {
+            base_url: &s.base_url,
+            model: &s.model,
+            api_key_env: &s.api_key_env,
+            timeout_s: s.timeout_s,
+            probe_interval_s: s.probe_interval_s,
         })?;
-        check(
-            matches!(parsed.scheme(), "http" | "https") && parsed.host().is_some(),
-            "server.base_url",
-            || format!("must be an http:// or https:// URL with a host, got {url:?}"),
-        )?;
-        check(
-            parsed.username().is_empty() && parsed.password().is_none(),
-            "server.base_url",
-            || "must not hold credentials: name the key's variable in server.api_key_env".into(),
-        )?;
-        check(!s.model.trim().is_empty(), "server.model", || {
-            "not set (the model name the server serves)".into()
-        })?;
-        let env = s.api_key_env.trim();
-        check(
-            env.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                && !env.starts_with(|c: char| c.is_ascii_digit()),
-            "server.api_key_env",
-            || format!("not an environment variable name: {env:?}"),
-        )?;
-        let seconds = |v: f64, name: &'static str, max: f64| {
-            check(v.is_finite() && v > 0.0 && v <= max, name, || {
-                format!("must be in (0, {max}] s, got {v}")
-            })
-            .map(|()| std::time::Duration::from_secs_f64(v))
-        };
-        let (fallback, fallback_at_start) = (
-            match self.fallback.as_str() {
-                "local" => true,
-                "none" => false,
-                other => {
-                    return Err(ParamError {
-                        name: "fallback",
-                        msg: format!("must be \"local\" or \"none\", got {other:?}"),
-                    })
-                }
-            },
-            match self.fallback_load.as_str() {
-                "start" => true,
-                "on_demand" => false,
-                other => {
-                    return Err(ParamError {
-                        name: "fallback_load",
-                        msg: format!("must be \"start\" or \"on_demand\", got {other:?}"),
-                    })
-                }
-            },
-        );
-        let json_schema_format = match s.response_format.as_str() {
-            "json_schema" => true,
-            "json_object" => false,
-            other => {
-                return Err(ParamError {
-                    name: "server.response_format",
-                    msg: format!("must be \"json_schema\" or \"json_object\", got {other:?}"),
-                })
-            }
-        };
         Ok(Some(RemoteConfig {
-            json_schema_format,
-            base_url: url.to_string(),
-            model: s.model.trim().to_string(),
-            api_key_env: (!env.is_empty()).then(|| env.to_string()),
-            timeout: seconds(s.timeout_s, "server.timeout_s", 600.0)?,
-            probe_interval: seconds(s.probe_interval_s, "server.probe_interval_s", 3600.0)?,
-            fallback,
-            fallback_at_start,
+            server,
+            fallback: server::local_fallback(&self.fallback)?,
+            fallback_at_start: server::choice(
+                "fallback_load",
+                &self.fallback_load,
+                "on_demand",
+                "start",
+            )?,
+            json_schema_format: server::choice(
+                "server.response_format",
+                &s.response_format,
+                "json_object",
+                "json_schema",
+            )?,
         }))
     }
 }
@@ -714,8 +652,8 @@ mod tests {
             .unwrap()
             .remote
             .unwrap();
-        assert_eq!(r.base_url, "https://gpu.site:8443/v1");
-        assert!(r.fallback && r.fallback_at_start && r.api_key_env.is_none());
+        assert_eq!(r.server.base_url, "https://gpu.site:8443/v1");
+        assert!(r.fallback && r.fallback_at_start && r.server.api_key_env.is_none());
         let no_model = openai(|p| {
             p.fallback = "none".into();
             p.model_path = "".into();

@@ -32,6 +32,7 @@ use voice_core::intent::{self, Decision, ServerOutput};
 use voice_core::robot_state::RobotState;
 use voice_core::scheduler::{Action, Scheduler, StopReason, TurnRequest};
 use voice_ros::log::Log;
+use voice_ros::server::{self, Fault};
 
 use crate::engine::{
     decide, discarded, report, Command, Ended, Loaded, Output, StartReport, Stats, TurnInfo,
@@ -47,25 +48,6 @@ const DEFERRED_MAX: usize = 64;
 const POLL: Duration = Duration::from_millis(5);
 /// How long a lifecycle step waits for the fallback model to load or unload.
 const LOCAL_TIMEOUT: Duration = Duration::from_secs(300);
-/// Characters of a server's error body quoted in the log.
-const BODY_QUOTE: usize = 300;
-
-/// Why the server did not give a reply.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum Fault {
-    #[error("cannot connect: {0}")]
-    Connect(String),
-    #[error("no answer within {0:.1} s (server.timeout_s)")]
-    Timeout(f64),
-    #[error("HTTP {0}: the server refused the API key (server.api_key_env names the variable that holds it)")]
-    Unauthorized(u16),
-    #[error("HTTP {status}: {body}")]
-    Status { status: u16, body: String },
-    #[error("malformed stream: {0}")]
-    Malformed(String),
-    #[error("the stream broke: {0}")]
-    Cut(String),
-}
 
 /// Figures of the server engine (in /diagnostics).
 #[derive(Default)]
@@ -192,19 +174,6 @@ pub struct Engine<'l> {
     unloading: Option<std::sync::mpsc::Sender<()>>,
 }
 
-/// The API key from the environment variable the parameter names.
-fn api_key(remote: &RemoteConfig) -> Result<Option<Arc<str>>, String> {
-    let Some(var) = &remote.api_key_env else {
-        return Ok(None);
-    };
-    match std::env::var(var) {
-        Ok(k) if !k.trim().is_empty() => Ok(Some(k.trim().into())),
-        _ => Err(format!(
-            "server.api_key_env: the environment variable {var} is not set (it holds the server's API key)"
-        )),
-    }
-}
-
 impl<'l> Engine<'l> {
     /// Sets up the client, asks the server once, and with `fallback_load
     /// start` loads the local model (waiting for it).
@@ -217,9 +186,9 @@ impl<'l> Engine<'l> {
             .remote
             .clone()
             .ok_or("engine openai without a server configuration")?;
-        let key = api_key(&remote)?;
+        let key = server::api_key(&remote.server)?.map(Arc::from);
         let client = reqwest::Client::builder()
-            .connect_timeout(remote.timeout)
+            .connect_timeout(remote.server.timeout)
             .build()
             .map_err(|e| format!("HTTP client: {e}"))?;
         let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
@@ -281,10 +250,10 @@ impl<'l> Engine<'l> {
         let report = StartReport {
             context: format!(
                 "server {} model {} ({server_line}), parallel {}, timeout {:.1} s, fallback {fallback}, intents {}",
-                engine.remote.base_url,
-                engine.remote.model,
+                engine.remote.server.base_url,
+                engine.remote.server.model,
                 engine.cfg.parallel,
-                engine.remote.timeout.as_secs_f64(),
+                engine.remote.server.timeout.as_secs_f64(),
                 if engine.cfg.intents.is_some() { "on (JSON schema)" } else { "off" },
             ),
             compute: "the server's".into(),
@@ -336,8 +305,8 @@ impl<'l> Engine<'l> {
         let new = self.updates.borrow_and_update().clone();
         self.cfg.apply_live(&new);
         if let Some(r) = &self.cfg.remote {
-            self.remote.timeout = r.timeout;
-            self.remote.probe_interval = r.probe_interval;
+            self.remote.server.timeout = r.server.timeout;
+            self.remote.server.probe_interval = r.server.probe_interval;
         }
         self.sched
             .set_policy(self.cfg.busy_policy, self.cfg.history_turns);
@@ -348,7 +317,7 @@ impl<'l> Engine<'l> {
             self.cfg.max_tokens,
             self.cfg.history_turns,
             self.cfg.busy_policy,
-            self.remote.timeout.as_secs_f64()
+            self.remote.server.timeout.as_secs_f64()
         ));
     }
 
@@ -477,7 +446,7 @@ impl<'l> Engine<'l> {
     fn start(&mut self, slot: usize, req: TurnRequest) -> Result<(), String> {
         let (messages, user_text) = self.messages(&req)?;
         let mut body = serde_json::json!({
-            "model": self.remote.model,
+            "model": self.remote.server.model,
             "messages": messages
                 .iter()
                 .map(|m| serde_json::json!({"role": m.role.as_str(), "content": m.content}))
@@ -502,10 +471,10 @@ impl<'l> Engine<'l> {
         let gen = self.gen;
         let task = tokio::spawn(stream(
             self.client.clone(),
-            format!("{}/chat/completions", self.remote.base_url),
+            format!("{}/chat/completions", self.remote.server.base_url),
             self.key.clone(),
             body,
-            self.remote.timeout,
+            self.remote.server.timeout,
             (slot, gen),
             self.events_tx.clone(),
         ))
@@ -547,11 +516,11 @@ impl<'l> Engine<'l> {
                         self.set_up(true);
                         self.log.info(format!(
                             "server {} answers again: turns go to it",
-                            self.remote.base_url
+                            self.remote.server.base_url
                         ));
                     }
                     Err(f) => {
-                        self.next_probe = Some(Instant::now() + self.remote.probe_interval);
+                        self.next_probe = Some(Instant::now() + self.remote.server.probe_interval);
                         self.log.debug(format!("server still not answering: {f}"));
                     }
                 }
@@ -675,27 +644,25 @@ impl<'l> Engine<'l> {
 
     fn set_up(&mut self, up: bool) {
         self.server.up.store(up, Ordering::Relaxed);
-        self.next_probe = (!up).then(|| Instant::now() + self.remote.probe_interval);
+        self.next_probe = (!up).then(|| Instant::now() + self.remote.server.probe_interval);
     }
 
     /// A fault: the first while the server was answering is the error line;
     /// the others are counted (and at debug level).
     fn lost(&mut self, fault: &Fault) {
         let was_up = self.server.up.load(Ordering::Relaxed);
-        if self.local.is_some() {
-            self.set_up(false);
-        }
+        self.set_up(false);
         if !was_up {
             self.log.debug(format!("server fault again: {fault}"));
             return;
         }
         self.log.error(format!(
             "server {} failed: {fault}; {}",
-            self.remote.base_url,
+            self.remote.server.base_url,
             if self.local.is_some() {
                 format!(
                     "the local model answers until the server does again (asked every {:.1} s)",
-                    self.remote.probe_interval.as_secs_f64()
+                    self.remote.server.probe_interval.as_secs_f64()
                 )
             } else {
                 "no fallback (fallback none): its turns end unanswered".into()
@@ -705,7 +672,7 @@ impl<'l> Engine<'l> {
 
     fn maybe_probe(&mut self) {
         let due = self.next_probe.is_some_and(|t| Instant::now() >= t);
-        if self.probing || !due || self.local.is_none() {
+        if self.probing || !due {
             return;
         }
         self.probing = true;
@@ -935,31 +902,15 @@ struct Delta {
     content: Option<String>,
 }
 
-fn request_fault(e: reqwest::Error, timeout: Duration) -> Fault {
-    if e.is_timeout() {
-        Fault::Timeout(timeout.as_secs_f64())
-    } else if e.is_connect() {
-        Fault::Connect(e.without_url().to_string())
-    } else {
-        Fault::Cut(e.without_url().to_string())
-    }
-}
-
 /// A response that is not a success, as a fault (with the start of its body).
 async fn status_fault(resp: reqwest::Response, timeout: Duration) -> Fault {
     let status = resp.status().as_u16();
-    if matches!(status, 401 | 403) {
-        return Fault::Unauthorized(status);
-    }
     let body = tokio::time::timeout(timeout, resp.text())
         .await
         .ok()
         .and_then(Result::ok)
         .unwrap_or_default();
-    Fault::Status {
-        status,
-        body: body.trim().chars().take(BODY_QUOTE).collect(),
-    }
+    Fault::of_status(status, &body)
 }
 
 /// Posts the request and reads its server-sent events; returns whether the
@@ -984,7 +935,7 @@ where
     let resp = tokio::time::timeout(timeout, req.send())
         .await
         .map_err(|_| Fault::Timeout(timeout.as_secs_f64()))?
-        .map_err(|e| request_fault(e, timeout))?;
+        .map_err(|e| Fault::of_request(e, timeout))?;
     if !resp.status().is_success() {
         return Err(status_fault(resp, timeout).await);
     }
@@ -1011,16 +962,12 @@ where
         if data.is_empty() {
             continue;
         }
-        let chunk: StreamChunk = serde_json::from_str(data).map_err(|e| {
-            Fault::Malformed(format!(
-                "{e}: {:?}",
-                data.chars().take(BODY_QUOTE).collect::<String>()
-            ))
-        })?;
+        let chunk: StreamChunk = serde_json::from_str(data)
+            .map_err(|e| Fault::Malformed(format!("{e}: {:?}", server::quote(data))))?;
         if let Some(err) = chunk.error {
             return Err(Fault::Malformed(format!(
                 "error in the stream: {}",
-                err.to_string().chars().take(BODY_QUOTE).collect::<String>()
+                server::quote(&err.to_string())
             )));
         }
         for c in chunk.choices {
@@ -1040,18 +987,18 @@ async fn probe(
     remote: &RemoteConfig,
     key: Option<Arc<str>>,
 ) -> Result<(), Fault> {
-    let mut req = client.get(format!("{}/models", remote.base_url));
+    let mut req = client.get(format!("{}/models", remote.server.base_url));
     if let Some(k) = key {
         req = req.bearer_auth(k);
     }
-    let resp = tokio::time::timeout(remote.timeout, req.send())
+    let resp = tokio::time::timeout(remote.server.timeout, req.send())
         .await
-        .map_err(|_| Fault::Timeout(remote.timeout.as_secs_f64()))?
-        .map_err(|e| request_fault(e, remote.timeout))?;
+        .map_err(|_| Fault::Timeout(remote.server.timeout.as_secs_f64()))?
+        .map_err(|e| Fault::of_request(e, remote.server.timeout))?;
     if resp.status().is_success() {
         Ok(())
     } else {
-        Err(status_fault(resp, remote.timeout).await)
+        Err(status_fault(resp, remote.server.timeout).await)
     }
 }
 

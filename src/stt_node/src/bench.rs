@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 
-use crate::engine::Transcriber;
+use crate::engine::Whisper;
 use crate::params::SttParams;
 
 pub fn run(args: &[String]) -> Result<()> {
@@ -32,7 +32,11 @@ pub fn run(args: &[String]) -> Result<()> {
         ..p
     };
     let cfg = voice_ros::params::NodeParams::validate(&p)?;
-    let mut t = Transcriber::load(&cfg.model, cfg.decode)?;
+    let model = cfg
+        .model
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("model_path: not set"))?;
+    let mut t = Whisper::load(model, cfg.decode)?;
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
     let mut times = Vec::new();
     let mut text = String::new();

@@ -26,6 +26,13 @@ pub enum EngineError {
     },
     #[error("whisper inference failed: {0}")]
     Inference(#[from] whisper_rs::WhisperError),
+    #[error("{0}")]
+    Config(String),
+    #[error("the transcription server failed: {0}")]
+    Server(voice_ros::server::Fault),
+    /// A partial hypothesis not made (the server too slow for their cadence).
+    #[error("partial hypothesis skipped")]
+    PartialSkipped,
 }
 
 /// One transcription result.
@@ -64,7 +71,7 @@ impl TokenProbs {
     }
 }
 
-pub struct Transcriber {
+pub struct Whisper {
     // `state` borrows nothing from `ctx` in whisper-rs (it holds an Arc), but
     // keep the context alive for the node's lifetime all the same.
     _ctx: WhisperContext,
@@ -78,7 +85,7 @@ pub struct Transcriber {
     pub warm_up_ms: f64,
 }
 
-impl Transcriber {
+impl Whisper {
     pub fn load(m: &WhisperModel, decode: DecodeConfig) -> Result<Self, EngineError> {
         model_file::check("model_path", &m.path, Format::WhisperGgml)?;
         let cp = WhisperContextParameters {

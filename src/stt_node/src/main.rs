@@ -16,6 +16,7 @@ mod listener;
 #[path = "../../voice_ros/onnx_runtime.rs"]
 mod onnx_runtime;
 mod params;
+mod remote;
 mod shared;
 mod smart_turn;
 mod whisper;
@@ -34,8 +35,9 @@ use voice_core::lifecycle::Step;
 use voice_ros::lifecycle::{Handoff, Managed};
 use voice_ros::node::{self, Tasks};
 
-use crate::engine::{Detector, SileroDetector, Transcriber};
+use crate::engine::{Detector, SileroDetector};
 use crate::params::SttParams;
+use crate::remote::Transcriber;
 use crate::shared::{Shared, FRAME_QUEUE};
 
 const NODE_NAME: &str = "stt_node";
@@ -56,8 +58,12 @@ struct Models {
 }
 
 /// Loads Whisper, the VAD and (when set) the audio end-of-turn model.
-fn load(cfg: &params::SttConfig, log: &voice_ros::log::Log) -> Result<Models> {
-    let transcriber = Transcriber::load(&cfg.model, cfg.decode.clone())?;
+fn load(
+    cfg: &params::SttConfig,
+    server: Arc<remote::ServerStats>,
+    log: &voice_ros::log::Log,
+) -> Result<Models> {
+    let transcriber = Transcriber::load(cfg, server, log)?;
     let detector = match &cfg.vad_model {
         Some(path) => Detector::Silero(Box::new(SileroDetector::load(path)?)),
         None => {
@@ -70,10 +76,12 @@ fn load(cfg: &params::SttConfig, log: &voice_ros::log::Log) -> Result<Models> {
         Detector::Energy(_) => "energy",
     };
     log.info(format!(
-        "loaded Whisper {} (language {}, {} threads, {:?}; first inference {:.0} ms), VAD {vad_name}",
+        "loaded Whisper {} (language {}, {}{:?}; first inference {:.0} ms), VAD {vad_name}",
         transcriber.model_name,
         cfg.decode.language.as_deref().unwrap_or("auto"),
-        cfg.model.n_threads,
+        cfg.model
+            .as_ref()
+            .map_or(String::new(), |m| format!("{} threads, ", m.n_threads)),
         cfg.decode.strategy,
         transcriber.warm_up_ms,
     ));
@@ -123,7 +131,8 @@ impl Managed for Lifecycle {
         match step {
             Step::Configure => {
                 let cfg = self.updates.borrow().clone();
-                let m = load(&cfg, &self.shared.log).map_err(|e| format!("{e:#}"))?;
+                let m = load(&cfg, self.shared.server.clone(), &self.shared.log)
+                    .map_err(|e| format!("{e:#}"))?;
                 *self.names.lock().unwrap_or_else(|e| e.into_inner()) = m.names;
                 self.whisper.offer(m.transcriber);
                 self.listener.offer((m.detector, m.audio_judge));
@@ -152,19 +161,23 @@ async fn run() -> Result<()> {
 
     let gpu_build = cfg!(feature = "cuda");
     let devices = devices::list();
-    let on_gpu = compute::gpu_used(cfg.model.use_gpu, gpu_build, &devices);
+    let (use_gpu, flash_attn) = cfg
+        .model
+        .as_ref()
+        .map_or((false, false), |m| (m.use_gpu, m.flash_attn));
+    let on_gpu = compute::gpu_used(use_gpu, gpu_build, &devices);
     let compute = compute::summary(
         gpu_build,
         &devices,
-        if on_gpu {
-            "Whisper on GPU"
-        } else {
-            "Whisper on CPU"
+        match (&cfg.remote, on_gpu) {
+            (Some(_), _) if cfg.model.is_none() => "Whisper on the server",
+            (_, true) => "Whisper on GPU",
+            _ => "Whisper on CPU",
         },
-        cfg.model.flash_attn,
+        flash_attn,
     );
     log.info(format!("compute: {compute}"));
-    if let Some(why) = compute::no_gpu(gpu_build, &devices).filter(|_| cfg.model.use_gpu) {
+    if let Some(why) = compute::no_gpu(gpu_build, &devices).filter(|_| use_gpu) {
         log.warn(format!(
             "use_gpu is true but {}: running on CPU",
             why.explain(NODE_NAME)

@@ -11,7 +11,13 @@ use voice_ros::params::NodeParams;
 /// Parameters of stt_node. Doc comments are what `ros2 param describe` shows.
 #[derive(RosParams, Debug, Clone)]
 pub struct SttParams {
-    /// Whisper model in whisper.cpp ggml format (e.g. ggml-tiny.en.bin).
+    /// Who transcribes: "local" (Whisper in this process, model_path) or "openai" (an OpenAI-compatible transcription server at server.base_url: vLLM, faster-whisper servers); VAD, end of turn and barge-in stay here.
+    pub engine: String,
+    /// engine openai: the server.
+    pub server: SttServerParams,
+    /// engine openai: who transcribes when the server cannot: "local" (model_path, loaded at configure) or "none" (the turn is lost, with an error).
+    pub fallback: String,
+    /// Whisper model in whisper.cpp ggml format (e.g. ggml-tiny.en.bin); with engine openai, the fallback's (may be "" with fallback none).
     pub model_path: String,
     /// Spoken language as ISO 639-1 code, or "auto" to detect (multilingual models only).
     pub language: String,
@@ -122,9 +128,39 @@ pub struct VadParams {
     pub max_utterance_s: f32,
 }
 
+/// stt_node's OpenAI-compatible transcription server (engine openai).
+#[derive(RosParams, Debug, Clone)]
+pub struct SttServerParams {
+    /// Base URL up to and including the API version, e.g. http://gpu-server:8000/v1 (https:// for TLS); turns go to POST {base_url}/audio/transcriptions.
+    pub base_url: String,
+    /// Model name the server serves (the requests' "model").
+    pub model: String,
+    /// Name of the environment variable that holds the API key (sent as a bearer token); "" = no key. The key itself is never a parameter and is never logged.
+    pub api_key_env: String,
+    /// Longest wait for a transcription before the server counts as failed [s].
+    pub timeout_s: f64,
+    /// fallback local: how long the local model transcribes after a fault before the server is asked again [s].
+    pub probe_interval_s: f64,
+}
+
+impl Default for SttServerParams {
+    fn default() -> Self {
+        Self {
+            base_url: "http://127.0.0.1:8000/v1".into(),
+            model: "whisper-1".into(),
+            api_key_env: String::new(),
+            timeout_s: 5.0,
+            probe_interval_s: 5.0,
+        }
+    }
+}
+
 impl Default for SttParams {
     fn default() -> Self {
         Self {
+            engine: "local".into(),
+            server: SttServerParams::default(),
+            fallback: "local".into(),
             model_path: String::new(),
             language: "en".into(),
             n_threads: 4,
@@ -207,7 +243,10 @@ pub struct WhisperModel {
 /// stt_node's validated settings.
 #[derive(Debug, Clone)]
 pub struct SttConfig {
-    pub model: WhisperModel,
+    /// engine openai: the server (None = engine local).
+    pub remote: Option<SttRemote>,
+    /// Whisper in this process: the engine, or the fallback (None: the server alone).
+    pub model: Option<WhisperModel>,
     /// Silero VAD model; `None` = the energy-based endpointer.
     pub vad_model: Option<String>,
     pub reliable_audio: bool,
@@ -236,6 +275,14 @@ pub struct SttConfig {
     pub live_speech_topic: Option<String>,
 }
 
+/// engine openai: the transcription server, and whether local Whisper
+/// stands in for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SttRemote {
+    pub server: voice_ros::server::ServerConfig,
+    pub fallback: bool,
+}
+
 /// The audio end-of-turn model (fixed at start).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AudioModel {
@@ -247,6 +294,11 @@ impl NodeParams for SttParams {
     type Config = SttConfig;
     /// Fixed at start: the models, threads, GPU use and the topics' QoS.
     const READ_ONLY: &'static [&'static str] = &[
+        "engine",
+        "server.base_url",
+        "server.model",
+        "server.api_key_env",
+        "fallback",
         "model_path",
         "n_threads",
         "use_gpu",
@@ -262,9 +314,31 @@ impl NodeParams for SttParams {
 
     /// Checks ranges; returns the typed configuration.
     fn validate(&self) -> Result<SttConfig, ParamError> {
-        check(!self.model_path.trim().is_empty(), "model_path", || {
-            "not set (path to a whisper.cpp ggml model)".into()
-        })?;
+        use voice_ros::server;
+        let remote = if server::remote_engine(&self.engine)? {
+            let s = &self.server;
+            Some(SttRemote {
+                server: server::validate(server::ServerArgs {
+                    base_url: &s.base_url,
+                    model: &s.model,
+                    api_key_env: &s.api_key_env,
+                    timeout_s: s.timeout_s,
+                    probe_interval_s: s.probe_interval_s,
+                })?,
+                fallback: server::local_fallback(&self.fallback)?,
+            })
+        } else {
+            None
+        };
+        let local = remote.as_ref().is_none_or(|r| r.fallback);
+        check(
+            !local || !self.model_path.trim().is_empty(),
+            "model_path",
+            || {
+                "not set (path to a whisper.cpp ggml model; with engine openai, fallback none needs none)"
+                    .into()
+            },
+        )?;
         in_range(self.n_threads, 1..=64, "n_threads")?;
         let strategy = match self.strategy.as_str() {
             "greedy" => Strategy::Greedy,
@@ -376,12 +450,13 @@ impl NodeParams for SttParams {
         )?;
         let vad_model = self.vad.model_path.trim();
         Ok(SttConfig {
-            model: WhisperModel {
+            remote,
+            model: local.then(|| WhisperModel {
                 path: self.model_path.clone(),
                 n_threads: self.n_threads,
                 use_gpu: self.use_gpu,
                 flash_attn: self.flash_attn,
-            },
+            }),
             vad_model: (!vad_model.is_empty()).then(|| vad_model.to_string()),
             reliable_audio: self.reliable_audio,
             publish_normalized: self.publish_normalized,

@@ -156,6 +156,8 @@ pub struct Tentative {
 /// Counters and state shared by the subscription tasks and worker threads.
 pub struct Shared {
     pub log: Log,
+    /// engine openai: the transcription server's figures.
+    pub server: std::sync::Arc<crate::remote::ServerStats>,
     pub run_id: u128,
     pub stop: AtomicBool,
     pub frames_in: AtomicU64,
@@ -219,6 +221,7 @@ impl Shared {
     pub fn new(log: Log) -> Self {
         Self {
             log,
+            server: Default::default(),
             run_id: SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map(|d| d.as_millis() % 1_000_000_000)
@@ -419,6 +422,32 @@ impl Shared {
             0.0
         };
         let judge = self.judge.lock().map(|j| j.clone()).unwrap_or_default();
+        if let Some(url) = self.server.url.lock().ok().and_then(|u| u.clone()) {
+            let s = &self.server;
+            r = r
+                .kv("engine", "openai")
+                .kv("server", url)
+                .kv(
+                    "server_state",
+                    if s.up.load(Ordering::Relaxed) {
+                        "answering"
+                    } else {
+                        "failed (fallback)"
+                    },
+                )
+                .kv("server_transcriptions", n(&s.transcribed))
+                .kv("fallback_transcriptions", n(&s.fallback))
+                .kv("server_errors", n(&s.errors))
+                .kv("partials_skipped", n(&s.partials_skipped))
+                .kv(
+                    "server_last_ms",
+                    format!("{:.0}", s.last_ms.lock().map(|v| *v).unwrap_or(0.0)),
+                )
+                .kv(
+                    "server_last_error",
+                    s.last_error.lock().map(|e| e.clone()).unwrap_or_default(),
+                );
+        }
         r.kv("model", hardware)
             .kv("compute", compute)
             .kv("frames_in", n(&self.frames_in))

@@ -17,9 +17,10 @@ use voice_core::transcript;
 use voice_ros::lifecycle::Handoff;
 use voice_ros::stamp;
 
-use crate::engine::{TokenProbs, Transcriber};
+use crate::engine::{EngineError, TokenProbs};
 use crate::listen_action::{Event, Heard};
 use crate::listener::POLL;
+use crate::remote::Transcriber;
 use crate::shared::{Publishers, Shared, Tentative, TurnMeta, Updates, Work};
 
 /// The last published turn, for joining a continuation to it.
@@ -96,6 +97,7 @@ fn transcribe_with(
     let mut finished: u64 = 0;
     while !shared.stop.load(Ordering::SeqCst) && !recalled() {
         let Some(work) = shared.work.pop(POLL) else {
+            engine.idle();
             continue;
         };
         if !shared.gate.is_active() {
@@ -104,7 +106,7 @@ fn transcribe_with(
         }
         if updates.has_changed().unwrap_or(false) {
             cfg = updates.borrow_and_update().clone();
-            engine.set_decode(cfg.decode.clone());
+            engine.set_decode(cfg.decode.clone(), cfg.partial_interval_ms);
         }
         let utt = work.utt();
         if utt <= finished {
@@ -233,6 +235,12 @@ fn run(
                 cur.language = t.language;
             }
             Some(transcript::clean(&t.text).unwrap_or_default())
+        }
+        Err(EngineError::PartialSkipped) => None,
+        // the server's fault was said once, when it was lost
+        Err(EngineError::Server(f)) => {
+            shared.log.debug(format!("audio not transcribed: {f}"));
+            None
         }
         Err(e) => {
             shared
