@@ -15,8 +15,9 @@ from rcl_interfaces.srv import GetParameters, ListParameters
 from std_msgs.msg import String
 from voice_agent.msg import Interrupt, ReplyChunk, Utterance
 
-from va_harness import LLM_MODEL, ChatServer, Microphone, SpeechServer, human_speech, publish_audio, reliable
-from va_harness import silence, start_loop, start_stt, utterance, wer
+from test_turn_judge import say
+from va_harness import LLM_MODEL, ChatServer, Microphone, SpeechServer, diag_value, human_speech, reliable
+from va_harness import start_loop, start_stt, utterance, wer
 
 KEY = "sk-site-4f9c2e71d8a3"
 KEY_ENV = {"VA_TEST_SERVER_KEY": KEY}
@@ -58,13 +59,7 @@ def closed(t, turn_id):
 
 
 def diag(t, key):
-    for d in reversed(t["diags"]):
-        for st in d.status:
-            if st.name.endswith("llm_node"):
-                values = {v.key: v.value for v in st.values}
-                if key in values:
-                    return values[key]
-    return None
+    return diag_value(t["diags"], "llm_node", key, default=-1)
 
 
 def test_a_spoken_request_is_answered_through_the_server(ros, tmp_path):
@@ -118,8 +113,8 @@ def test_server_lost_mid_reply_then_fallback_then_back(ros, tmp_path):
     log = node.log()
     assert "answered by the local model" in log
     assert sum("failed: " in line and "server" in line for line in log.splitlines()) == 1, log[-3000:]
-    ros.wait_for(lambda: diag(t, "fallback_turns") == "1", 10, "fallback counted")
-    assert diag(t, "server_cut_replies") == "1"
+    ros.wait_for(lambda: diag(t, "fallback_turns") == 1, 10, "fallback counted")
+    assert diag(t, "server_cut_replies") == 1
     # the server comes back: the node finds it and uses it again
     server.start()
     ros.wait_for(lambda: "answers again" in node.log(), 30, "the node finding the server again")
@@ -154,7 +149,7 @@ def test_a_wrong_api_key_is_one_clear_error_and_the_local_model_answers(ros, tmp
     errors = [line for line in log.splitlines() if "HTTP 401" in line and "ERROR" in line]
     assert len(errors) == 1, log[-3000:]
     assert "api_key_env" in errors[0]
-    ros.wait_for(lambda: diag(t, "fallback_turns") == "2", 10, "both turns by the fallback")
+    ros.wait_for(lambda: diag(t, "fallback_turns") == 2, 10, "both turns by the fallback")
     # the key is in none of what the node shows
     params = all_parameters(ros, "llm_node")
     assert params["server.api_key_env"].find("VA_TEST_SERVER_KEY") >= 0
@@ -240,8 +235,8 @@ def test_server_faults_are_one_error_each_and_the_fallback_answers_within_the_ti
             ask(pub, "What color is the sky on a clear day?", f"back{n}")
             ros.wait_for(lambda: closed(t, f"back{n}"), 60, "the reply through the server")
             assert server.requests() == before + 1
-        ros.wait_for(lambda: diag(t, "server_errors") == "3", 10, "the faults counted")
-        assert diag(t, "fallback_turns") == "3"
+        ros.wait_for(lambda: diag(t, "server_errors") == 3, 10, "the faults counted")
+        assert diag(t, "fallback_turns") == 3
     finally:
         proxy.close()
 
@@ -276,25 +271,7 @@ def test_managed_with_a_server_cleanup_frees_the_fallback_and_configure_comes_ba
 
 
 def hear(ros, pub, utts, x):
-    """A recording, then silence as a microphone hears it until its turn is out."""
-    n = len(utts)
-    publish_audio(ros, pub, x, 16000)
-    for _ in range(60):
-        if len(utts) > n:
-            break
-        publish_audio(ros, pub, silence(0.1), 16000)
-    ros.wait_for(lambda: len(utts) > n, 60, "the turn")
-    return utts[-1]
-
-
-def stt_diag(diags, key):
-    for d in reversed(diags):
-        for st in d.status:
-            if st.name.endswith("stt_node"):
-                values = {v.key: v.value for v in st.values}
-                if key in values:
-                    return values[key]
-    return None
+    return say(ros, pub, utts, x)[-1]
 
 
 def test_real_speech_is_transcribed_by_the_server_then_by_local_whisper_while_it_is_gone(ros, tmp_path):
@@ -309,7 +286,7 @@ def test_real_speech_is_transcribed_by_the_server_then_by_local_whisper_while_it
     u = hear(ros, pub, utts, x)
     assert wer(said, u.text) <= 0.3, (said, u.text)
     assert server.requests() >= 1 and 0 < u.confidence <= 1, u
-    ros.wait_for(lambda: stt_diag(diags, "server_transcriptions") not in (None, "0"), 10, "counted")
+    ros.wait_for(lambda: diag_value(diags, "stt_node", "server_transcriptions") > 0, 10, "counted")
     # the server goes away: one error line, local Whisper hears the next turn
     server.kill()
     x, said = people["goforward"]
@@ -317,6 +294,7 @@ def test_real_speech_is_transcribed_by_the_server_then_by_local_whisper_while_it
     assert wer(said, u.text) <= 0.3, (said, u.text)
     errors = [line for line in node.log().splitlines() if "[ERROR]" in line]
     assert len(errors) == 1 and "transcription server" in errors[0], errors
+    ros.wait_for(lambda: diag_value(diags, "stt_node", "fallback_transcriptions") > 0, 10, "counted")
     # back: found again while the node is idle, the next turn goes to it
     server.start()
     ros.wait_for(lambda: "answers again" in node.log(), 30, "the server found again")

@@ -567,30 +567,6 @@ impl<'m> Engine<'m> {
         }
     }
 
-    /// Carries out the scheduler's decisions, counting and logging them.
-    fn carry_out(&mut self, acts: Vec<Action>) {
-        for act in acts {
-            match act {
-                Action::Stop { slot, why } => {
-                    if why != StopReason::Reset {
-                        self.stats.interrupted.fetch_add(1, Ordering::Relaxed);
-                    }
-                    self.finish(slot, Ended::Stopped(why));
-                }
-                Action::Discard {
-                    slot,
-                    stop_speech,
-                    why,
-                } => {
-                    if let Some(Generating { turn, .. }) = self.seqs[slot].turn.take() {
-                        discarded(&*self.out, &self.stats, &self.log, &turn, stop_speech, why);
-                    }
-                }
-                other => report(&*self.out, &self.stats, &self.log, other),
-            }
-        }
-    }
-
     /// Starts waiting turns on free sequences.
     fn schedule(&mut self) {
         while let Some(start) = self.sched.next_start() {
@@ -890,21 +866,12 @@ impl<'m> Engine<'m> {
         let chunks = g.turn.token(&vocab.token_to_piece(token, false, None));
         let done =
             g.turn.generated >= self.cfg.max_tokens || self.seqs[i].cached.len() + 1 >= self.budget;
-        self.publish(i, chunks);
+        self.parts().publish(i, chunks);
         if done {
             return self.finish(i, Ended::MaxTokens);
         }
         if let Some(g) = self.seqs[i].turn.as_mut() {
             g.next_token = Some(token);
-        }
-    }
-
-    fn publish(&mut self, slot: usize, chunks: Vec<Chunk>) {
-        if chunks.first().is_some_and(|c| c.index == 0) {
-            self.sched.mark_begun(slot);
-        }
-        for c in chunks {
-            self.out.chunk(c);
         }
     }
 
@@ -925,17 +892,67 @@ impl<'m> Engine<'m> {
         } else {
             String::new()
         };
-        // with intents, the action decides what else is said
-        let done = turn.finish(|t| {
-            decide(
-                self.cfg.intents.as_ref(),
-                &*self.out,
-                &self.state,
-                &self.log,
-                t,
-                why,
-            )
-        });
+        let reply = self.parts().conclude(slot, turn, why);
+        self.log.info(format!(
+            "turn {turn_id} ({why}): {evaluated} prompt tokens evaluated, {generated} generated{grammar_note}, first token {first_token_ms:.0} ms, {tps:.1} tok/s: {reply:?}"
+        ));
+    }
+}
+
+impl Runner for Engine<'_> {
+    fn parts(&mut self) -> Parts<'_> {
+        Parts {
+            out: &*self.out,
+            stats: &self.stats,
+            log: &self.log,
+            sched: &mut self.sched,
+            intents: self.cfg.intents.as_ref(),
+            state: &self.state,
+        }
+    }
+
+    fn finish(&mut self, slot: usize, why: Ended) {
+        Engine::finish(self, slot, why)
+    }
+
+    fn take_turn(&mut self, slot: usize) -> Option<Turn> {
+        self.seqs[slot].turn.take().map(|g| g.turn)
+    }
+}
+
+/// What both engines (llama.cpp's and the server's) use to end their turns:
+/// where output goes, the figures, the log, the scheduler, and with intents
+/// what the actions need.
+pub struct Parts<'a> {
+    pub out: &'a dyn Output,
+    pub stats: &'a Stats,
+    pub log: &'a voice_ros::log::Log,
+    pub sched: &'a mut Scheduler,
+    pub intents: Option<&'a IntentConfig>,
+    pub state: &'a Mutex<RobotState>,
+}
+
+impl Parts<'_> {
+    /// Publishes a turn's chunks; its first one marks the turn begun.
+    pub fn publish(&mut self, slot: usize, chunks: Vec<Chunk>) {
+        if chunks.first().is_some_and(|c| c.index == 0) {
+            self.sched.mark_begun(slot);
+        }
+        for c in chunks {
+            self.out.chunk(c);
+        }
+    }
+
+    /// Ends a turn taken off its slot: with intents the action decides what
+    /// else is said; the last chunks (the final one among them), the whole
+    /// reply, the figures and the history. Returns what the model wrote.
+    pub fn conclude(&mut self, slot: usize, turn: Turn, why: Ended) -> String {
+        let (turn_id, generated, tps) = (
+            turn.req.turn_id.clone(),
+            turn.generated,
+            turn.tokens_per_s(),
+        );
+        let done = turn.finish(|t| decide(self.intents, self.out, self.state, self.log, t, why));
         self.publish(slot, done.chunks);
         self.stats.turns.fetch_add(1, Ordering::Relaxed);
         self.stats
@@ -944,21 +961,59 @@ impl<'m> Engine<'m> {
         if let Ok(mut t) = self.stats.last_tokens_per_s.lock() {
             *t = tps;
         }
-        self.log.info(format!(
-            "turn {turn_id} ({why}): {evaluated} prompt tokens evaluated, {generated} generated{grammar_note}, first token {first_token_ms:.0} ms, {tps:.1} tok/s: {:?}",
-            done.reply
-        ));
         // the history keeps what the model wrote (with intents, its JSON), so
         // it sees its own format in later turns
         self.out.reply(&turn_id, &done.spoken);
-        self.sched.ended(slot, Some((done.user_text, done.reply)));
+        self.sched
+            .ended(slot, Some((done.user_text, done.reply.clone())));
+        done.reply
+    }
+}
+
+/// An engine's running turns, as the scheduler's decisions reach them.
+pub trait Runner {
+    fn parts(&mut self) -> Parts<'_>;
+    /// Ends the slot's turn (final chunk, reply, history).
+    fn finish(&mut self, slot: usize, why: Ended);
+    /// Takes the slot's turn away without an end (its generation stops).
+    fn take_turn(&mut self, slot: usize) -> Option<Turn>;
+
+    /// Carries out the scheduler's decisions, counting and logging them.
+    fn carry_out(&mut self, acts: Vec<Action>) {
+        for act in acts {
+            match act {
+                Action::Stop { slot, why } => {
+                    if why != StopReason::Reset {
+                        self.parts()
+                            .stats
+                            .interrupted
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                    self.finish(slot, Ended::Stopped(why));
+                }
+                Action::Discard {
+                    slot,
+                    stop_speech,
+                    why,
+                } => {
+                    if let Some(turn) = self.take_turn(slot) {
+                        let p = self.parts();
+                        discarded(p.out, p.stats, p.log, &turn, stop_speech, why);
+                    }
+                }
+                other => {
+                    let p = self.parts();
+                    report(p.out, p.stats, p.log, other);
+                }
+            }
+        }
     }
 }
 
 /// Sends the closing chunk of a turn the scheduler discarded (superseded
 /// before any of it was published, or replaced by its continuation), says
 /// so and counts it.
-pub fn discarded(
+fn discarded(
     out: &dyn Output,
     stats: &Stats,
     log: &voice_ros::log::Log,
@@ -994,7 +1049,7 @@ pub fn discarded(
 
 /// Carries out, counts and logs a scheduler decision that involves no
 /// running turn (a stop or discard is the engine's own business).
-pub fn report(out: &dyn Output, stats: &Stats, log: &voice_ros::log::Log, act: Action) {
+fn report(out: &dyn Output, stats: &Stats, log: &voice_ros::log::Log, act: Action) {
     match act {
         Action::Stop { .. } | Action::Discard { .. } => {}
         Action::StopSpeech { turn_id, forgot } => {

@@ -30,13 +30,11 @@ use tokio::sync::mpsc;
 use voice_core::chat::{sanitize, Message};
 use voice_core::intent::{self, Decision, ServerOutput};
 use voice_core::robot_state::RobotState;
-use voice_core::scheduler::{Action, Scheduler, StopReason, TurnRequest};
+use voice_core::scheduler::{Scheduler, TurnRequest};
 use voice_ros::log::Log;
 use voice_ros::server::{self, Fault};
 
-use crate::engine::{
-    decide, discarded, report, Command, Ended, Loaded, Output, StartReport, Stats, TurnInfo,
-};
+use crate::engine::{Command, Ended, Loaded, Output, Parts, Runner, StartReport, Stats, TurnInfo};
 use crate::params::{LlmConfig, RemoteConfig};
 use crate::turn::{ms, Chunk, Judgement, Turn};
 
@@ -172,6 +170,31 @@ pub struct Engine<'l> {
     log: Log,
     updates: tokio::sync::watch::Receiver<Arc<LlmConfig>>,
     unloading: Option<std::sync::mpsc::Sender<()>>,
+}
+
+impl Runner for Engine<'_> {
+    fn parts(&mut self) -> Parts<'_> {
+        Parts {
+            out: &*self.out,
+            stats: &self.stats,
+            log: &self.log,
+            sched: &mut self.sched,
+            intents: self.cfg.intents.as_ref(),
+            state: &self.state,
+        }
+    }
+
+    fn finish(&mut self, slot: usize, why: Ended) {
+        Engine::finish(self, slot, why)
+    }
+
+    /// The stream is dropped: the server stops generating.
+    fn take_turn(&mut self, slot: usize) -> Option<Turn> {
+        self.slots[slot].take().map(|s| {
+            s.task.abort();
+            s.turn
+        })
+    }
 }
 
 impl<'l> Engine<'l> {
@@ -374,37 +397,6 @@ impl<'l> Engine<'l> {
         }
     }
 
-    fn carry_out(&mut self, acts: Vec<Action>) {
-        for act in acts {
-            match act {
-                Action::Stop { slot, why } => {
-                    if why != StopReason::Reset {
-                        self.stats.interrupted.fetch_add(1, Ordering::Relaxed);
-                    }
-                    self.finish(slot, Ended::Stopped(why));
-                }
-                Action::Discard {
-                    slot,
-                    stop_speech,
-                    why,
-                } => {
-                    if let Some(s) = self.slots[slot].take() {
-                        s.task.abort();
-                        discarded(
-                            &*self.out,
-                            &self.stats,
-                            &self.log,
-                            &s.turn,
-                            stop_speech,
-                            why,
-                        );
-                    }
-                }
-                other => report(&*self.out, &self.stats, &self.log, other),
-            }
-        }
-    }
-
     /// Starts waiting turns: on the server while it answers (always without
     /// a fallback), else on the local engine.
     fn schedule(&mut self) {
@@ -580,16 +572,7 @@ impl<'l> Engine<'l> {
         };
         s.turn.sampled();
         let chunks = s.turn.token(text.as_bytes());
-        self.publish(slot, chunks);
-    }
-
-    fn publish(&mut self, slot: usize, chunks: Vec<Chunk>) {
-        if chunks.first().is_some_and(|c| c.index == 0) {
-            self.sched.mark_begun(slot);
-        }
-        for c in chunks {
-            self.out.chunk(c);
-        }
+        self.parts().publish(slot, chunks);
     }
 
     /// Ends the slot's turn: its stream dropped, final chunk, whole reply, history.
@@ -601,7 +584,7 @@ impl<'l> Engine<'l> {
         if let Some(rest) = s.json.as_mut().map(ServerOutput::finish) {
             if !rest.is_empty() {
                 let chunks = s.turn.token(rest.as_bytes());
-                self.publish(slot, chunks);
+                self.parts().publish(slot, chunks);
             }
         }
         let turn = s.turn;
@@ -611,35 +594,15 @@ impl<'l> Engine<'l> {
             turn.first_token_ms(),
             turn.tokens_per_s(),
         );
-        let done = turn.finish(|t| {
-            decide(
-                self.cfg.intents.as_ref(),
-                &*self.out,
-                &self.state,
-                &self.log,
-                t,
-                why,
-            )
-        });
-        self.publish(slot, done.chunks);
-        self.stats.turns.fetch_add(1, Ordering::Relaxed);
-        self.stats
-            .tokens_generated
-            .fetch_add(u64::from(pieces), Ordering::Relaxed);
-        if let Ok(mut t) = self.stats.last_tokens_per_s.lock() {
-            *t = tps;
-        }
+        let reply = self.parts().conclude(slot, turn, why);
         let line = format!(
-            "turn {turn_id} ({why}) from the server: {pieces} pieces, first piece {first_piece_ms:.0} ms, {tps:.1} pieces/s: {:?}",
-            done.reply
+            "turn {turn_id} ({why}) from the server: {pieces} pieces, first piece {first_piece_ms:.0} ms, {tps:.1} pieces/s: {reply:?}"
         );
         if why == Ended::ServerCut {
             self.log.warn(line);
         } else {
             self.log.info(line);
         }
-        self.out.reply(&turn_id, &done.spoken);
-        self.sched.ended(slot, Some((done.user_text, done.reply)));
     }
 
     fn set_up(&mut self, up: bool) {

@@ -29,7 +29,8 @@ pub struct ServerStats {
     /// The server's base URL; `None` with engine local.
     pub url: Mutex<Option<String>>,
     pub up: AtomicBool,
-    /// Transcriptions the server made, and local Whisper made in its place.
+    /// Transcriptions (hypotheses and finals) the server made, and local
+    /// Whisper made in its place (failed, or too slow for the partials' cadence).
     pub transcribed: AtomicU64,
     pub fallback: AtomicU64,
     pub errors: AtomicU64,
@@ -125,9 +126,7 @@ impl Transcriber {
                 s.stats.partials_skipped.fetch_add(1, Ordering::Relaxed);
                 return Err(EngineError::PartialSkipped);
             }
-            if !partial {
-                s.stats.fallback.fetch_add(1, Ordering::Relaxed);
-            }
+            s.stats.fallback.fetch_add(1, Ordering::Relaxed);
         }
         match self.local.as_mut() {
             Some(w) if partial => w.transcribe_partial(audio),
