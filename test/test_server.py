@@ -69,12 +69,18 @@ def test_a_spoken_request_is_answered_through_the_server(ros, tmp_path):
     question = "What color is the sky on a clear day?"
     microphone.say(utterance(tmp_path, question, "question"))
     microphone.run(lambda: t["replies"], 90, "the reply")
-    heard = t["heard"][0].text
-    assert wer(question, heard) <= 0.2, heard
-    assert "blue" in t["replies"][0].data.lower(), t["replies"][0].data
+    heard = t["heard"][0]
+    assert wer(question, heard.text) <= 0.2, heard.text
+    # answered by the server (what the 135M model says to the words heard
+    # is its business: the transcript may differ by a word between runs)
     assert server.requests() == 1
-    chunks = of_turn(t["chunks"], t["heard"][0].turn_id)
-    assert chunks[-1].is_final and "".join(c.text for c in chunks) == t["replies"][0].data
+    log = next(p for p in ros.procs if p.name == "llm_node").log()
+    assert any(line.split("]: ")[-1].startswith(f"turn {heard.turn_id} (") and "from the server" in line
+               for line in log.splitlines()), log[-2000:]
+    assert "answered by the local model" not in log
+    chunks = of_turn(t["chunks"], heard.turn_id)
+    reply = t["replies"][0].data
+    assert reply.strip() and chunks[-1].is_final and "".join(c.text for c in chunks) == reply
 
 
 def test_an_interrupt_cancels_the_servers_stream(ros, tmp_path):
