@@ -10,6 +10,8 @@ of the real server. Nothing is mocked.
 import json
 import time
 
+import pytest
+
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.srv import GetParameters, ListParameters
 from std_msgs.msg import String
@@ -22,6 +24,21 @@ from va_harness import start_loop, start_stt, utterance, wer
 KEY = "sk-site-4f9c2e71d8a3"
 KEY_ENV = {"VA_TEST_SERVER_KEY": KEY}
 STORY = "Tell me a long story about a robot who learns to paint."
+
+
+@pytest.fixture
+def servers(tmp_path):
+    """Makes the test's servers; whatever of them still runs is killed at
+    its end (a server left running would outlive the test)."""
+    made = []
+
+    def make(cls, **kw):
+        made.append(cls(tmp_path, **kw))
+        return made[-1]
+
+    yield make
+    for s in made:
+        s.kill()
 
 
 def llm_params(server, **params):
@@ -62,8 +79,8 @@ def diag(t, key):
     return diag_value(t["diags"], "llm_node", key, default=-1)
 
 
-def test_a_spoken_request_is_answered_through_the_server(ros, tmp_path):
-    server = ChatServer(tmp_path, api_key=KEY).start()
+def test_a_spoken_request_is_answered_through_the_server(ros, tmp_path, servers):
+    server = servers(ChatServer, api_key=KEY).start()
     mic, t = start_loop(ros, llm=llm_params(server), with_tts=False, env=KEY_ENV)
     microphone = Microphone(ros, mic)
     question = "What color is the sky on a clear day?"
@@ -83,8 +100,8 @@ def test_a_spoken_request_is_answered_through_the_server(ros, tmp_path):
     assert reply.strip() and chunks[-1].is_final and "".join(c.text for c in chunks) == reply
 
 
-def test_an_interrupt_cancels_the_servers_stream(ros, tmp_path):
-    server = ChatServer(tmp_path, api_key=KEY).start()
+def test_an_interrupt_cancels_the_servers_stream(ros, tmp_path, servers):
+    server = servers(ChatServer, api_key=KEY).start()
     node, pub, t = start_llm(ros, server, max_tokens=1000)
     stop = ros.node.create_publisher(Interrupt, "/interrupt", reliable())
     ros.wait_matched(stop)
@@ -103,8 +120,8 @@ def test_an_interrupt_cancels_the_servers_stream(ros, tmp_path):
     assert server.requests() == 2
 
 
-def test_server_lost_mid_reply_then_fallback_then_back(ros, tmp_path):
-    server = ChatServer(tmp_path, api_key=KEY).start()
+def test_server_lost_mid_reply_then_fallback_then_back(ros, tmp_path, servers):
+    server = servers(ChatServer, api_key=KEY).start()
     node, pub, t = start_llm(ros, server, max_tokens=1000)
     ask(pub, STORY, "story")
     ros.wait_for(lambda: of_turn(t["chunks"], "story"), 60, "the story's first chunk")
@@ -143,8 +160,8 @@ def all_parameters(ros, node):
     return {n: str(v) for n, v in zip(names, fut.result().values)}
 
 
-def test_a_wrong_api_key_is_one_clear_error_and_the_local_model_answers(ros, tmp_path):
-    server = ChatServer(tmp_path, api_key=KEY).start()
+def test_a_wrong_api_key_is_one_clear_error_and_the_local_model_answers(ros, tmp_path, servers):
+    server = servers(ChatServer, api_key=KEY).start()
     wrong = "sk-wrong-0b7d55e1"
     node, pub, t = start_llm(ros, server, env={"VA_TEST_SERVER_KEY": wrong})
     for i, q in enumerate(["What is the opposite of hot?", "What color is the sky on a clear day?"]):
@@ -164,16 +181,16 @@ def test_a_wrong_api_key_is_one_clear_error_and_the_local_model_answers(ros, tmp
     assert server.requests() == 0  # refused before any chat request
 
 
-def test_a_missing_key_variable_names_the_parameter(ros, tmp_path):
-    server = ChatServer(tmp_path, api_key=KEY)  # never started: not needed to fail
+def test_a_missing_key_variable_names_the_parameter(ros, tmp_path, servers):
+    server = servers(ChatServer, api_key=KEY)  # never started: not needed to fail
     node = ros.start("llm_node", params=llm_params(server), env={})
     ros.wait_for(lambda: not node.alive(), 30, "llm_node to exit", [])
     assert node.proc.returncode != 0
     assert "server.api_key_env" in node.log() and "VA_TEST_SERVER_KEY" in node.log()
 
 
-def test_without_a_fallback_a_down_server_ends_the_turn_with_its_error(ros, tmp_path):
-    server = ChatServer(tmp_path)  # nothing listens on its port
+def test_without_a_fallback_a_down_server_ends_the_turn_with_its_error(ros, tmp_path, servers):
+    server = servers(ChatServer)  # nothing listens on its port
     node, pub, t = start_llm(ros, server, env={}, fallback="none", model_path="",
                              **{"server.api_key_env": ""})
     ask(pub, "Hello?", "lost")
@@ -188,13 +205,13 @@ def test_without_a_fallback_a_down_server_ends_the_turn_with_its_error(ros, tmp_
     assert server.requests() == 1
 
 
-def test_intents_through_structured_output_send_the_same_goal_as_the_local_engine(ros, tmp_path):
+def test_intents_through_structured_output_send_the_same_goal_as_the_local_engine(ros, tmp_path, servers):
     """The action's JSON schema goes to the server as its response_format;
     llama-cpp-python takes it inside a json_object format. The goal that
     reaches Nav2 is the one the local engine's grammar gives."""
     from test_intents import PLACES, Nav2
     from voice_agent.msg import Intent
-    server = ChatServer(tmp_path, api_key=KEY).start()
+    server = servers(ChatServer, api_key=KEY).start()
     nav = Nav2(ros)
     node, pub, t = start_llm(ros, server, places_file=PLACES, max_tokens=64,
                              **{"server.response_format": "json_object"})
@@ -214,13 +231,13 @@ def test_intents_through_structured_output_send_the_same_goal_as_the_local_engin
     assert said.strip() and "{" not in said and "action" not in said, said
 
 
-def test_server_faults_are_one_error_each_and_the_fallback_answers_within_the_timeout(ros, tmp_path):
+def test_server_faults_are_one_error_each_and_the_fallback_answers_within_the_timeout(ros, tmp_path, servers):
     """503, a server that never answers (server.timeout_s 1 s) and a
     malformed stream, each through a fault-injecting proxy in front of the
     real server: one error line naming the fault, the turn answered by the
     local model, then the server used again once it answers."""
     from va_harness import FaultProxy
-    server = ChatServer(tmp_path, api_key=KEY).start()
+    server = servers(ChatServer, api_key=KEY).start()
     proxy = FaultProxy(server.port)
     try:
         node, pub, t = start_llm(ros, server, **{"server.base_url": proxy.base_url, "server.timeout_s": 1.0})
@@ -247,8 +264,8 @@ def test_server_faults_are_one_error_each_and_the_fallback_answers_within_the_ti
         proxy.close()
 
 
-def test_an_on_demand_fallback_loads_at_the_first_fault(ros, tmp_path):
-    server = ChatServer(tmp_path)  # nothing listens on its port yet
+def test_an_on_demand_fallback_loads_at_the_first_fault(ros, tmp_path, servers):
+    server = servers(ChatServer)  # nothing listens on its port yet
     node, pub, t = start_llm(ros, server, env={}, fallback_load="on_demand", **{"server.api_key_env": ""})
     assert "loaded at the first fault" in node.log() and "local model loaded" not in node.log()
     ask(pub, "What is the opposite of hot?", "first")
@@ -258,9 +275,9 @@ def test_an_on_demand_fallback_loads_at_the_first_fault(ros, tmp_path):
     assert log.index("loading the local model") < log.index("local model loaded")
 
 
-def test_managed_with_a_server_cleanup_frees_the_fallback_and_configure_comes_back(ros, tmp_path):
+def test_managed_with_a_server_cleanup_frees_the_fallback_and_configure_comes_back(ros, tmp_path, servers):
     from va_harness import LifecycleCaller, rss_mb
-    server = ChatServer(tmp_path, api_key=KEY).start()
+    server = servers(ChatServer, api_key=KEY).start()
     node, pub, t = start_llm(ros, server, managed=True)
     lc = LifecycleCaller(ros, "/llm_node")
     bare = rss_mb(node)
@@ -280,8 +297,8 @@ def hear(ros, pub, utts, x):
     return say(ros, pub, utts, x)[-1]
 
 
-def test_real_speech_is_transcribed_by_the_server_then_by_local_whisper_while_it_is_gone(ros, tmp_path):
-    server = SpeechServer(tmp_path).start()
+def test_real_speech_is_transcribed_by_the_server_then_by_local_whisper_while_it_is_gone(ros, tmp_path, servers):
+    server = servers(SpeechServer).start()
     # partials every 10 s at most: the server (slower than local Whisper on
     # these 2 cores) keeps up with that cadence, so it makes them too
     node, pub, utts, diags = start_stt(ros, engine="openai", **{
@@ -311,12 +328,12 @@ def test_real_speech_is_transcribed_by_the_server_then_by_local_whisper_while_it
     assert server.requests() > before
 
 
-def test_without_local_whisper_the_server_hears_everything(ros, tmp_path):
+def test_without_local_whisper_the_server_hears_everything(ros, tmp_path, servers):
     """fallback none: no Whisper in the process (model_path ""); partials
     come from the server while it keeps up with their cadence."""
     from va_harness import rss_mb
     from voice_agent.msg import PartialTranscript
-    server = SpeechServer(tmp_path).start()
+    server = servers(SpeechServer).start()
     partials = ros.collect(PartialTranscript, "/transcript/partial")
     node, pub, utts, diags = start_stt(ros, engine="openai", fallback="none", model_path="", **{
         "server.base_url": server.base_url, "server.model": SpeechServer.MODEL, "server.timeout_s": 10.0,
