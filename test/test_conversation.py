@@ -109,6 +109,39 @@ def test_two_sentences_with_a_clear_pause_are_two_turns(ros, tmp_path):
     assert len(t["heard"]) == 2
 
 
+def test_a_sentence_cut_where_its_words_were_unfinished_is_joined_whatever_its_next_word(ros, tmp_path):
+    """A judge that ends the turn at every pause (turn.end_threshold 0, no
+    veto: a voice sure the user finished, as Smart Turn is at a clause said
+    with a falling tone) cuts "When you get to the lab" from its sentence.
+    The words had scored that fragment below turn.unfinished_below, so what
+    the user says next within turn.continuation_ms completes it although it
+    starts with "what", not "and/but/so": one request, answered once."""
+    # the pause: 1.5 s, long enough for both judges on a loaded machine
+    # (Whisper and the LLM), within turn.continuation_ms (2 s); silence
+    # alone would end the turn only after 4 s
+    mic_pub, t = start_loop(ros, with_tts=False, llm={"max_tokens": 24},
+                            stt={"turn.end_threshold": 0.0, "turn.veto_below": 0.0, "vad.max_silence_ms": 4000})
+    mic = Microphone(ros, mic_pub)
+    diags = ros.collect(DiagnosticArray, "/diagnostics")
+    # (no comma: a transcript ending in one is open, not judged, and waits)
+    clauses = ["When you get to the lab", "what is the temperature there?"]
+    mic.say(speech_of(tmp_path, clauses, [1.5], "espeak-140wpm"))
+    mic.run(lambda: any(u.replaces for u in t["heard"]), 60, "the sentence's second half joined to its first")
+    mic.run_for(1.5)
+    first, joined = t["heard"][0], t["heard"][-1]
+    assert len(t["heard"]) == 2, [u.text for u in t["heard"]]
+    # the fragment was ended by the judge (not by silence) while the words doubted it
+    assert first.end_of_turn_score >= 0 and 0 <= first.end_of_turn_text_score < 0.2, first
+    assert joined.replaces == first.turn_id
+    assert wer(" ".join(clauses), joined.text) <= 0.3, joined.text
+    mic.run(lambda: diag_value(diags, "stt_node", "turns_continued_unfinished") >= 1, 15, "the count in /diagnostics")
+    # the whole request is answered; the fragment's reply, if it began, was ended
+    mic.run(lambda: any(c.turn_id == joined.turn_id and c.is_final for c in t["chunks"]), 60, "the answer")
+    assert any(c.text.strip() for c in t["chunks"] if c.turn_id == joined.turn_id)
+    cut = [c for c in t["chunks"] if c.turn_id == first.turn_id]
+    assert not cut or cut[-1].is_final, [c.text for c in cut]
+
+
 def test_words_over_the_robot_are_answered_afterwards(ros, tmp_path):
     """barge_in off: speech while the robot talks is kept (not the half-duplex
     drop) and answered after the reply being spoken."""

@@ -77,6 +77,8 @@ pub struct TurnParams {
     pub echo_text_match: f32,
     /// An utterance starting this soon after the previous turn's speech with "and", "but", "so", ... continues it: published joined, replacing it [ms]; 0 = off.
     pub continuation_ms: i32,
+    /// A turn whose words scored below this at the pause that ended it (the voice or the silence ended it while the words doubted), or that ends open ("go to the", "..., um,"), is continued by whatever is said within turn.continuation_ms, whatever its first word (0..1; 0 = only and/but/so ... and open endings).
+    pub unfinished_below: f32,
     /// Wake words: comma-separated names the robot answers to (e.g. "robbie, hey robot"); a turn must begin with one, tolerant of spelling. "" = answer everything.
     pub wake_words: String,
     /// After the end of a turn's speech or of the robot's reply, follow-ups need no wake word for this long [s].
@@ -99,6 +101,7 @@ impl Default for TurnParams {
             hear_while_speaking: true,
             echo_text_match: 0.6,
             continuation_ms: 2000,
+            unfinished_below: 0.2,
             wake_words: String::new(),
             follow_up_s: 8.0,
             judge: "text".into(),
@@ -264,6 +267,7 @@ pub struct SttConfig {
     pub hear_while_speaking: bool,
     pub echo_text_match: f32,
     pub continuation: std::time::Duration,
+    pub unfinished_below: f32,
     /// Wake phrases (normalized words); empty = every turn is for the robot.
     pub wake_words: Vec<Vec<String>>,
     pub follow_up: std::time::Duration,
@@ -415,6 +419,11 @@ impl NodeParams for SttParams {
             0..=10_000,
             "turn.continuation_ms",
         )?;
+        in_range(
+            self.turn.unfinished_below,
+            0.0..=1.0,
+            "turn.unfinished_below",
+        )?;
         in_range(self.turn.follow_up_s, 0.0..=600.0, "turn.follow_up_s")?;
         let judge: Judge = self.turn.judge.parse().map_err(|msg| ParamError {
             name: "turn.judge",
@@ -479,6 +488,7 @@ impl NodeParams for SttParams {
             hear_while_speaking: self.turn.hear_while_speaking,
             echo_text_match: self.turn.echo_text_match,
             continuation: std::time::Duration::from_millis(self.turn.continuation_ms as u64),
+            unfinished_below: self.turn.unfinished_below,
             wake_words: voice_core::wake::parse(&self.turn.wake_words),
             follow_up: std::time::Duration::from_secs_f64(self.turn.follow_up_s),
             judge,

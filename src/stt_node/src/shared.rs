@@ -185,6 +185,9 @@ pub struct Shared {
     pub ended_by_silence: AtomicU64,
     /// Turns that continued (and replaced) the one before.
     pub continued: AtomicU64,
+    /// Of those, continued because that turn's words were unfinished (not by
+    /// "and/but/so").
+    pub continued_unfinished: AtomicU64,
     /// Times the stream stopped while a turn was pending; silence fed for
     /// them [ms]; turns that ended during such silence.
     pub stream_gaps: AtomicU64,
@@ -245,6 +248,7 @@ impl Shared {
             ended_by_score: AtomicU64::new(0),
             ended_by_silence: AtomicU64::new(0),
             continued: AtomicU64::new(0),
+            continued_unfinished: AtomicU64::new(0),
             stream_gaps: AtomicU64::new(0),
             silence_filled_ms: AtomicU64::new(0),
             ended_in_gap: AtomicU64::new(0),
@@ -463,6 +467,7 @@ impl Shared {
             .kv("turns_ended_by_score", n(&self.ended_by_score))
             .kv("turns_ended_by_silence", n(&self.ended_by_silence))
             .kv("turns_continued", n(&self.continued))
+            .kv("turns_continued_unfinished", n(&self.continued_unfinished))
             .kv("stream_gaps", n(&self.stream_gaps))
             .kv(
                 "silence_filled_s",

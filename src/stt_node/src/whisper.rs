@@ -28,6 +28,8 @@ pub struct LastTurn {
     turn_id: String,
     text: String,
     speech_end: std::time::SystemTime,
+    /// The words' end-of-turn score at the pause that ended it.
+    text_score: Option<f32>,
 }
 
 /// One utterance's transcription state.
@@ -439,17 +441,26 @@ fn finish(
             return last;
         }
     }
-    // "... and bring me water" right after "Go to the kitchen.": one request
-    let (text, replaces) = match last {
-        Some(l)
-            if !cfg.continuation.is_zero()
-                && voice_core::turn::continues(&text)
-                && meta
-                    .speech_start
-                    .duration_since(l.speech_end)
-                    .is_ok_and(|gap| gap <= cfg.continuation) =>
-        {
+    // "... and bring me water" right after "Go to the kitchen.", or "What
+    // your country can do for you." after "ask not." that the voice ended
+    // while the words doubted: one request
+    let continued = last.as_ref().and_then(|l| {
+        let within = meta
+            .speech_start
+            .duration_since(l.speech_end)
+            .is_ok_and(|gap| gap <= cfg.continuation);
+        (within && !cfg.continuation.is_zero())
+            .then(|| {
+                voice_core::turn::continuation(&l.text, l.text_score, cfg.unfinished_below, &text)
+            })
+            .flatten()
+    });
+    let (text, replaces) = match (continued, last) {
+        (Some(how), Some(l)) => {
             shared.continued.fetch_add(1, Ordering::Relaxed);
+            if how == voice_core::turn::Continues::Unfinished {
+                shared.continued_unfinished.fetch_add(1, Ordering::Relaxed);
+            }
             (format!("{} {text}", l.text), l.turn_id)
         }
         _ => (text, String::new()),
@@ -503,8 +514,12 @@ fn finish(
             show(meta.audio_score)
         ),
     };
-    if !replaces.is_empty() {
-        ended += &format!("; continues and replaces turn {replaces}");
+    if let Some(how) = continued.filter(|_| !replaces.is_empty()) {
+        let why = match how {
+            voice_core::turn::Continues::FirstWord => "its first word",
+            voice_core::turn::Continues::Unfinished => "that turn's words were unfinished",
+        };
+        ended += &format!("; continues and replaces turn {replaces} ({why})");
     }
     shared.log.info(format!(
         "turn {turn_id}: {text:?} ({:.2} s audio, confidence {confidence:.2}, whisper {:.0} ms after the speech ({:.0} ms in all), {} partials; ended by {ended} after {:.0} ms of silence; speech end -> transcript {:.0} ms, decided -> transcript {:.0} ms)",
@@ -530,5 +545,6 @@ fn finish(
         turn_id,
         text,
         speech_end: meta.speech_end,
+        text_score: meta.text_score,
     })
 }

@@ -203,6 +203,41 @@ pub fn continues(text: &str) -> bool {
     CONTINUATION_WORDS.contains(&first.as_str())
 }
 
+/// Why an utterance continues the turn before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Continues {
+    /// It starts with "and", "but", "so", ...
+    FirstWord,
+    /// The turn before was unfinished by its words: an open ending ("Go to
+    /// the", "..., ask not,") or a score from the words below
+    /// `unfinished_below` at the pause that ended it (the voice or the
+    /// silence ended it while the words doubted), so what follows completes
+    /// it whatever its first word ("When you get to the lab." + "What is
+    /// the temperature there?").
+    Unfinished,
+}
+
+/// Whether `text`, said within the continuation window after the turn
+/// `before` (its transcript, and the words' end-of-turn score at the pause
+/// that ended it, `None` when not judged), continues that turn.
+pub fn continuation(
+    before: &str,
+    before_text_score: Option<f32>,
+    unfinished_below: f32,
+    text: &str,
+) -> Option<Continues> {
+    if text.trim().is_empty() || before.trim().is_empty() {
+        return None;
+    }
+    if continues(text) {
+        return Some(Continues::FirstWord);
+    }
+    let doubted = before_text_score
+        .filter(|p| p.is_finite())
+        .is_some_and(|p| p < unfinished_below);
+    (doubted || open_ending(before)).then_some(Continues::Unfinished)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,6 +297,40 @@ mod tests {
         assert!(!continues("Bring me a glass of water."));
         assert!(!continues("Andrew is here."));
         assert!(!continues(""));
+    }
+
+    #[test]
+    fn a_turn_the_words_doubted_is_continued_by_any_words() {
+        use Continues::*;
+        // the JFK case: the voice ended "ask not." where the words doubted
+        let c = |before, score, text| continuation(before, score, 0.2, text);
+        assert_eq!(
+            c(
+                "And so my fellow Americans, ask not.",
+                Some(0.09),
+                "What your country can do for you."
+            ),
+            Some(Unfinished)
+        );
+        // an open ending needs no score
+        assert_eq!(c("Go to the", None, "Kitchen."), Some(Unfinished));
+        assert_eq!(c("Bring me, um,", Some(0.9), "a glass."), Some(Unfinished));
+        // the words said it was finished: a new request stays a new turn
+        assert_eq!(c("Go to the kitchen.", Some(0.6), "What time is it?"), None);
+        assert_eq!(c("Go to the kitchen.", None, "What time is it?"), None);
+        // ... unless it starts as a continuation
+        assert_eq!(
+            c("Go to the kitchen.", Some(0.6), "and bring me water."),
+            Some(FirstWord)
+        );
+        // 0 turns the words' rule off; a score that is no number does not count
+        assert_eq!(
+            continuation("Go to the kitchen.", Some(0.01), 0.0, "What?"),
+            None
+        );
+        assert_eq!(c("Go to the kitchen.", Some(f32::NAN), "What?"), None);
+        assert_eq!(c("Go to the kitchen.", Some(0.01), "  "), None);
+        assert_eq!(c("", Some(0.01), "What?"), None);
     }
 
     #[test]
