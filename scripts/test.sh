@@ -40,7 +40,7 @@ step "unit tests (cargo test --release --workspace)"
 cargo test --release --workspace --locked
 files=(test/)
 if ((quick)); then
-  files=(test/test_stt.py test/test_actions.py test/test_hri.py test/test_lifecycle.py test/test_llm.py test/test_server.py test/test_tts.py test/test_params.py test/test_startup_errors.py
+  files=(test/test_stt.py test/test_actions.py test/test_hri.py test/test_lifecycle.py test/test_llm.py test/test_server.py test/test_tts.py test/test_params.py test/test_preempt.py test/test_startup_errors.py
          test/test_launch_config.py test/test_audio_bridge.py test/test_compute_report.py test/test_model_convert.py)
 fi
 step "integration tests (pytest ${files[*]})"

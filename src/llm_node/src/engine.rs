@@ -133,6 +133,10 @@ pub struct TurnInfo<'a> {
 pub trait Output: Send {
     /// A piece of a reply (`reply/chunk`).
     fn chunk(&self, chunk: Chunk);
+    /// The first chunk of a reply prepared before its turn is confirmed
+    /// (`reply/tentative`: for tts_node to synthesize and hold, never to
+    /// speak unconfirmed). Outputs that cannot hold one ignore it.
+    fn tentative(&self, _chunk: Chunk) {}
     /// A whole reply as said (`reply/text`), of turn `turn_id`.
     fn reply(&self, turn_id: &str, text: &str);
     /// The turn ended without a reply (dropped, superseded, merged into
@@ -151,6 +155,11 @@ pub trait Output: Send {
 impl<T: Output> Output for Arc<Mutex<T>> {
     fn chunk(&self, chunk: Chunk) {
         self.lock().unwrap_or_else(|e| e.into_inner()).chunk(chunk)
+    }
+    fn tentative(&self, chunk: Chunk) {
+        self.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .tentative(chunk)
     }
     fn reply(&self, turn_id: &str, text: &str) {
         self.lock()
@@ -199,6 +208,14 @@ pub struct Stats {
     pub prefilled_tokens: AtomicU64,
     pub prefill_reused_tokens: AtomicU64,
     pub prefill_wasted_tokens: AtomicU64,
+    /// Preemptive replies (preempt_above): first chunks prepared at a pause;
+    /// of those, released when the turn was confirmed, and discarded (the
+    /// user went on, or the turn came with other words), with the tokens
+    /// they had generated.
+    pub preempted: AtomicU64,
+    pub preempt_confirmed: AtomicU64,
+    pub preempt_discarded: AtomicU64,
+    pub preempt_wasted_tokens: AtomicU64,
     pub last_tokens_per_s: Mutex<f64>,
     pub last_prompt_tokens: AtomicU64,
 }
@@ -219,6 +236,45 @@ struct Seq {
     /// prompt up to them), until a turn uses or discards them.
     prefilled: Option<usize>,
     turn: Option<Generating>,
+    /// A reply prepared at a pause for a turn not yet confirmed.
+    held: Option<Held>,
+}
+
+impl Seq {
+    /// The generation that decodes on this sequence (its turn's, or a held
+    /// reply's while its first chunk is not ready), beside the cached tokens.
+    fn generating(&mut self) -> (&mut Vec<LlamaToken>, Option<&mut Generating>) {
+        let g = match (&mut self.turn, &mut self.held) {
+            (Some(g), _) => Some(g),
+            (None, Some(h)) if h.state == HeldState::Generating => Some(&mut h.gen),
+            _ => None,
+        };
+        (&mut self.cached, g)
+    }
+}
+
+/// A reply's first chunk generated at a tentative end of turn, before the
+/// turn is confirmed (`preempt_above`). Only `reply/tentative` hears of it;
+/// the turn, when it comes with the same words, takes it over (its chunks
+/// are published then), otherwise it is discarded.
+struct Held {
+    turn_id: String,
+    conversation_id: String,
+    /// The user's text judged.
+    text: String,
+    gen: Generating,
+    /// The generated pieces, replayed into the confirmed turn.
+    pieces: Vec<Vec<u8>>,
+    state: HeldState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HeldState {
+    Generating,
+    /// The first chunk is ready: generation pauses until the turn comes.
+    Ready,
+    /// The reply ended inside its first chunk.
+    Ended(Ended),
 }
 
 /// A turn being generated on a sequence, with its decoding state.
@@ -323,6 +379,7 @@ impl<'m> Engine<'m> {
                 cached: Vec::new(),
                 prefilled: None,
                 turn: None,
+                held: None,
             })
             .collect();
         let mut engine = Self {
@@ -502,7 +559,7 @@ impl<'m> Engine<'m> {
     ) -> Option<std::sync::mpsc::Sender<()>> {
         while !stop.load(Ordering::SeqCst) {
             self.apply_updates();
-            if !self.sched.busy() {
+            if !self.sched.busy() && !self.preparing() {
                 match commands.recv_timeout(IDLE_POLL) {
                     Ok(c) => self.handle(c),
                     Err(RecvTimeoutError::Timeout) => continue,
@@ -539,10 +596,20 @@ impl<'m> Engine<'m> {
             }
             Command::Judge(req) => self.judge(req),
             Command::Interrupt { which, raised } => {
+                for slot in 0..self.seqs.len() {
+                    let of = self.seqs[slot]
+                        .held
+                        .as_ref()
+                        .is_some_and(|h| which.as_deref().is_none_or(|c| c == h.conversation_id));
+                    if of {
+                        self.discard_held(slot, "interrupted");
+                    }
+                }
                 let acts = self.sched.interrupt(which.as_deref(), raised);
                 self.carry_out(acts);
             }
             Command::Reset(reply) => {
+                self.discard_all_held("reset");
                 let acts = self.sched.stop_all();
                 self.carry_out(acts);
                 let n = self.sched.clear();
@@ -556,6 +623,7 @@ impl<'m> Engine<'m> {
                 let _ = reply.send(format!("cleared {n} conversation(s)"));
             }
             Command::Unload(done) => {
+                self.discard_all_held("unloaded");
                 let acts = self.sched.stop_all();
                 self.carry_out(acts);
                 self.unloading = Some(done);
@@ -639,6 +707,17 @@ impl<'m> Engine<'m> {
 
     fn start(&mut self, slot: usize, req: TurnRequest) -> Result<(), String> {
         let (tokens, user_text) = self.prompt_for(&req.turn_id, &req.conversation_id, &req.text)?;
+        for other in 0..self.seqs.len() {
+            let of_this = self.seqs[other].held.as_ref().is_some_and(|h| {
+                h.turn_id == req.turn_id || h.conversation_id == req.conversation_id
+            });
+            if other != slot && of_this {
+                self.discard_held(other, "the turn runs on another sequence");
+            }
+        }
+        if self.seqs[slot].held.is_some() && self.adopt_held(slot, &req, &tokens) {
+            return Ok(());
+        }
         let sampler = crate::sampling::for_turn(self.model, &self.cfg)
             .ok_or("the intent grammar could not be set up")?;
         // at least one token must be decoded to get logits
@@ -694,23 +773,25 @@ impl<'m> Engine<'m> {
         let t0 = Instant::now();
         let scored = match self.sched.judge_slot(&req.conversation_id) {
             Some((slot, rebound)) => {
+                // the user went on after the pause a reply was prepared at
+                self.discard_held(slot, "the user went on");
                 if rebound {
                     self.forget_cache(slot);
                 }
-                self.prefill_and_score(slot, &req)
+                self.prefill_and_score(slot, &req).map(|v| (slot, v))
             }
             None => Err("conversation busy or no free sequence".to_string()),
         };
-        let (p, prefilled) = match scored {
-            Ok(v) => {
+        let (slot, p, prefilled) = match scored {
+            Ok((slot, (p, n))) => {
                 self.stats.judged.fetch_add(1, Ordering::Relaxed);
-                v
+                (Some(slot), p, n)
             }
             Err(why) => {
                 self.stats.not_judged.fetch_add(1, Ordering::Relaxed);
                 self.log
                     .debug(format!("turn {} not judged: {why}", req.turn_id));
-                (-1.0, 0)
+                (None, -1.0, 0)
             }
         };
         let compute_ms = ms(t0.elapsed());
@@ -719,12 +800,213 @@ impl<'m> Engine<'m> {
             req.turn_id, req.revision, req.text
         ));
         self.out.end_of_turn(Judgement {
-            turn_id: req.turn_id,
+            turn_id: req.turn_id.clone(),
             revision: req.revision,
             probability: p,
             compute_ms,
             prefilled_tokens: prefilled as u32,
         });
+        // intents: an action is not prepared ahead (its goal is sent as it
+        // is decided); engine openai: the turn goes to the server
+        let preempt = self
+            .cfg
+            .preempt_above
+            .filter(|_| self.cfg.intents.is_none() && self.cfg.remote.is_none());
+        if let (Some(slot), Some(above)) = (slot, preempt) {
+            if p >= above {
+                self.prepare(slot, req);
+            }
+        }
+    }
+
+    /// Whether a held reply is being generated (the loop must keep stepping).
+    fn preparing(&self) -> bool {
+        self.seqs.iter().any(|s| {
+            s.held
+                .as_ref()
+                .is_some_and(|h| h.state == HeldState::Generating)
+        })
+    }
+
+    /// Starts a held reply on `slot`, whose prompt the judgement has just
+    /// pre-filled (all but its last token, which the reply decodes first).
+    fn prepare(&mut self, slot: usize, req: JudgeRequest) {
+        let Some(sampler) = crate::sampling::for_turn(self.model, &self.cfg) else {
+            return;
+        };
+        let Ok((tokens, user_text)) =
+            self.prompt_for(&req.turn_id, &req.conversation_id, &req.text)
+        else {
+            return;
+        };
+        let s = &mut self.seqs[slot];
+        if s.turn.is_some() || !tokens.starts_with(&s.cached) || tokens.len() != s.cached.len() + 1
+        {
+            return; // not the prompt just pre-filled
+        }
+        let stand_in = TurnRequest {
+            turn_id: req.turn_id.clone(),
+            conversation_id: req.conversation_id.clone(),
+            text: req.text.clone(),
+            speech_end: Default::default(),
+            stt_ms: 0.0,
+            received: Instant::now(),
+            replaces: None,
+        };
+        let pending = tokens[s.cached.len()..].to_vec();
+        s.held = Some(Held {
+            turn_id: req.turn_id,
+            conversation_id: req.conversation_id,
+            text: req.text,
+            gen: Generating {
+                turn: Turn::new(
+                    stand_in,
+                    user_text,
+                    pending.len(),
+                    0,
+                    None,
+                    self.cfg.first_chunk_words,
+                ),
+                pending,
+                sampler,
+                next_token: None,
+                logits_at: None,
+            },
+            pieces: Vec::new(),
+            state: HeldState::Generating,
+        });
+        self.stats.preempted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Drops the held reply on `slot` (its tokens stay in the KV cache
+    /// until the next prompt there differs from them).
+    fn discard_held(&mut self, slot: usize, why: &str) {
+        let Some(h) = self.seqs[slot].held.take() else {
+            return;
+        };
+        self.stats.preempt_discarded.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .preempt_wasted_tokens
+            .fetch_add(u64::from(h.gen.turn.generated), Ordering::Relaxed);
+        self.log.info(format!(
+            "turn {}: reply prepared at the pause discarded ({why}; {} tokens generated): {:?}",
+            h.turn_id,
+            h.gen.turn.generated,
+            h.gen.turn.reply.trim()
+        ));
+    }
+
+    fn discard_all_held(&mut self, why: &str) {
+        for slot in 0..self.seqs.len() {
+            self.discard_held(slot, why);
+        }
+    }
+
+    /// A sampled token of a held reply: it pauses once its first chunk is
+    /// ready (sent on `reply/tentative`) or the reply ended.
+    fn sample_held(&mut self, i: usize, idx: i32) {
+        let vocab = self.model.vocab();
+        let max_tokens = self.cfg.max_tokens;
+        let budget = self.budget;
+        let cached = self.seqs[i].cached.len();
+        let Some(h) = self.seqs[i].held.as_mut() else {
+            return;
+        };
+        let Some(token) = h.gen.sampler.sample(&self.ctx, idx) else {
+            h.state = HeldState::Ended(Ended::GrammarDeadEnd);
+            return;
+        };
+        h.gen.turn.sampled();
+        if vocab.is_eog(token) {
+            h.state = HeldState::Ended(Ended::Eog);
+        } else {
+            let piece = vocab.token_to_piece(token, false, None);
+            let chunks = h.gen.turn.token(&piece);
+            h.pieces.push(piece);
+            h.gen.next_token = Some(token);
+            if h.gen.turn.generated >= max_tokens || cached + 1 >= budget {
+                h.state = HeldState::Ended(Ended::MaxTokens);
+            } else if let Some(first) = chunks.into_iter().next() {
+                h.state = HeldState::Ready;
+                self.out.tentative(first);
+            }
+        }
+        if let HeldState::Ended(_) = h.state {
+            // the whole reply fits its first chunk: that is what is held
+            let text = h.gen.turn.reply.trim().to_string();
+            self.out.tentative(Chunk {
+                turn_id: h.turn_id.clone(),
+                conversation_id: h.conversation_id.clone(),
+                text,
+                ..Default::default()
+            });
+        }
+        if h.state != HeldState::Generating {
+            self.log.debug(format!(
+                "turn {}: first chunk prepared at the pause ({} tokens), held until the turn is confirmed",
+                h.turn_id, h.gen.turn.generated
+            ));
+        }
+    }
+
+    /// The turn `req` takes over the reply held on `slot` when it is the
+    /// one prepared (same turn, same words, same prompt): its chunks so far
+    /// are published now and generation goes on from there. Otherwise the
+    /// held reply is discarded. Returns whether it was taken over.
+    fn adopt_held(&mut self, slot: usize, req: &TurnRequest, tokens: &[LlamaToken]) -> bool {
+        let same = self.seqs[slot].held.as_ref().is_some_and(|h| {
+            h.turn_id == req.turn_id
+                && h.text == req.text
+                && h.conversation_id == req.conversation_id
+        });
+        let s = &mut self.seqs[slot];
+        if !same || !s.cached.starts_with(tokens) {
+            self.discard_held(slot, "the turn came with other words");
+            return false;
+        }
+        let Some(h) = s.held.take() else {
+            return false;
+        };
+        let prefilled = s.prefilled.take().unwrap_or(0);
+        self.stats
+            .prefill_reused_tokens
+            .fetch_add(prefilled as u64, Ordering::Relaxed);
+        self.stats.preempt_confirmed.fetch_add(1, Ordering::Relaxed);
+        let Generating {
+            turn: held_turn,
+            sampler,
+            next_token,
+            ..
+        } = h.gen;
+        let mut turn = Turn::new(
+            req.clone(),
+            held_turn.user_text.clone(),
+            held_turn.prompt_evaluated,
+            prefilled as u32,
+            None,
+            self.cfg.first_chunk_words,
+        );
+        turn.sampled();
+        let mut chunks = Vec::new();
+        for p in &h.pieces {
+            chunks.extend(turn.token(p));
+        }
+        self.log.debug(format!(
+            "turn {}: takes over the reply prepared at the pause ({} tokens)",
+            req.turn_id, held_turn.generated
+        ));
+        self.seqs[slot].turn = Some(Generating {
+            turn,
+            pending: Vec::new(),
+            sampler,
+            next_token,
+            logits_at: None,
+        });
+        self.parts().publish(slot, chunks);
+        if let HeldState::Ended(why) = h.state {
+            self.finish(slot, why);
+        }
+        true
     }
 
     fn prefill_and_score(
@@ -793,18 +1075,24 @@ impl<'m> Engine<'m> {
         let mut used = 0usize;
         // generating sequences first: one token each keeps their latency flat
         for s in &mut self.seqs {
-            let Some(t) = s.turn.as_mut() else { continue };
+            let id = s.id;
+            let (cached, Some(t)) = s.generating() else {
+                continue;
+            };
             t.logits_at = None;
             if let Some(tok) = t.next_token.take() {
-                if batch.add(tok, s.cached.len() as i32, &[s.id], true).is_ok() {
+                if batch.add(tok, cached.len() as i32, &[id], true).is_ok() {
                     t.logits_at = Some(batch.n_tokens() - 1);
-                    s.cached.push(tok);
+                    cached.push(tok);
                     used += 1;
                 }
             }
         }
         for s in &mut self.seqs {
-            let Some(t) = s.turn.as_mut() else { continue };
+            let id = s.id;
+            let (cached, Some(t)) = s.generating() else {
+                continue;
+            };
             if t.pending.is_empty() || used >= n_batch {
                 continue;
             }
@@ -812,13 +1100,10 @@ impl<'m> Engine<'m> {
             let last = take == t.pending.len();
             for (k, &tok) in t.pending[..take].iter().enumerate() {
                 let logits = last && k + 1 == take;
-                if batch
-                    .add(tok, s.cached.len() as i32, &[s.id], logits)
-                    .is_err()
-                {
+                if batch.add(tok, cached.len() as i32, &[id], logits).is_err() {
                     break;
                 }
-                s.cached.push(tok);
+                cached.push(tok);
                 if logits {
                     t.logits_at = Some(batch.n_tokens() - 1);
                 }
@@ -834,7 +1119,9 @@ impl<'m> Engine<'m> {
                 "llama decode failed ({e}); ending the active replies"
             ));
             for i in 0..self.seqs.len() {
-                if self.seqs[i].turn.is_some() {
+                let held = self.seqs[i].held.is_some();
+                self.discard_held(i, "decode failed");
+                if self.seqs[i].turn.is_some() || held {
                     self.finish(i, Ended::DecodeError);
                     let id = self.seqs[i].id as u32;
                     let _ = self.ctx.clear_kv_cache_seq(Some(id), None, None);
@@ -844,10 +1131,14 @@ impl<'m> Engine<'m> {
             return;
         }
         for i in 0..self.seqs.len() {
-            let Some(idx) = self.seqs[i].turn.as_ref().and_then(|t| t.logits_at) else {
+            let Some(idx) = self.seqs[i].generating().1.and_then(|t| t.logits_at) else {
                 continue;
             };
-            self.sample_one(i, idx);
+            if self.seqs[i].turn.is_some() {
+                self.sample_one(i, idx);
+            } else {
+                self.sample_held(i, idx);
+            }
         }
     }
 

@@ -222,6 +222,7 @@ async fn run() -> Result<()> {
     let chats = Arc::new(chat_action::Chats::default());
     let sink = publish::Sink {
         chunk: node.create_publisher::<ReplyChunk>("reply/chunk", node::event_qos())?,
+        tentative: node.create_publisher::<ReplyChunk>("reply/tentative", node::event_qos())?,
         text: node.create_publisher::<StringMsg>("reply/text", node::event_qos())?,
         end_of_turn: node.create_publisher::<EndOfTurn>("end_of_turn", node::event_qos())?,
         interrupt: node.create_publisher::<Interrupt>("interrupt", node::event_qos())?,
@@ -518,6 +519,10 @@ async fn run() -> Result<()> {
             .kv("prefilled_tokens", n(&stats.prefilled_tokens))
             .kv("prefill_reused_tokens", n(&stats.prefill_reused_tokens))
             .kv("prefill_wasted_tokens", n(&stats.prefill_wasted_tokens))
+            .kv("preempted", n(&stats.preempted))
+            .kv("preempt_confirmed", n(&stats.preempt_confirmed))
+            .kv("preempt_discarded", n(&stats.preempt_discarded))
+            .kv("preempt_wasted_tokens", n(&stats.preempt_wasted_tokens))
             .kv("interrupted", n(&stats.interrupted))
             .kv(
                 "nav_goals",

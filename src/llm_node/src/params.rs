@@ -56,6 +56,8 @@ pub struct LlmParams {
     pub max_tokens: i32,
     /// The reply's first chunk ends after this many words (at a word boundary) when no sentence or clause ended sooner, so the first audio does not wait for a long first sentence; later chunks are whole sentences; 0 = off.
     pub first_chunk_words: i32,
+    /// Preemptive reply: at a pause whose words score at least this (end_of_turn), the reply's first chunk is generated before the turn is confirmed and sent on reply/tentative only (tts_node synthesizes it into a held buffer), released when the turn is confirmed with the same words, discarded when the user goes on; 0 = off (0..1). Not with places_file (intents).
+    pub preempt_above: f32,
     /// Sampling seed (with temperature > 0).
     pub seed: i64,
     /// System prompt of every conversation.
@@ -150,6 +152,7 @@ impl Default for LlmParams {
             repeat_penalty: 1.1,
             max_tokens: 128,
             first_chunk_words: 6,
+            preempt_above: 0.0,
             seed: 42,
             system_prompt:
                 "You are a helpful robot assistant. Answer in one or two short spoken sentences."
@@ -198,6 +201,8 @@ pub struct LlmConfig {
     pub repeat_penalty: f32,
     pub max_tokens: u32,
     pub first_chunk_words: usize,
+    /// `None` = off.
+    pub preempt_above: Option<f32>,
     pub seed: u32,
     pub system_prompt: String,
     pub history_turns: usize,
@@ -217,6 +222,7 @@ impl LlmConfig {
         self.repeat_penalty = new.repeat_penalty;
         self.max_tokens = new.max_tokens;
         self.first_chunk_words = new.first_chunk_words;
+        self.preempt_above = new.preempt_above;
         self.seed = new.seed;
         self.system_prompt = new.system_prompt.clone();
         self.history_turns = new.history_turns;
@@ -367,6 +373,7 @@ impl NodeParams for LlmParams {
         in_range(self.repeat_penalty, 0.5..=3.0, "repeat_penalty")?;
         in_range(self.max_tokens, 1..=8192, "max_tokens")?;
         in_range(self.first_chunk_words, 0..=100, "first_chunk_words")?;
+        in_range(self.preempt_above, 0.0..=1.0, "preempt_above")?;
         check(
             self.max_tokens < self.ctx_size / self.parallel,
             "max_tokens",
@@ -475,6 +482,7 @@ impl NodeParams for LlmParams {
             repeat_penalty: self.repeat_penalty,
             max_tokens: self.max_tokens as u32,
             first_chunk_words: self.first_chunk_words as usize,
+            preempt_above: (self.preempt_above > 0.0).then_some(self.preempt_above),
             seed: self.seed as u32,
             system_prompt: voice_core::chat::sanitize(&self.system_prompt),
             history_turns: self.history_turns as usize,

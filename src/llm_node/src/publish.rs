@@ -15,6 +15,8 @@ use crate::turn::{Chunk, Judgement};
 /// The engine thread's publishers (r2r publishers are Send: the thread owns them).
 pub struct Sink {
     pub chunk: r2r::Publisher<ReplyChunk>,
+    /// `reply/tentative`: a first chunk prepared before its turn is confirmed.
+    pub tentative: r2r::Publisher<ReplyChunk>,
     pub text: r2r::Publisher<StringMsg>,
     pub end_of_turn: r2r::Publisher<EndOfTurn>,
     /// `interrupt`, to stop the speech of a replaced turn's reply.
@@ -40,6 +42,26 @@ impl Sink {
     }
 }
 
+/// A chunk as `reply/chunk` carries it, stamped now.
+fn message(c: Chunk) -> ReplyChunk {
+    ReplyChunk {
+        header: stamped(),
+        turn_id: c.turn_id,
+        conversation_id: c.conversation_id,
+        index: c.index,
+        text: c.text,
+        is_final: c.is_final,
+        speech_end: stamp::from_core(c.speech_end),
+        stt_ms: c.stt_ms,
+        first_token_ms: c.first_token_ms,
+        first_chunk_ms: c.first_chunk_ms,
+        prompt_tokens: c.prompt_tokens,
+        prefilled_tokens: c.prefilled_tokens,
+        generated_tokens: c.generated_tokens,
+        tokens_per_s: c.tokens_per_s,
+    }
+}
+
 /// A header stamped now (wall clock, as every latency figure).
 fn stamped() -> Header {
     Header {
@@ -56,23 +78,15 @@ impl Output for Sink {
             self.chats.deliver(&turn_id, Event::Chunk(c));
             return;
         }
-        let m = ReplyChunk {
-            header: stamped(),
-            turn_id: c.turn_id,
-            conversation_id: c.conversation_id,
-            index: c.index,
-            text: c.text,
-            is_final: c.is_final,
-            speech_end: stamp::from_core(c.speech_end),
-            stt_ms: c.stt_ms,
-            first_token_ms: c.first_token_ms,
-            first_chunk_ms: c.first_chunk_ms,
-            prompt_tokens: c.prompt_tokens,
-            prefilled_tokens: c.prefilled_tokens,
-            generated_tokens: c.generated_tokens,
-            tokens_per_s: c.tokens_per_s,
-        };
-        self.send(&self.chunk, "reply/chunk", &m);
+        self.send(&self.chunk, "reply/chunk", &message(c));
+    }
+
+    /// Publishes a first chunk prepared before its turn is confirmed, on
+    /// `reply/tentative` only (a chat goal's turn is not spoken: none).
+    fn tentative(&self, c: Chunk) {
+        if !self.chats.owns(&c.turn_id) {
+            self.send(&self.tentative, "reply/tentative", &message(c));
+        }
     }
 
     fn reply(&self, turn_id: &str, text: &str) {

@@ -43,6 +43,9 @@ pub struct TextJob {
     /// The language to speak this text in (a `say` goal's: an espeak-ng
     /// voice name, checked on admission); `None` = the node's voice.
     pub language: Option<String>,
+    /// A first chunk prepared before its turn is confirmed
+    /// (`reply/tentative`): synthesized and held, not spoken.
+    pub tentative: bool,
 }
 
 impl TextJob {
@@ -57,6 +60,7 @@ impl TextJob {
             volume: None,
             rate: None,
             language: None,
+            tentative: false,
         }
     }
 
@@ -69,8 +73,22 @@ impl TextJob {
             volume: None,
             rate: None,
             language: None,
+            tentative: false,
         }
     }
+}
+
+/// The audio of a reply's first chunk synthesized before its turn was
+/// confirmed: sent when the turn's first chunk comes with the same words.
+pub struct Held {
+    pub turn_id: String,
+    pub conversation_id: String,
+    pub text: String,
+    /// Per sentence, at `rate`.
+    pub audio: Vec<Vec<f32>>,
+    pub rate: u32,
+    pub synth_ms: f64,
+    pub received: Instant,
 }
 
 /// What an interrupt is checked against: the text a job came from.
@@ -188,6 +206,14 @@ pub struct Control {
     pub voice: Mutex<Option<(String, bool)>>,
     /// Texts whose output is watched (the `say` action's goals), by turn.
     watched: Mutex<HashMap<String, Progress>>,
+    /// A reply's first chunk synthesized ahead (`reply/tentative`).
+    held: Mutex<Option<Held>>,
+    /// Held first chunks: synthesized, spoken when their turn was
+    /// confirmed, discarded (with their synthesis time [ms]).
+    pub held_prepared: AtomicU64,
+    pub held_released: AtomicU64,
+    pub held_discarded: AtomicU64,
+    pub held_wasted_ms: AtomicU64,
 }
 
 impl Control {
@@ -212,7 +238,44 @@ impl Control {
             unconfigured: AtomicU64::new(0),
             voice: Mutex::new(None),
             watched: Mutex::new(HashMap::new()),
+            held: Mutex::new(None),
+            held_prepared: AtomicU64::new(0),
+            held_released: AtomicU64::new(0),
+            held_discarded: AtomicU64::new(0),
+            held_wasted_ms: AtomicU64::new(0),
         }
+    }
+
+    /// Keeps `h` until its turn's first chunk comes (an older one is discarded).
+    pub fn hold(&self, h: Held) {
+        self.held_prepared.fetch_add(1, Ordering::Relaxed);
+        self.log.debug(format!(
+            "turn {}: first chunk {:?} synthesized ahead ({:.0} ms), held until the turn is confirmed",
+            h.turn_id, h.text, h.synth_ms
+        ));
+        let old = self
+            .held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .replace(h);
+        if let Some(old) = old {
+            self.discard_held(old, "a newer one was prepared");
+        }
+    }
+
+    pub fn take_held(&self) -> Option<Held> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// Counts and logs a held first chunk that will never be spoken.
+    pub fn discard_held(&self, h: Held, why: &str) {
+        self.held_discarded.fetch_add(1, Ordering::Relaxed);
+        self.held_wasted_ms
+            .fetch_add(h.synth_ms.round() as u64, Ordering::Relaxed);
+        self.log.info(format!(
+            "turn {}: first chunk synthesized ahead discarded ({why}; {:.0} ms of synthesis): {:?}",
+            h.turn_id, h.synth_ms, h.text
+        ));
     }
 
     /// Watches the output of `turn` (a `say` goal's text).
@@ -288,6 +351,13 @@ impl Control {
             s.as_ref()
                 .is_some_and(|k| cut.covers(k.received, &k.turn_id, k.conversation()))
         });
+        let held = {
+            let mut h = self.held.lock().unwrap_or_else(|e| e.into_inner());
+            h.take_if(|h| cut.covers(h.received, &h.turn_id, Some(&h.conversation_id)))
+        };
+        if let Some(h) = held {
+            self.discard_held(h, "interrupted");
+        }
         if let Ok(mut cuts) = self.cuts.lock() {
             if cuts.len() >= CUTS {
                 cuts.pop_front();

@@ -169,6 +169,8 @@ async fn run() -> Result<()> {
         stats: node.create_publisher::<TurnStats>("turn_stats", node::event_qos())?,
     };
     let chunks = tasks.subscribe::<ReplyChunk>(&mut node, "reply/chunk", node::event_qos())?;
+    let tentative =
+        tasks.subscribe::<ReplyChunk>(&mut node, "reply/tentative", node::event_qos())?;
     let says = tasks.subscribe::<StringMsg>(&mut node, "say", node::event_qos())?;
     let interrupts = tasks.subscribe::<Interrupt>(&mut node, "interrupt", node::event_qos())?;
     let transcripts = tasks.subscribe::<Utterance>(&mut node, "transcript", node::event_qos())?;
@@ -195,6 +197,22 @@ async fn run() -> Result<()> {
             if gate.admit() && !ctl.is_cancelled_turn(&c.turn_id) {
                 ctl.note_reply(&c);
                 enqueue(&tx, TextJob::from_chunk(c), &ctl, &log);
+            }
+        });
+    }
+    {
+        // a first chunk prepared before its turn is confirmed: synthesized
+        // and held; when the queue is full it is not (counted as discarded)
+        let (tx, ctl, gate) = (text_tx.clone(), ctl.clone(), gate.clone());
+        tasks.each("reply/tentative", tentative, move |c| {
+            if gate.admit() && !ctl.is_cancelled_turn(&c.turn_id) {
+                let job = TextJob {
+                    tentative: true,
+                    ..TextJob::from_chunk(c)
+                };
+                if tx.try_send(job).is_err() {
+                    ctl.held_discarded.fetch_add(1, Ordering::Relaxed);
+                }
             }
         });
     }
@@ -265,13 +283,20 @@ async fn run() -> Result<()> {
                     "superseded_sentences",
                     ctl.superseded.load(Ordering::Relaxed),
                 )
+                .kv("held_prepared", ctl.held_prepared.load(Ordering::Relaxed))
+                .kv("held_released", ctl.held_released.load(Ordering::Relaxed))
+                .kv("held_discarded", ctl.held_discarded.load(Ordering::Relaxed))
+                .kv(
+                    "held_wasted_synthesis_ms",
+                    ctl.held_wasted_ms.load(Ordering::Relaxed),
+                )
                 .into_array()
         })?;
     }
 
     tasks.spin(
         node,
-        "ready: listening on reply/chunk and say (topic and action)",
+        "ready: listening on reply/chunk, reply/tentative and say (topic and action)",
         move || {
             ctl.stop.store(true, Ordering::SeqCst);
             ctl.cancel_now.store(true, Ordering::SeqCst);

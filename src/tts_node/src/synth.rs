@@ -8,7 +8,7 @@ use voice_core::chunker::{Chunker, ChunkerConfig};
 use voice_core::normalize::normalize;
 use voice_core::resample::resample_clip;
 
-use crate::control::{AudioJob, Control, TextJob, Updates, POLL};
+use crate::control::{AudioJob, Control, Held, TextJob, Updates, POLL};
 use crate::engine::Engine;
 
 /// Synthesis thread: text -> sentences -> audio.
@@ -48,11 +48,24 @@ pub fn synthesize(
         if !ctl.synthesizing(Some(&job)) {
             continue; // asked for before an interrupt
         }
+        let voice = Voice {
+            rate,
+            out_rate,
+            silence,
+            volume: job.volume.unwrap_or(p.volume),
+        };
+        if job.tentative {
+            hold(engine, &job, &voice, ctl);
+            ctl.synthesizing(None);
+            continue;
+        }
+        let superseded = p.drop_superseded && ctl.superseded(job.meta.as_ref());
+        if !superseded && release_held(&job, &out, ctl) {
+            ctl.synthesizing(None);
+            continue;
+        }
         // `say` text may hold many sentences: speak the first as soon as it is ready
-        let mut splitter = Chunker::new(ChunkerConfig::default());
-        let mut sentences = splitter.push(&job.text);
-        sentences.push(splitter.finish());
-        sentences.retain(|s| !s.trim().is_empty());
+        let sentences = sentences_of(&job.text);
         let n = sentences.len();
         if n == 0 {
             // a final chunk with no text still closes the turn, and a `say`
@@ -75,40 +88,7 @@ pub fn synthesize(
             {
                 break;
             }
-            let text = normalize(&sentence);
-            let t0 = Instant::now();
-            let mut samples = match engine.synthesize(
-                &text,
-                job.rate,
-                job.language.as_deref(),
-                &ctl.cancel_now,
-            ) {
-                Ok(s) => s,
-                Err(e) => {
-                    ctl.log.warn(format!(
-                        "synthesis failed for {:?}: {e}",
-                        truncate(&text, 80)
-                    ));
-                    Vec::new()
-                }
-            };
-            let compute = t0.elapsed().as_secs_f64();
-            if out_rate != rate && !samples.is_empty() {
-                samples = resample_clip(rate, out_rate, &samples).unwrap_or_default();
-            }
-            for s in &mut samples {
-                *s = (*s * job.volume.unwrap_or(p.volume)).clamp(-1.0, 1.0);
-            }
-            // the pause after a sentence; a chunk cut inside one (a reply's
-            // first words, a clause) runs on into the next without it
-            if !samples.is_empty() && ends_sentence(&sentence) {
-                samples.extend(std::iter::repeat_n(0.0, silence));
-            }
-            if let Ok(mut a) = ctl.audio_compute.lock() {
-                a.0 += samples.len() as f64 / f64::from(out_rate);
-                a.1 += compute;
-            }
-            ctl.sentences.fetch_add(1, Ordering::Relaxed);
+            let samples = render(engine, &sentence, &job, &voice, ctl);
             let meta = job.meta.clone().map(|mut m| {
                 // only the job's last sentence may close the turn
                 m.is_final = m.is_final && k + 1 == n;
@@ -130,6 +110,137 @@ pub fn synthesize(
         }
         ctl.synthesizing(None);
     }
+}
+
+/// How the node's voice renders text now (rates, pause, gain).
+struct Voice {
+    /// The engine's rate and the output's [Hz].
+    rate: u32,
+    out_rate: u32,
+    /// Samples of silence after a sentence.
+    silence: usize,
+    volume: f32,
+}
+
+/// A text's sentences, in order (empty ones left out).
+fn sentences_of(text: &str) -> Vec<String> {
+    let mut splitter = Chunker::new(ChunkerConfig::default());
+    let mut sentences = splitter.push(text);
+    sentences.push(splitter.finish());
+    sentences.retain(|s| !s.trim().is_empty());
+    sentences
+}
+
+/// One sentence's audio at the output rate, with the node's gain and the
+/// pause after a whole sentence; the compute is counted.
+fn render(
+    engine: &mut Engine,
+    sentence: &str,
+    job: &TextJob,
+    v: &Voice,
+    ctl: &Control,
+) -> Vec<f32> {
+    let text = normalize(sentence);
+    let t0 = Instant::now();
+    let mut samples =
+        match engine.synthesize(&text, job.rate, job.language.as_deref(), &ctl.cancel_now) {
+            Ok(s) => s,
+            Err(e) => {
+                ctl.log.warn(format!(
+                    "synthesis failed for {:?}: {e}",
+                    truncate(&text, 80)
+                ));
+                Vec::new()
+            }
+        };
+    let compute = t0.elapsed().as_secs_f64();
+    if v.out_rate != v.rate && !samples.is_empty() {
+        samples = resample_clip(v.rate, v.out_rate, &samples).unwrap_or_default();
+    }
+    for s in &mut samples {
+        *s = (*s * v.volume).clamp(-1.0, 1.0);
+    }
+    // the pause after a sentence; a chunk cut inside one (a reply's first
+    // words, a clause) runs on into the next without it
+    if !samples.is_empty() && ends_sentence(sentence) {
+        samples.extend(std::iter::repeat_n(0.0, v.silence));
+    }
+    if let Ok(mut a) = ctl.audio_compute.lock() {
+        a.0 += samples.len() as f64 / f64::from(v.out_rate);
+        a.1 += compute;
+    }
+    ctl.sentences.fetch_add(1, Ordering::Relaxed);
+    samples
+}
+
+/// A reply's first chunk prepared before its turn is confirmed
+/// (`reply/tentative`): synthesized into the held buffer, never sent.
+fn hold(engine: &mut Engine, job: &TextJob, v: &Voice, ctl: &Control) {
+    let t0 = Instant::now();
+    let mut audio = Vec::new();
+    for sentence in sentences_of(&job.text) {
+        if ctl.cleared(job) || ctl.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        audio.push(render(engine, &sentence, job, v, ctl));
+    }
+    ctl.hold(Held {
+        turn_id: job.turn_id.clone(),
+        conversation_id: job
+            .meta
+            .as_ref()
+            .map(|m| m.conversation_id.clone())
+            .unwrap_or_default(),
+        text: job.text.clone(),
+        audio,
+        rate: v.out_rate,
+        synth_ms: t0.elapsed().as_secs_f64() * 1e3,
+        received: job.received,
+    });
+}
+
+/// A reply's first chunk whose audio is held (the same turn, the same
+/// words): sent at once. Any other reply chunk discards what is held.
+/// Returns whether `job` was spoken from the held audio.
+fn release_held(job: &TextJob, out: &SyncSender<AudioJob>, ctl: &Control) -> bool {
+    let Some(meta) = job.meta.as_ref() else {
+        return false; // a `say` leaves the held reply for its turn
+    };
+    let Some(h) = ctl.take_held() else {
+        return false;
+    };
+    let same = meta.index == 0
+        && !h.audio.is_empty()
+        && h.turn_id == job.turn_id
+        && h.text.split_whitespace().eq(job.text.split_whitespace());
+    if !same {
+        ctl.discard_held(h, "its turn came with another first chunk");
+        return false;
+    }
+    ctl.held_released.fetch_add(1, Ordering::Relaxed);
+    ctl.log.debug(format!(
+        "turn {}: first chunk spoken from the audio held since its pause ({:.0} ms of synthesis saved)",
+        h.turn_id, h.synth_ms
+    ));
+    let n = h.audio.len();
+    for (k, samples) in h.audio.into_iter().enumerate() {
+        let mut m = meta.clone();
+        m.is_final = m.is_final && k + 1 == n;
+        if out
+            .send(AudioJob {
+                turn_id: job.turn_id.clone(),
+                samples,
+                rate: h.rate,
+                meta: Some(m),
+                received: job.received,
+                last: k + 1 == n,
+            })
+            .is_err()
+        {
+            break;
+        }
+    }
+    true
 }
 
 /// Whether a chunk ends a sentence (terminal punctuation, maybe quoted).
