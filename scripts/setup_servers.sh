@@ -8,12 +8,19 @@
 source "$(dirname "$0")/common.sh"
 SERVERS="$VA_CACHE/servers"
 req="$VA_ROOT/scripts/requirements-servers.txt"
-req_hash=$(sha256sum "$req" | cut -d' ' -f1)
+# A portable llama.cpp (AVX2, no -march=native): a native build on a CPU that
+# reports AMX runs its AMX kernels, and where the kernel does not grant AMX
+# (virtual machines) the server dies on its first request (invalid opcode).
+cmake_args="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
+req_hash=$( (cat "$req"; echo "$cmake_args") | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$SERVERS/.va_req" 2>/dev/null)" != "$req_hash" ]; then
   step "OpenAI-compatible test server (llama-cpp-python, compiles llama.cpp) -> $SERVERS"
   t0=$(date +%s)
   [ -x "$SERVERS/bin/python" ] || "${PYTHON:-python3}" -m venv "$SERVERS"
-  CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" "$SERVERS/bin/pip" install -q --disable-pip-version-check -r "$req"
+  CMAKE_ARGS="$cmake_args" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
+    "$SERVERS/bin/pip" install -q --disable-pip-version-check --no-cache-dir --force-reinstall --no-deps \
+    "$(grep -o '^llama-cpp-python[^ ]*' "$req")"
+  "$SERVERS/bin/pip" install -q --disable-pip-version-check -r "$req"
   echo "$req_hash" > "$SERVERS/.va_req"
   step "test server built in $(( $(date +%s) - t0 )) s"
 fi
